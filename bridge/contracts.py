@@ -1,0 +1,247 @@
+"""Submission contract v1: what a DAG task sends, and the names derived from it.
+
+Pure: pydantic and the standard library only. The JSON Schema in `schemas/submission.v1.json` is
+generated from these models (`bridge schema`) and checked in; a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bridge.errors import InvalidSubmission
+
+SCHEMA_ID = "bridge.submission/v1"
+# Service Bus Standard takes 256 KiB per message; leave room for properties and headers.
+MAX_SUBMISSION_BYTES = 192 * 1024
+# Tag names carry no dots: Event Grid advanced filters cannot address dotted keys.
+TAG_SUBMISSION = "bridge_submission"
+TAG_SIGNATURE = "bridge_signature"
+TAG_DAG_ID = "bridge_dag_id"
+
+_NAME_PREFIX_LENGTH = 40
+_NAME_HASH_LENGTH = 20
+_ASSET_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$|^[^\s:]\S*$")
+_INPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Outcome(StrEnum):
+    """The terminal facts a submission can route on."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Origin(_Model):
+    """The Airflow task instance that sent the submission."""
+
+    dag_id: Annotated[str, Field(min_length=1, max_length=250)]
+    run_id: Annotated[str, Field(min_length=1, max_length=250)]
+    task_id: Annotated[str, Field(min_length=1, max_length=250)]
+    map_index: int = -1
+
+
+class JobInput(_Model):
+    """A data input: an Azure ML URI (`azureml://...`, `https://...`) or, locally, a path."""
+
+    type: Literal["uri_file", "uri_folder", "mltable", "mlflow_model", "custom_model"] = "uri_folder"
+    path: Annotated[str, Field(min_length=1)]
+    mode: Literal["ro_mount", "rw_mount", "download", "direct", "eval_mount", "eval_download"] | None = (
+        None
+    )
+
+
+class JobOutput(_Model):
+    type: Literal["uri_file", "uri_folder", "mltable", "mlflow_model", "custom_model"] = "uri_folder"
+    path: str | None = None
+    mode: Literal["rw_mount", "upload", "direct"] | None = None
+
+
+Literal_ = str | int | float | bool
+
+
+class CommandJob(_Model):
+    """A command job, the common case, spelled out so that the policy and the schema can see it."""
+
+    kind: Literal["command"] = "command"
+    command: Annotated[str, Field(min_length=1, max_length=32_000)]
+    environment: Annotated[str, Field(min_length=1, description="`azureml:name:version` or `name:version`")]
+    compute: Annotated[str, Field(min_length=1)]
+    inputs: dict[str, Literal_ | JobInput] = Field(default_factory=dict)
+    outputs: dict[str, JobOutput] = Field(default_factory=dict)
+    experiment_name: Annotated[str | None, Field(max_length=255)] = None
+    display_name: Annotated[str | None, Field(max_length=255)] = None
+    description: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    environment_variables: dict[str, str] = Field(default_factory=dict)
+    instance_count: Annotated[int, Field(ge=1, le=1000)] = 1
+    timeout_seconds: Annotated[int | None, Field(ge=1)] = None
+
+    @field_validator("inputs", "outputs")
+    @classmethod
+    def _names_are_identifiers(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not _INPUT_NAME.match(name):
+                raise ValueError(f"input/output name {name!r} must be a Python identifier")
+        return value
+
+
+class YamlJob(_Model):
+    """Any job in Azure ML's own YAML job schema, as a mapping; loaded with `azure.ai.ml.load_job`."""
+
+    kind: Literal["yaml"] = "yaml"
+    spec: dict[str, Any]
+
+    @field_validator("spec")
+    @classmethod
+    def _has_a_type(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(spec.get("type", "command"), str):
+            raise ValueError("spec.type must be a string such as 'command', 'pipeline' or 'sweep'")
+        return spec
+
+    @property
+    def job_type(self) -> str:
+        return str(self.spec.get("type", "command"))
+
+
+Job = Annotated[CommandJob | YamlJob, Field(discriminator="kind")]
+
+
+class Trigger(_Model):
+    """A DAG run to start when the job reaches an outcome."""
+
+    dag_id: Annotated[str, Field(min_length=1, max_length=250)]
+    conf: dict[str, Any] = Field(default_factory=dict)
+
+
+class AssetRoutes(_Model):
+    """`on`: asset URIs that receive an event per outcome."""
+
+    completed: list[str] = Field(default_factory=list)
+    failed: list[str] = Field(default_factory=list)
+    canceled: list[str] = Field(default_factory=list)
+
+    @field_validator("completed", "failed", "canceled")
+    @classmethod
+    def _are_uris(cls, uris: list[str]) -> list[str]:
+        for uri in uris:
+            if not _ASSET_URI.match(uri):
+                raise ValueError(f"{uri!r} is not an asset URI")
+        return uris
+
+
+class TriggerRoutes(_Model):
+    """`trigger`: DAG runs to start per outcome."""
+
+    completed: list[Trigger] = Field(default_factory=list)
+    failed: list[Trigger] = Field(default_factory=list)
+    canceled: list[Trigger] = Field(default_factory=list)
+
+
+class Route(_Model):
+    """Everything one outcome of one job leads to."""
+
+    assets: tuple[str, ...] = ()
+    triggers: tuple[Trigger, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.assets and not self.triggers
+
+
+class Submission(_Model):
+    """One Azure ML job and where its result should go. The wire format of the submission queue."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_: Literal["bridge.submission/v1"] = Field(default=SCHEMA_ID, alias="schema")
+    origin: Origin
+    job: Job
+    on: AssetRoutes = Field(default_factory=AssetRoutes)
+    trigger: TriggerRoutes = Field(default_factory=TriggerRoutes)
+
+    @property
+    def id(self) -> str:
+        """The submission id, which is also the Azure ML job name."""
+        return job_name(self.origin)
+
+    @property
+    def experiment_name(self) -> str:
+        """The job's experiment; defaults to the DAG id (the SDK would use the folder's name)."""
+        if isinstance(self.job, CommandJob):
+            declared = self.job.experiment_name
+        else:
+            declared = self.job.spec.get("experiment_name")
+        return str(declared or self.origin.dag_id)
+
+    def route(self, outcome: Outcome) -> Route:
+        return Route(
+            assets=tuple(getattr(self.on, outcome.value)),
+            triggers=tuple(getattr(self.trigger, outcome.value)),
+        )
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_defaults=False)
+
+    @classmethod
+    def parse(cls, body: bytes | str) -> Submission:
+        """Parse a queue message body; every failure is an `InvalidSubmission` naming the problem."""
+        raw = body.encode() if isinstance(body, str) else body
+        if len(raw) > MAX_SUBMISSION_BYTES:
+            raise InvalidSubmission(
+                f"submission is {len(raw)} bytes; the limit is {MAX_SUBMISSION_BYTES}"
+            )
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidSubmission(f"submission is not JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise InvalidSubmission("submission must be a JSON object")
+        if data.get("schema") != SCHEMA_ID:
+            raise InvalidSubmission(
+                f"unsupported schema {data.get('schema')!r}; expected {SCHEMA_ID!r}"
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidSubmission(f"submission is invalid: {describe(exc)}") from exc
+
+
+def describe(exc: ValidationError) -> str:
+    """One line per problem, each naming the field: what a user needs to fix the submission."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "(root)"
+        problems.append(f"{where}: {error['msg']}")
+    return "; ".join(problems)
+
+
+def job_name(origin: Origin) -> str:
+    """A valid, readable, deterministic Azure ML job name for one Airflow task instance.
+
+    The DAG id gives a readable prefix; a hash of the whole origin makes it unique, so a resent
+    submission (or a retried task) names the same job and never creates a second one.
+    """
+    key = "\x1f".join((origin.dag_id, origin.run_id, origin.task_id, str(origin.map_index)))
+    digest = hashlib.sha256(key.encode()).hexdigest()[:_NAME_HASH_LENGTH]
+    prefix = re.sub(r"[^a-z0-9_]+", "_", origin.dag_id.lower()).strip("_")[:_NAME_PREFIX_LENGTH]
+    if not prefix or not prefix[0].isalpha():
+        prefix = f"job_{prefix}".rstrip("_")
+    return f"{prefix}-{digest}"
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Submission.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = SCHEMA_ID
+    return schema

@@ -1,0 +1,40 @@
+"""The bridge's error hierarchy: every failure says whether a retry can fix it.
+
+The entry points map the two classes onto their transport: a *transient* error is raised so that
+Service Bus redelivers or Event Grid retries; a *permanent* one is recorded with its reason and the
+message is answered as handled, because no retry will ever make it succeed.
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base of every error the bridge raises on purpose."""
+
+
+class PermanentError(BridgeError):
+    """No retry can fix this: bad input, a policy violation, a 4xx that stays a 4xx."""
+
+
+class TransientError(BridgeError):
+    """A retry may fix this: network, 5xx, 429, a dependency that is down, a busy claim."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class InvalidSubmission(PermanentError):
+    """The submission does not match the v1 contract (schema, size, JSON)."""
+
+
+class PolicyViolation(PermanentError):
+    """The submission is well-formed but the governance policy refuses it."""
+
+
+class InvalidEvent(PermanentError):
+    """An event delivery is malformed: not JSON, not an event, a required field missing."""
+
+
+class ConfigurationError(PermanentError):
+    """A setting is missing or malformed; names the setting, never its value."""

@@ -1,0 +1,50 @@
+"""The outside systems the core talks to, as small protocols. One adapter each in `bridge.adapters`.
+
+Adapters translate their SDK's failures into `bridge.errors`: `TransientError` for what a retry can
+fix (network, 5xx, 429, expired token), `PermanentError` for what it cannot (4xx, unknown asset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bridge.contracts import Submission
+
+
+@dataclass(frozen=True)
+class CreatedJob:
+    """What Azure ML answered for a job the bridge created (or found already created)."""
+
+    name: str
+    status: str | None
+    studio_url: str | None
+
+
+class Jobs(Protocol):
+    """Azure ML jobs of one workspace."""
+
+    def create(self, submission: Submission, tags: Mapping[str, str]) -> CreatedJob:
+        """Create the submission's job under `submission.id`, with these tags added to its own."""
+        ...
+
+    def find(self, name: str) -> CreatedJob | None:
+        """The job of that name, or None. Used only to recover an interrupted submission."""
+        ...
+
+
+class Airflow(Protocol):
+    """The effects the bridge has on Airflow, through its REST API."""
+
+    def post_asset_event(self, uri: str, extra: Mapping[str, Any]) -> None:
+        """Record an asset event; `PermanentError` if no DAG references the asset."""
+        ...
+
+    def asset_event_posted(self, uri: str, effect_id: str) -> bool:
+        """Whether an event with `extra.effect_id == effect_id` exists (lapsed-claim recovery)."""
+        ...
+
+    def trigger_dag_run(self, dag_id: str, run_id: str, conf: Mapping[str, Any]) -> bool:
+        """Start a DAG run with this id; False when a run with that id already existed."""
+        ...

@@ -1,0 +1,134 @@
+"""Typed settings, read once from the environment (app settings in Azure, exported vars locally).
+
+`SETTINGS` is the one list of every variable the Function App side reads; the infrastructure test
+checks that Bicep sets exactly these. Values are never logged or reported, only names.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+from bridge.errors import ConfigurationError
+
+# Read by function_app.py's decorators (the Functions host resolves them), not by Settings.
+SUBMISSION_QUEUE = "BRIDGE_SUBMISSION_QUEUE"
+SERVICEBUS_CONNECTION = "BRIDGE_SERVICEBUS"  # prefix: BRIDGE_SERVICEBUS__fullyQualifiedNamespace
+
+AZUREML_SUBSCRIPTION_ID = "BRIDGE_AZUREML_SUBSCRIPTION_ID"
+AZUREML_RESOURCE_GROUP = "BRIDGE_AZUREML_RESOURCE_GROUP"
+AZUREML_WORKSPACE = "BRIDGE_AZUREML_WORKSPACE"
+AZUREML_ENDPOINT = "BRIDGE_AZUREML_ENDPOINT"
+LEDGER_ENDPOINT = "BRIDGE_LEDGER_ENDPOINT"
+LEDGER_CONNECTION_STRING = "BRIDGE_LEDGER_CONNECTION_STRING"
+LEDGER_TABLE = "BRIDGE_LEDGER_TABLE"
+AIRFLOW_URL = "BRIDGE_AIRFLOW_URL"
+AIRFLOW_USERNAME = "BRIDGE_AIRFLOW_USERNAME"
+AIRFLOW_PASSWORD = "BRIDGE_AIRFLOW_PASSWORD"
+SIGNING_KEY = "BRIDGE_SIGNING_KEY"
+POLICY = "BRIDGE_POLICY"
+MANAGED_IDENTITY_CLIENT_ID = "AZURE_CLIENT_ID"
+
+# Every setting the Function App's code reads, with whether Azure must set it.
+SETTINGS: Mapping[str, bool] = {
+    SUBMISSION_QUEUE: True,
+    f"{SERVICEBUS_CONNECTION}__fullyQualifiedNamespace": True,
+    f"{SERVICEBUS_CONNECTION}__credential": True,
+    f"{SERVICEBUS_CONNECTION}__clientId": True,
+    AZUREML_SUBSCRIPTION_ID: True,
+    AZUREML_RESOURCE_GROUP: True,
+    AZUREML_WORKSPACE: True,
+    AZUREML_ENDPOINT: False,
+    LEDGER_ENDPOINT: True,
+    LEDGER_CONNECTION_STRING: False,
+    LEDGER_TABLE: True,
+    AIRFLOW_URL: True,
+    AIRFLOW_USERNAME: True,
+    AIRFLOW_PASSWORD: True,
+    SIGNING_KEY: True,
+    POLICY: False,
+    MANAGED_IDENTITY_CLIENT_ID: True,
+}
+
+_SECRET_SETTINGS = (AIRFLOW_PASSWORD, SIGNING_KEY, LEDGER_CONNECTION_STRING)
+
+
+@dataclass(frozen=True)
+class Settings:
+    azureml_subscription_id: str = ""
+    azureml_resource_group: str = ""
+    azureml_workspace: str = ""
+    azureml_endpoint: str | None = None
+    ledger_endpoint: str | None = None
+    ledger_connection_string: str | None = field(default=None, repr=False)
+    ledger_table: str = "bridgeledger"
+    airflow_url: str = ""
+    airflow_username: str = ""
+    airflow_password: str = field(default="", repr=False)
+    signing_key: str = field(default="", repr=False)
+    policy_json: str | None = None
+    managed_identity_client_id: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        def get(name: str) -> str:
+            return env.get(name, "").strip()
+
+        return cls(
+            azureml_subscription_id=get(AZUREML_SUBSCRIPTION_ID),
+            azureml_resource_group=get(AZUREML_RESOURCE_GROUP),
+            azureml_workspace=get(AZUREML_WORKSPACE),
+            azureml_endpoint=get(AZUREML_ENDPOINT) or None,
+            ledger_endpoint=get(LEDGER_ENDPOINT) or None,
+            ledger_connection_string=get(LEDGER_CONNECTION_STRING) or None,
+            ledger_table=get(LEDGER_TABLE) or "bridgeledger",
+            airflow_url=get(AIRFLOW_URL).rstrip("/"),
+            airflow_username=get(AIRFLOW_USERNAME),
+            airflow_password=get(AIRFLOW_PASSWORD),
+            signing_key=get(SIGNING_KEY),
+            policy_json=get(POLICY) or None,
+            managed_identity_client_id=get(MANAGED_IDENTITY_CLIENT_ID) or None,
+        )
+
+    @property
+    def workspace_id(self) -> str:
+        return (
+            f"/subscriptions/{self.azureml_subscription_id}/resourceGroups/"
+            f"{self.azureml_resource_group}/providers/Microsoft.MachineLearningServices/"
+            f"workspaces/{self.azureml_workspace}"
+        )
+
+    def problems(self) -> list[str]:
+        """Configuration problems, each naming the setting and never showing a value."""
+        found = []
+        required = {
+            AZUREML_SUBSCRIPTION_ID: self.azureml_subscription_id,
+            AZUREML_RESOURCE_GROUP: self.azureml_resource_group,
+            AZUREML_WORKSPACE: self.azureml_workspace,
+            AIRFLOW_URL: self.airflow_url,
+            AIRFLOW_USERNAME: self.airflow_username,
+            AIRFLOW_PASSWORD: self.airflow_password,
+            SIGNING_KEY: self.signing_key,
+        }
+        found += [f"{name} is not set" for name, value in required.items() if not value]
+        if not (self.ledger_endpoint or self.ledger_connection_string):
+            found.append(f"neither {LEDGER_ENDPOINT} nor {LEDGER_CONNECTION_STRING} is set")
+        for name, url in ((AIRFLOW_URL, self.airflow_url), (AZUREML_ENDPOINT, self.azureml_endpoint),
+                          (LEDGER_ENDPOINT, self.ledger_endpoint)):
+            if url and urlparse(url).scheme not in ("http", "https"):
+                found.append(f"{name} is not an http(s) URL")
+        if self.signing_key and len(self.signing_key) < 32:
+            found.append(f"{SIGNING_KEY} is shorter than 32 characters")
+        if self.policy_json:
+            try:
+                json.loads(self.policy_json)
+            except json.JSONDecodeError as exc:
+                found.append(f"{POLICY} is not valid JSON ({exc.msg} at {exc.pos})")
+        return found
+
+    def require(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ConfigurationError("; ".join(problems))
