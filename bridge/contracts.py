@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bridge.errors import InvalidSubmission
 
-SCHEMA_ID = "bridge.submission/v1"
+SCHEMA_ID: Literal["bridge.submission/v1"] = "bridge.submission/v1"
 # Service Bus Standard takes 256 KiB per message; leave room for properties and headers.
 MAX_SUBMISSION_BYTES = 192 * 1024
 # Tag names carry no dots: Event Grid advanced filters cannot address dotted keys.
@@ -54,15 +54,19 @@ class Origin(_Model):
 class JobInput(_Model):
     """A data input: an Azure ML URI (`azureml://...`, `https://...`) or, locally, a path."""
 
-    type: Literal["uri_file", "uri_folder", "mltable", "mlflow_model", "custom_model"] = "uri_folder"
-    path: Annotated[str, Field(min_length=1)]
-    mode: Literal["ro_mount", "rw_mount", "download", "direct", "eval_mount", "eval_download"] | None = (
-        None
+    type: Literal["uri_file", "uri_folder", "mltable", "mlflow_model", "custom_model"] = (
+        "uri_folder"
     )
+    path: Annotated[str, Field(min_length=1)]
+    mode: (
+        Literal["ro_mount", "rw_mount", "download", "direct", "eval_mount", "eval_download"] | None
+    ) = None
 
 
 class JobOutput(_Model):
-    type: Literal["uri_file", "uri_folder", "mltable", "mlflow_model", "custom_model"] = "uri_folder"
+    type: Literal["uri_file", "uri_folder", "mltable", "mlflow_model", "custom_model"] = (
+        "uri_folder"
+    )
     path: str | None = None
     mode: Literal["rw_mount", "upload", "direct"] | None = None
 
@@ -75,7 +79,9 @@ class CommandJob(_Model):
 
     kind: Literal["command"] = "command"
     command: Annotated[str, Field(min_length=1, max_length=32_000)]
-    environment: Annotated[str, Field(min_length=1, description="`azureml:name:version` or `name:version`")]
+    environment: Annotated[
+        str, Field(min_length=1, description="`azureml:name:version` or `name:version`")
+    ]
     compute: Annotated[str, Field(min_length=1)]
     inputs: dict[str, Literal_ | JobInput] = Field(default_factory=dict)
     outputs: dict[str, JobOutput] = Field(default_factory=dict)
@@ -97,7 +103,7 @@ class CommandJob(_Model):
 
 
 class YamlJob(_Model):
-    """Any job in Azure ML's own YAML job schema, as a mapping; loaded with `azure.ai.ml.load_job`."""
+    """Any job in Azure ML's own YAML job schema, as a mapping (read by `azure.ai.ml.load_job`)."""
 
     kind: Literal["yaml"] = "yaml"
     spec: dict[str, Any]
@@ -195,7 +201,7 @@ class Submission(_Model):
 
     @classmethod
     def parse(cls, body: bytes | str) -> Submission:
-        """Parse a queue message body; every failure is an `InvalidSubmission` naming the problem."""
+        """Parse a message body; any failure is an `InvalidSubmission` naming the problem."""
         raw = body.encode() if isinstance(body, str) else body
         if len(raw) > MAX_SUBMISSION_BYTES:
             raise InvalidSubmission(

@@ -115,8 +115,11 @@ class Settings:
         found += [f"{name} is not set" for name, value in required.items() if not value]
         if not (self.ledger_endpoint or self.ledger_connection_string):
             found.append(f"neither {LEDGER_ENDPOINT} nor {LEDGER_CONNECTION_STRING} is set")
-        for name, url in ((AIRFLOW_URL, self.airflow_url), (AZUREML_ENDPOINT, self.azureml_endpoint),
-                          (LEDGER_ENDPOINT, self.ledger_endpoint)):
+        for name, url in (
+            (AIRFLOW_URL, self.airflow_url),
+            (AZUREML_ENDPOINT, self.azureml_endpoint),
+            (LEDGER_ENDPOINT, self.ledger_endpoint),
+        ):
             if url and urlparse(url).scheme not in ("http", "https"):
                 found.append(f"{name} is not an http(s) URL")
         if self.signing_key and len(self.signing_key) < 32:

@@ -68,7 +68,10 @@ class Azurite:
             *storage, "--disableTelemetry", "--skipApiVersionCheck", "--silent",
         ]  # fmt: skip
         self._service = Service(
-            "azurite", argv, log=self.workdir / "logs" / "azurite.log", cwd=data,
+            "azurite",
+            argv,
+            log=self.workdir / "logs" / "azurite.log",
+            cwd=data,
             ready=lambda: port_ready(self.table_port)() and port_ready(self.queue_port)(),
         ).start()
         self._service.wait_ready(timeout)

@@ -1,0 +1,72 @@
+"""Builds the bridge's object graph from settings, once per process.
+
+Nothing here runs at import: `runtime()` builds on first use and caches, so `import function_app`
+stays light (azure.ai.ml is imported by the Azure ML adapter only when it first creates a job).
+Tests call `build(settings)` with their own settings.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from urllib.parse import urlparse
+
+from azure.core.credentials import TokenCredential
+
+from bridge.policy import Policy
+from bridge.service import Bridge
+from bridge.settings import Settings
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def build(settings: Settings) -> Bridge:
+    settings.require()
+    from bridge.adapters.airflow import AirflowRest
+    from bridge.adapters.azureml import AzureMLJobs
+    from bridge.ledger.table import TableLedger
+
+    credential = _credential(settings)
+    if settings.ledger_connection_string:
+        ledger = TableLedger.from_connection_string(
+            settings.ledger_connection_string, settings.ledger_table
+        )
+    else:
+        assert settings.ledger_endpoint  # settings.require() said one of the two is set
+        ledger = TableLedger.from_endpoint(
+            settings.ledger_endpoint, settings.ledger_table, credential
+        )
+    return Bridge(
+        ledger=ledger,
+        jobs=AzureMLJobs(
+            subscription_id=settings.azureml_subscription_id,
+            resource_group=settings.azureml_resource_group,
+            workspace=settings.azureml_workspace,
+            credential=credential,
+            endpoint=settings.azureml_endpoint,
+        ),
+        airflow=AirflowRest(
+            settings.airflow_url, settings.airflow_username, settings.airflow_password
+        ),
+        policy=Policy.from_json(settings.policy_json),
+        signing_key=settings.signing_key,
+        workspace=settings.azureml_workspace,
+    )
+
+
+@functools.cache
+def runtime() -> Bridge:
+    """The process's bridge, built from the environment on first use."""
+    return build(Settings.from_env(os.environ))
+
+
+def _credential(settings: Settings) -> TokenCredential:
+    """The managed identity in Azure; a fixed token only for an Azure ML emulator on loopback."""
+    endpoint = settings.azureml_endpoint
+    if endpoint and urlparse(endpoint).hostname in _LOOPBACK:
+        from bridge.local.credential import LocalCredential
+
+        return LocalCredential()
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(managed_identity_client_id=settings.managed_identity_client_id)

@@ -1,0 +1,86 @@
+"""Routing: from one terminal fact about a job to the effects its submission asked for.
+
+An `Effect` is one change in Airflow (an asset event, or a DAG run) with a stable identity: the
+job, the outcome and the target. The ledger claims that identity before the effect is performed,
+so a redelivered or doubled event (RunCompleted plus RunStatusChanged(Completed)) performs nothing
+twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from bridge.contracts import Origin, Outcome, Route
+
+
+class EffectKind(StrEnum):
+    ASSET_EVENT = "asset"
+    DAG_RUN = "dagrun"
+
+
+@dataclass(frozen=True)
+class Fact:
+    """What happened to a job, with everything the asset event's `extra` reports."""
+
+    job_name: str
+    outcome: Outcome
+    status: str  # Completed, Failed, Canceled, or Rejected for a submission the bridge refused
+    experiment: str
+    workspace: str
+    studio_url: str | None
+    origin: Origin
+    event_id: str | None = None
+    event_time: str | None = None
+    reason: str | None = None
+
+    def extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {
+            "job_name": self.job_name,
+            "status": self.status,
+            "experiment": self.experiment,
+            "studio_url": self.studio_url,
+            "workspace": self.workspace,
+            "event_id": self.event_id,
+            "event_time": self.event_time,
+            "submission_id": self.job_name,
+            "origin": self.origin.model_dump(),
+        }
+        if self.reason:
+            extra["reason"] = self.reason
+        return extra
+
+
+@dataclass(frozen=True)
+class Effect:
+    fact: Fact
+    kind: EffectKind
+    target: str  # an asset URI or a DAG id
+    conf: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """Stable across redeliveries; also a valid Table Storage row key (no / \\ # ?)."""
+        digest = hashlib.sha256(self.target.encode()).hexdigest()[:24]
+        return f"{self.fact.outcome.value}-{self.kind.value}-{digest}"
+
+    @property
+    def dag_run_id(self) -> str:
+        """Deterministic, so Airflow itself refuses a second run (409) if all else failed."""
+        return f"azureml__{self.fact.job_name}__{self.fact.outcome.value}"
+
+    def extra(self) -> dict[str, Any]:
+        return {**self.fact.extra(), "effect_id": f"{self.fact.job_name}/{self.id}"}
+
+
+def plan(fact: Fact, route: Route) -> list[Effect]:
+    """Every effect of one fact, each target once, in the order the submission listed them."""
+    effects = [Effect(fact, EffectKind.ASSET_EVENT, uri) for uri in dict.fromkeys(route.assets)]
+    seen: set[str] = set()
+    for trigger in route.triggers:
+        if trigger.dag_id not in seen:
+            seen.add(trigger.dag_id)
+            effects.append(Effect(fact, EffectKind.DAG_RUN, trigger.dag_id, dict(trigger.conf)))
+    return effects

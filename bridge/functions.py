@@ -1,0 +1,81 @@
+"""Azure Functions glue: each function turns its binding's object into one call of the core.
+
+Return means done (Service Bus completes the message; Event Grid counts a success); raising a
+`TransientError` means retry (Service Bus redelivers, then dead-letters; Event Grid retries for
+up to 24 h). Permanent failures are recorded by the core and return normally.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from typing import Any
+
+import azure.functions as func
+
+from bridge.composition import runtime
+from bridge.errors import ConfigurationError, InvalidEvent
+from bridge.events import JobEvent, parse_event
+from bridge.policy import Policy
+from bridge.settings import Settings
+from bridge.webhook import answer
+
+log = logging.getLogger("bridge.functions")
+
+
+def on_submission(message: func.ServiceBusMessage) -> None:
+    body = message.get_body()
+    message_id = message.message_id or hashlib.sha256(body).hexdigest()
+    report = runtime().submit(body, message_id)
+    log.info("submission %s: %s %s", message_id, report.result, report.detail)
+
+
+def on_azureml_event(event: func.EventGridEvent) -> None:
+    raw = _event_grid_dict(event)
+    try:
+        parsed = parse_event(raw)
+    except InvalidEvent as exc:
+        # Retrying a malformed event for 24 h cannot fix it: record it and answer success.
+        runtime().ledger.reject_message(f"event:{event.id}", str(exc), json.dumps(raw).encode())
+        log.error("malformed event %s: %s", event.id, exc)
+        return
+    if isinstance(parsed, JobEvent):
+        report = runtime().handle(parsed)
+        log.info("event %s: %s %s", event.id, report.result, report.detail)
+
+
+def events_webhook(request: func.HttpRequest) -> func.HttpResponse:
+    reply = answer(request.method, dict(request.headers), request.get_body(), runtime)
+    return func.HttpResponse(
+        reply.content(),
+        status_code=reply.status,
+        headers=dict(reply.headers),
+        mimetype="application/json",
+    )
+
+
+def health(request: func.HttpRequest) -> func.HttpResponse:
+    settings = Settings.from_env(os.environ)
+    problems = settings.problems()
+    try:
+        Policy.from_json(settings.policy_json)
+    except ConfigurationError as exc:
+        problems.append(str(exc))
+    body = {"status": "misconfigured" if problems else "ok", "problems": problems}
+    return func.HttpResponse(
+        json.dumps(body), status_code=503 if problems else 200, mimetype="application/json"
+    )
+
+
+def _event_grid_dict(event: func.EventGridEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "eventType": event.event_type,
+        "subject": event.subject,
+        "topic": event.topic,
+        "eventTime": event.event_time.isoformat() if event.event_time else None,
+        "data": event.get_json(),
+        "dataVersion": event.data_version,
+    }

@@ -1,0 +1,115 @@
+"""The ledger: what the bridge has accepted, created, and done, so that every effect happens once.
+
+Modelled on AWS Lambda Powertools' idempotency records. A job record per submission; an effect
+record per (job, outcome, target) that moves IN_PROGRESS (with a lease) → COMPLETED or FAILED.
+Every transition is a conditional write, so two workers racing on the same event cannot both
+perform it; a claim whose lease lapsed (its worker died) may be taken over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Protocol
+
+from bridge.contracts import Submission
+from bridge.effects import Effect
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class JobState(StrEnum):
+    ACCEPTED = "accepted"  # recorded; the Azure ML job may or may not exist yet
+    CREATED = "created"
+    REJECTED = "rejected"  # refused before any job was created; `reason` says why
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class EffectState(StrEnum):
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"  # a permanent failure, recorded with its reason; never retried
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    submission: Submission
+    state: JobState
+    studio_url: str | None = None
+    reason: str | None = None
+    accepted_at: str | None = None
+    created_at: str | None = None
+    finished_at: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.submission.id
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The right to perform one effect, until `lease_until` (epoch seconds)."""
+
+    effect: Effect
+    etag: str
+    lease_until: float
+    taken_over: bool  # a previous claim lapsed: the effect may already have happened
+
+
+@dataclass(frozen=True)
+class Settled:
+    """The effect was already performed (or permanently failed): nothing to do."""
+
+    state: EffectState
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Busy:
+    """Another worker holds a live claim on this effect; retry after the lease."""
+
+    lease_until: float
+
+
+@dataclass(frozen=True)
+class EffectRecord:
+    job_name: str
+    effect_id: str
+    kind: str
+    target: str
+    state: EffectState
+    reason: str | None
+    updated_at: str | None
+
+
+class Ledger(Protocol):
+    def add_job(self, record: JobRecord) -> tuple[JobRecord, bool]:
+        """Insert if absent. Returns the stored record and whether this call inserted it."""
+        ...
+
+    def get_job(self, name: str) -> JobRecord | None: ...
+
+    def update_job(self, name: str, state: JobState, **fields: str | None) -> None:
+        """Move a job to `state`, setting the given timestamp/url/reason fields."""
+        ...
+
+    def claim(self, effect: Effect, now: float, lease_seconds: float) -> Claim | Settled | Busy: ...
+
+    def complete(self, claim: Claim) -> None: ...
+
+    def fail(self, claim: Claim, reason: str) -> None: ...
+
+    def release(self, claim: Claim) -> None:
+        """Give the claim up after a transient failure, so the retry can take it at once."""
+        ...
+
+    def effects(self, job_name: str) -> list[EffectRecord]: ...
+
+    def reject_message(self, message_id: str, reason: str, body: bytes) -> None:
+        """Record a message that is not a submission at all, so it is never silently lost."""
+        ...

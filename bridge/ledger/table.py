@@ -1,0 +1,265 @@
+"""The ledger on Azure Table Storage (`azure-data-tables`); Azurite locally.
+
+Layout: partition = job name. Row "job" is the job record; one row per effect, keyed by the
+effect's id. Rejected non-submissions live in partition "rejected-messages". Inserts are
+insert-if-absent (409 means someone was first) and updates carry the ETag they read (412 means
+someone changed it since): no check-then-write races.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import (
+    AzureError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+
+from bridge.contracts import Submission
+from bridge.effects import Effect
+from bridge.errors import TransientError
+from bridge.ledger import (
+    Busy,
+    Claim,
+    EffectRecord,
+    EffectState,
+    JobRecord,
+    JobState,
+    Settled,
+    now_iso,
+)
+
+JOB_ROW = "job"
+REJECTED_PARTITION = "rejected-messages"
+# A string property holds at most 64 KiB (32K UTF-16 characters); a submission may be larger.
+_CHUNK = 30_000
+_MAX_CHUNKS = 7
+
+
+class TableLedger:
+    def __init__(self, client: TableClient) -> None:
+        self._table = client
+        self._created = False
+
+    @classmethod
+    def from_endpoint(cls, endpoint: str, table: str, credential: TokenCredential) -> TableLedger:
+        service = TableServiceClient(endpoint=endpoint, credential=credential)
+        return cls(service.get_table_client(table))
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str, table: str) -> TableLedger:
+        return cls(TableClient.from_connection_string(connection_string, table_name=table))
+
+    def ensure_table(self) -> None:
+        if not self._created:
+            with _transient("create the ledger table"), suppress(ResourceExistsError):
+                self._table.create_table()
+            self._created = True
+
+    # Jobs
+
+    def add_job(self, record: JobRecord) -> tuple[JobRecord, bool]:
+        self.ensure_table()
+        entity = {"PartitionKey": record.name, "RowKey": JOB_ROW, **_job_fields(record)}
+        with _transient("record the submission"):
+            try:
+                self._table.create_entity(entity)
+                return record, True
+            except ResourceExistsError:
+                pass
+        existing = self.get_job(record.name)
+        if existing is None:  # deleted in between: nothing in the design deletes, so retry
+            raise TransientError(f"job record {record.name} vanished while being read")
+        return existing, False
+
+    def get_job(self, name: str) -> JobRecord | None:
+        self.ensure_table()
+        with _transient("read a job record"):
+            try:
+                entity = self._table.get_entity(name, JOB_ROW)
+            except ResourceNotFoundError:
+                return None
+        return _job_record(entity)
+
+    def update_job(self, name: str, state: JobState, **fields: str | None) -> None:
+        entity = {"PartitionKey": name, "RowKey": JOB_ROW, "state": state.value, **fields}
+        with _transient("update a job record"):
+            self._table.update_entity(entity, mode=UpdateMode.MERGE)
+
+    # Effects
+
+    def claim(self, effect: Effect, now: float, lease_seconds: float) -> Claim | Settled | Busy:
+        self.ensure_table()
+        lease_until = now + lease_seconds
+        entity = {
+            "PartitionKey": effect.fact.job_name,
+            "RowKey": effect.id,
+            "kind": effect.kind.value,
+            "target": effect.target,
+            "event_id": effect.fact.event_id or "",
+            "state": EffectState.IN_PROGRESS.value,
+            "lease_until": lease_until,
+            "updated_at": now_iso(),
+        }
+        with _transient("claim an effect"):
+            try:
+                meta = self._table.create_entity(entity)
+                return Claim(effect, str(meta["etag"]), lease_until, taken_over=False)
+            except ResourceExistsError:
+                current = self._table.get_entity(effect.fact.job_name, effect.id)
+        state = EffectState(current["state"])
+        if state is not EffectState.IN_PROGRESS:
+            return Settled(state, current.get("reason"))
+        if float(current["lease_until"]) > now:
+            return Busy(float(current["lease_until"]))
+        with _transient("take over a lapsed claim"):
+            try:
+                meta = self._table.update_entity(
+                    entity,
+                    mode=UpdateMode.REPLACE,
+                    etag=current.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except ResourceModifiedError:
+                return Busy(lease_until)  # another worker took it over first
+        return Claim(effect, str(meta["etag"]), lease_until, taken_over=True)
+
+    def complete(self, claim: Claim) -> None:
+        self._settle(claim, EffectState.COMPLETED, None)
+
+    def fail(self, claim: Claim, reason: str) -> None:
+        self._settle(claim, EffectState.FAILED, reason[:30_000])
+
+    def release(self, claim: Claim) -> None:
+        # A 412 or 404 means someone took over the lapsed claim: it is theirs now.
+        gone = (ResourceModifiedError, ResourceNotFoundError)
+        with _transient("release a claim"), suppress(*gone):
+            self._table.delete_entity(
+                claim.effect.fact.job_name,
+                claim.effect.id,
+                etag=claim.etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+
+    def effects(self, job_name: str) -> list[EffectRecord]:
+        self.ensure_table()
+        query = "PartitionKey eq @job and RowKey ne @job_row"
+        with _transient("list effects"):
+            rows = list(
+                self._table.query_entities(query, parameters={"job": job_name, "job_row": JOB_ROW})
+            )
+        return [
+            EffectRecord(
+                job_name=job_name,
+                effect_id=row["RowKey"],
+                kind=row.get("kind", ""),
+                target=row.get("target", ""),
+                state=EffectState(row["state"]),
+                reason=row.get("reason"),
+                updated_at=row.get("updated_at"),
+            )
+            for row in rows
+        ]
+
+    def reject_message(self, message_id: str, reason: str, body: bytes) -> None:
+        self.ensure_table()
+        # Message ids are the sender's to choose; a digest is always a valid row key.
+        row = hashlib.sha256(message_id.encode()).hexdigest()
+        entity = {
+            "PartitionKey": REJECTED_PARTITION,
+            "RowKey": row,
+            "message_id": message_id[:1000],
+            "reason": reason[:30_000],
+            "body": body[:32_000],
+            "received_at": now_iso(),
+        }
+        with _transient("record a rejected message"):
+            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def rejected_messages(self) -> list[dict[str, Any]]:
+        self.ensure_table()
+        with _transient("list rejected messages"):
+            rows = self._table.query_entities(
+                "PartitionKey eq @p", parameters={"p": REJECTED_PARTITION}
+            )
+            return [dict(row) for row in rows]
+
+    def _settle(self, claim: Claim, state: EffectState, reason: str | None) -> None:
+        entity = {
+            "PartitionKey": claim.effect.fact.job_name,
+            "RowKey": claim.effect.id,
+            "state": state.value,
+            "reason": reason or "",
+            "updated_at": now_iso(),
+        }
+        with _transient("settle an effect"):
+            try:
+                self._table.update_entity(
+                    entity,
+                    mode=UpdateMode.MERGE,
+                    etag=claim.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except ResourceModifiedError as exc:
+                # Our lease lapsed and another worker took over: it will settle the effect.
+                raise TransientError(f"claim on {claim.effect.id} was taken over") from exc
+
+    def close(self) -> None:
+        self._table.close()
+
+
+@contextmanager
+def _transient(doing: str) -> Iterator[None]:
+    """Storage failures are the bridge's own infrastructure failing: retry, never reject."""
+    try:
+        yield
+    except (ResourceExistsError, ResourceNotFoundError, ResourceModifiedError):
+        raise
+    except AzureError as exc:
+        raise TransientError(f"ledger: could not {doing}: {type(exc).__name__}") from exc
+
+
+def _job_fields(record: JobRecord) -> dict[str, Any]:
+    text = record.submission.to_json()
+    chunks = [text[i : i + _CHUNK] for i in range(0, len(text), _CHUNK)]
+    if len(chunks) > _MAX_CHUNKS:
+        raise ValueError("submission too large for one ledger record")  # bounded by the contract
+    fields: dict[str, Any] = {f"submission_{i}": chunk for i, chunk in enumerate(chunks)}
+    fields.update(
+        state=record.state.value,
+        studio_url=record.studio_url or "",
+        reason=record.reason or "",
+        accepted_at=record.accepted_at or now_iso(),
+        created_at=record.created_at or "",
+        finished_at=record.finished_at or "",
+        dag_id=record.submission.origin.dag_id,
+    )
+    return fields
+
+
+def _job_record(entity: dict[str, Any]) -> JobRecord:
+    text = "".join(
+        entity[f"submission_{i}"] for i in range(_MAX_CHUNKS) if f"submission_{i}" in entity
+    )
+
+    def opt(key: str) -> str | None:
+        value = entity.get(key)
+        return str(value) if value else None
+
+    return JobRecord(
+        submission=Submission.parse(text),
+        state=JobState(entity["state"]),
+        studio_url=opt("studio_url"),
+        reason=opt("reason"),
+        accepted_at=opt("accepted_at"),
+        created_at=opt("created_at"),
+        finished_at=opt("finished_at"),
+    )

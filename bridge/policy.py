@@ -1,0 +1,129 @@
+"""The governance policy a submission must satisfy before any job is created.
+
+A platform team sets it once (`BRIDGE_POLICY`, JSON); every violation is listed in one
+`PolicyViolation`, so a DAG author fixes them all at once. Unset fields allow anything.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bridge.contracts import CommandJob, Submission, describe
+from bridge.errors import ConfigurationError, PolicyViolation
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allowed_job_types: tuple[str, ...] = ("command", "pipeline", "sweep")
+    allowed_computes: tuple[str, ...] | None = None
+    # Prefixes, e.g. "azureml:approved-" or "azureml://registries/platform/".
+    allowed_environments: tuple[str, ...] | None = None
+    max_instance_count: int = Field(default=10, ge=1)
+    max_timeout_seconds: int | None = Field(default=None, ge=1)
+    # Prefixes of asset URIs a submission may route to, and DAG ids it may trigger.
+    allowed_asset_prefixes: tuple[str, ...] | None = None
+    allowed_trigger_dags: tuple[str, ...] | None = None
+    required_tags: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Policy:
+        if not text:
+            return cls()
+        try:
+            return cls.model_validate(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise ConfigurationError(f"BRIDGE_POLICY is not JSON: {exc.msg}") from exc
+        except ValidationError as exc:
+            raise ConfigurationError(f"BRIDGE_POLICY is invalid: {describe(exc)}") from exc
+
+    def check(self, submission: Submission) -> None:
+        violations = self.violations(submission)
+        if violations:
+            raise PolicyViolation("; ".join(violations))
+
+    def violations(self, submission: Submission) -> list[str]:
+        job = _JobFacts.of(submission)
+        found = []
+        if job.type not in self.allowed_job_types:
+            found.append(
+                f"job type {job.type!r} is not allowed ({', '.join(self.allowed_job_types)})"
+            )
+        if self.allowed_computes is not None and job.compute not in self.allowed_computes:
+            found.append(f"compute {job.compute!r} is not allowed")
+        if self.allowed_environments is not None and not (
+            job.environment and job.environment.startswith(self.allowed_environments)
+        ):
+            found.append(f"environment {job.environment!r} is not allowed")
+        if job.instance_count > self.max_instance_count:
+            found.append(
+                f"instance_count {job.instance_count} exceeds the maximum {self.max_instance_count}"
+            )
+        if self.max_timeout_seconds is not None and (
+            job.timeout is None or job.timeout > self.max_timeout_seconds
+        ):
+            found.append(f"timeout must be set and at most {self.max_timeout_seconds} seconds")
+        found += [f"required tag {tag!r} is missing" for tag in self.required_tags
+                  if tag not in job.tags]  # fmt: skip
+        found += self._route_violations(submission)
+        return found
+
+    def _route_violations(self, submission: Submission) -> list[str]:
+        found = []
+        if self.allowed_asset_prefixes is not None:
+            uris = [*submission.on.completed, *submission.on.failed, *submission.on.canceled]
+            found += [f"asset {uri!r} is not allowed" for uri in uris
+                      if not uri.startswith(self.allowed_asset_prefixes)]  # fmt: skip
+        if self.allowed_trigger_dags is not None:
+            triggers = [*submission.trigger.completed, *submission.trigger.failed,
+                        *submission.trigger.canceled]  # fmt: skip
+            found += [f"triggering DAG {t.dag_id!r} is not allowed" for t in triggers
+                      if t.dag_id not in self.allowed_trigger_dags]  # fmt: skip
+        return found
+
+
+class _JobFacts(BaseModel):
+    """What the policy looks at, read alike from a typed command job or a YAML job mapping."""
+
+    type: str
+    compute: str | None
+    environment: str | None
+    instance_count: int
+    timeout: int | None
+    tags: dict[str, Any]
+
+    @classmethod
+    def of(cls, submission: Submission) -> _JobFacts:
+        job = submission.job
+        if isinstance(job, CommandJob):
+            return cls(type="command", compute=job.compute, environment=job.environment,
+                       instance_count=job.instance_count, timeout=job.timeout_seconds,
+                       tags=job.tags)  # fmt: skip
+        spec = job.spec
+        resources = spec.get("resources") if isinstance(spec.get("resources"), dict) else {}
+        limits = spec.get("limits") if isinstance(spec.get("limits"), dict) else {}
+        environment = spec.get("environment")
+        return cls(
+            type=job.job_type,
+            compute=_compute_name(spec.get("compute")),
+            environment=environment if isinstance(environment, str) else None,
+            instance_count=int((resources or {}).get("instance_count") or 1),
+            timeout=_int_or_none((limits or {}).get("timeout")),
+            tags=spec["tags"] if isinstance(spec.get("tags"), dict) else {},
+        )
+
+
+def _compute_name(compute: Any) -> str | None:
+    if not isinstance(compute, str):
+        return None
+    return compute.removeprefix("azureml:")
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None

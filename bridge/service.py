@@ -1,0 +1,222 @@
+"""The bridge's two use cases, written once for every entry point (Functions, dev host, CLI).
+
+`submit` turns a queue message into an Azure ML job; `handle` turns a run event into Airflow
+effects. Both are safe to repeat: the job name is deterministic and each effect is claimed in the
+ledger before it is performed. Transient failures raise (the transport redelivers); permanent ones
+are recorded with their reason and answered as handled.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bridge import signing
+from bridge.contracts import TAG_DAG_ID, TAG_SIGNATURE, TAG_SUBMISSION, Outcome, Submission
+from bridge.effects import Effect, EffectKind, Fact, plan
+from bridge.errors import InvalidSubmission, PermanentError, PolicyViolation, TransientError
+from bridge.events import JobEvent
+from bridge.ledger import Busy, JobRecord, JobState, Ledger, Settled, now_iso
+from bridge.policy import Policy
+from bridge.ports import Airflow, Jobs
+
+log = logging.getLogger("bridge")
+
+_TERMINAL_STATE = {
+    Outcome.COMPLETED: JobState.COMPLETED,
+    Outcome.FAILED: JobState.FAILED,
+    Outcome.CANCELED: JobState.CANCELED,
+}
+
+
+class Result(StrEnum):
+    CREATED = "created"  # a job was created
+    DUPLICATE = "duplicate"  # already done before: nothing happened now
+    REJECTED = "rejected"  # refused for good, recorded with the reason
+    HANDLED = "handled"  # effects performed (or already performed)
+    IGNORED = "ignored"  # nothing to do: progress status, a job the bridge did not submit
+
+
+@dataclass(frozen=True)
+class Report:
+    result: Result
+    job_name: str | None = None
+    detail: str = ""
+    performed: int = 0
+
+
+class Bridge:
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        jobs: Jobs,
+        airflow: Airflow,
+        policy: Policy,
+        signing_key: str,
+        workspace: str,
+        lease_seconds: float = 120.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ledger = ledger
+        self.jobs = jobs
+        self.airflow = airflow
+        self.policy = policy
+        self.signing_key = signing_key
+        self.workspace = workspace
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+
+    # Airflow → Azure ML
+
+    def submit(self, body: bytes, message_id: str) -> Report:
+        try:
+            submission = Submission.parse(body)
+        except InvalidSubmission as exc:
+            self.ledger.reject_message(message_id, str(exc), body)
+            log.error("rejected message %s: %s", message_id, exc)
+            return Report(Result.REJECTED, detail=str(exc))
+        try:
+            self.policy.check(submission)
+        except PolicyViolation as exc:
+            return self._reject(submission, f"policy: {exc}")
+        record, inserted = self.ledger.add_job(JobRecord(submission, JobState.ACCEPTED))
+        if not inserted and record.state is JobState.REJECTED:
+            self._tell_rejection(record)  # finish what a crashed attempt may have left undone
+            return Report(Result.DUPLICATE, submission.id, record.reason or "")
+        if not inserted and record.state is not JobState.ACCEPTED:
+            log.info("duplicate submission %s (%s)", submission.id, record.state)
+            return Report(Result.DUPLICATE, submission.id, record.state.value)
+        return self._create(submission, recovering=not inserted)
+
+    def _create(self, submission: Submission, *, recovering: bool) -> Report:
+        existing = self.jobs.find(submission.id) if recovering else None
+        try:
+            created = existing or self.jobs.create(submission, self._tags(submission))
+        except PermanentError as exc:
+            return self._reject(submission, f"Azure ML refused the job: {exc}")
+        self.ledger.update_job(
+            submission.id, JobState.CREATED, studio_url=created.studio_url, created_at=now_iso()
+        )
+        log.info("created job %s (%s)", created.name, created.studio_url)
+        return Report(Result.CREATED, submission.id, created.studio_url or "")
+
+    def _tags(self, submission: Submission) -> dict[str, str]:
+        return {
+            TAG_SUBMISSION: submission.id,
+            TAG_SIGNATURE: signing.sign(self.signing_key, submission.id),
+            TAG_DAG_ID: submission.origin.dag_id,
+        }
+
+    def _reject(self, submission: Submission, reason: str) -> Report:
+        record = JobRecord(submission, JobState.REJECTED, reason=reason, finished_at=now_iso())
+        stored, inserted = self.ledger.add_job(record)
+        if not inserted:
+            if stored.state not in (JobState.ACCEPTED, JobState.REJECTED):
+                return Report(Result.DUPLICATE, submission.id, stored.state.value)
+            self.ledger.update_job(
+                submission.id, JobState.REJECTED, reason=reason, finished_at=now_iso()
+            )
+        log.warning("rejected submission %s: %s", submission.id, reason)
+        performed = self._tell_rejection(record)
+        return Report(Result.REJECTED, submission.id, reason, performed)
+
+    def _tell_rejection(self, record: JobRecord) -> int:
+        """A refused submission is a failure its DAG must hear of at once, on its failure route."""
+        submission = record.submission
+        fact = Fact(
+            job_name=submission.id,
+            outcome=Outcome.FAILED,
+            status="Rejected",
+            experiment=submission.experiment_name,
+            workspace=self.workspace,
+            studio_url=None,
+            origin=submission.origin,
+            reason=record.reason,
+        )
+        return self._perform_all(plan(fact, submission.route(Outcome.FAILED)))
+
+    # Azure ML → Airflow
+
+    def handle(self, event: JobEvent) -> Report:
+        outcome = event.outcome
+        if outcome is None:
+            return Report(Result.IGNORED, event.job_name, f"status {event.status} is not terminal")
+        record = self.ledger.get_job(event.job_name)
+        if record is None:
+            log.info(
+                "event %s for job %s, which the bridge did not submit", event.id, event.job_name
+            )
+            return Report(Result.IGNORED, event.job_name, "not submitted by the bridge")
+        signature = event.tags.get(TAG_SIGNATURE)
+        if signature and not signing.verify(self.signing_key, record.name, signature):
+            log.warning("event %s for job %s has a bad signature: ignored", event.id, record.name)
+            return Report(Result.IGNORED, event.job_name, "signature does not verify")
+        fact = Fact(
+            job_name=record.name,
+            outcome=outcome,
+            status=event.status or outcome.value.title(),
+            experiment=event.experiment_name or record.submission.experiment_name,
+            workspace=event.workspace or self.workspace,
+            studio_url=record.studio_url,
+            origin=record.submission.origin,
+            event_id=event.id,
+            event_time=event.time,
+        )
+        performed = self._perform_all(plan(fact, record.submission.route(outcome)))
+        if record.state is not _TERMINAL_STATE[outcome]:
+            self.ledger.update_job(record.name, _TERMINAL_STATE[outcome], finished_at=now_iso())
+        return Report(Result.HANDLED, record.name, outcome.value, performed)
+
+    # Effect-once
+
+    def _perform_all(self, effects: list[Effect]) -> int:
+        """Perform each effect once; a transient failure of one still lets the others happen."""
+        performed, failure = 0, None
+        for effect in effects:
+            try:
+                performed += self._perform_once(effect)
+            except TransientError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        return performed
+
+    def _perform_once(self, effect: Effect) -> int:
+        claim = self.ledger.claim(effect, self.clock(), self.lease_seconds)
+        if isinstance(claim, Settled):
+            log.info("effect %s already %s", effect.id, claim.state)
+            return 0
+        if isinstance(claim, Busy):
+            wait = max(1.0, claim.lease_until - self.clock())
+            raise TransientError(f"effect {effect.id} is in progress elsewhere", retry_after=wait)
+        try:
+            if not (claim.taken_over and self._already_performed(effect)):
+                self._apply(effect)
+        except PermanentError as exc:
+            self.ledger.fail(claim, str(exc))
+            log.error("effect %s on %s failed for good: %s", effect.id, effect.target, exc)
+            return 0
+        except Exception:
+            self.ledger.release(claim)
+            raise
+        self.ledger.complete(claim)
+        return 1
+
+    def _already_performed(self, effect: Effect) -> bool:
+        """Only after a lapsed claim: its worker may have performed the effect before dying."""
+        if effect.kind is EffectKind.ASSET_EVENT:
+            return self.airflow.asset_event_posted(effect.target, effect.extra()["effect_id"])
+        return False  # a DAG run's deterministic id makes Airflow refuse the second one
+
+    def _apply(self, effect: Effect) -> None:
+        if effect.kind is EffectKind.ASSET_EVENT:
+            self.airflow.post_asset_event(effect.target, effect.extra())
+            log.info("asset event on %s for job %s", effect.target, effect.fact.job_name)
+        else:
+            conf = {**effect.conf, "azureml": effect.extra()}
+            created = self.airflow.trigger_dag_run(effect.target, effect.dag_run_id, conf)
+            log.info("dag run %s/%s (new: %s)", effect.target, effect.dag_run_id, created)

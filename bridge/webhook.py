@@ -1,0 +1,91 @@
+"""Event Grid delivery to a plain HTTP endpoint, independent of the web framework serving it.
+
+Handles both handshakes (Event Grid's SubscriptionValidation, CloudEvents' OPTIONS) and
+deliveries in both schemas. The handshakes and input validation need no backend: the bridge is
+only built (by `bridge_factory`) once a delivery holds a run event. Status codes follow Event
+Grid's retry rules: 400 is never retried (the delivery is malformed), 503 is retried.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.errors import BridgeError, ConfigurationError, InvalidEvent, TransientError
+from bridge.events import Ignored, JobEvent, Validation, parse_events
+from bridge.service import Bridge
+
+log = logging.getLogger("bridge.webhook")
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: Mapping[str, Any] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def content(self) -> bytes:
+        return json.dumps(self.body).encode() if self.body is not None else b""
+
+
+def answer(
+    method: str, headers: Mapping[str, str], body: bytes, bridge_factory: Callable[[], Bridge]
+) -> Reply:
+    lowered = {key.lower(): value for key, value in headers.items()}
+    if method.upper() == "OPTIONS":
+        return _cloudevents_handshake(lowered)
+    if method.upper() != "POST":
+        return Reply(405, {"error": f"method {method} is not allowed: POST or OPTIONS"})
+    try:
+        parsed = parse_events(body)
+    except InvalidEvent as exc:
+        log.warning("malformed delivery: %s", exc)
+        return Reply(400, {"error": str(exc)})
+    for item in parsed:
+        if isinstance(item, Validation):
+            return Reply(200, {"validationResponse": item.code})
+    return _deliver(parsed, bridge_factory)
+
+
+def _cloudevents_handshake(headers: Mapping[str, str]) -> Reply:
+    origin = headers.get("webhook-request-origin")
+    if not origin:
+        return Reply(400, {"error": "OPTIONS without a WebHook-Request-Origin header"})
+    return Reply(200, None, {"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*"})
+
+
+def _deliver(
+    parsed: list[JobEvent | Ignored | Validation], bridge_factory: Callable[[], Bridge]
+) -> Reply:
+    events = [item for item in parsed if isinstance(item, JobEvent)]
+    results: list[dict[str, Any]] = [
+        {"id": item.id, "result": "ignored", "detail": item.reason}
+        for item in parsed
+        if isinstance(item, Ignored)
+    ]
+    if not events:
+        return Reply(200, {"results": results})
+    try:
+        bridge = bridge_factory()
+    except ConfigurationError as exc:
+        log.error("bridge is misconfigured: %s", exc)
+        return Reply(500, {"error": f"bridge is misconfigured: {exc}"})
+    retry: TransientError | None = None
+    for event in events:
+        try:
+            report = bridge.handle(event)
+            results.append({"id": event.id, "result": report.result.value, "detail": report.detail})
+        except TransientError as exc:
+            log.warning("event %s will be retried: %s", event.id, exc)
+            retry = retry or exc
+            results.append({"id": event.id, "result": "retry", "detail": str(exc)})
+        except BridgeError as exc:
+            log.error("event %s rejected: %s", event.id, exc)
+            results.append({"id": event.id, "result": "rejected", "detail": str(exc)})
+    if retry is not None:
+        after = {"Retry-After": str(round(retry.retry_after))} if retry.retry_after else {}
+        return Reply(503, {"error": str(retry), "results": results}, after)
+    return Reply(200, {"results": results})

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from bridge.contracts import Outcome
+from bridge.errors import InvalidEvent
+from bridge.events import (
+    RUN_COMPLETED,
+    RUN_STATUS_CHANGED,
+    Ignored,
+    JobEvent,
+    Validation,
+    parse_event,
+    parse_events,
+)
+
+TOPIC = (
+    "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.MachineLearningServices/"
+    "workspaces/ws"
+)
+
+
+def event_grid(event_type: str = RUN_STATUS_CHANGED, **data: Any) -> dict[str, Any]:
+    """The documentation's sample, shortened (shared/REFERENCE.md)."""
+    return {
+        "id": "831e1650-001e-001b-66ab-eeb76e069631",
+        "topic": TOPIC,
+        "subject": "experiments/0fa9dfaa/runs/my-job-name",
+        "eventType": event_type,
+        "eventTime": "2017-06-26T18:41:00.9584103Z",
+        "data": {
+            "experimentId": "0fa9dfaa",
+            "experimentName": "exp",
+            "runId": "my-job-name",
+            "runType": None,
+            "runTags": {"bridge_submission": "my-job-name"},
+            "runProperties": {},
+            **data,
+        },
+        "dataVersion": "",
+        "metadataVersion": "1",
+    }
+
+
+def cloud_event(event_type: str = RUN_STATUS_CHANGED, **data: Any) -> dict[str, Any]:
+    raw = event_grid(event_type, **data)
+    return {
+        "id": raw["id"],
+        "source": TOPIC,
+        "subject": raw["subject"],
+        "type": event_type,
+        "time": raw["eventTime"],
+        "specversion": "1.0",
+        "data": raw["data"],
+    }
+
+
+@pytest.mark.parametrize("status", ["failed", "Failed", "FAILED"])
+def test_status_is_compared_case_insensitively(status: str) -> None:
+    event = parse_event(event_grid(runStatus=status))
+    assert isinstance(event, JobEvent)
+    assert event.status == "Failed" and event.outcome is Outcome.FAILED
+
+
+def test_run_completed_and_status_changed_completed_are_the_same_fact() -> None:
+    completed = parse_event(event_grid(RUN_COMPLETED))
+    changed = parse_event(event_grid(runStatus="Completed"))
+    assert isinstance(completed, JobEvent) and isinstance(changed, JobEvent)
+    assert completed.outcome is changed.outcome is Outcome.COMPLETED
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [("Running", None), ("NotStarted", None), ("Canceled", Outcome.CANCELED),
+     ("cancelled", Outcome.CANCELED), ("NotResponding", None), ("Paused", None)],
+)  # fmt: skip
+def test_only_completed_failed_canceled_are_outcomes(status: str, outcome: Outcome | None) -> None:
+    event = parse_event(event_grid(runStatus=status))
+    assert isinstance(event, JobEvent) and event.outcome is outcome
+
+
+def test_cloudevent_parses_like_event_grid_schema() -> None:
+    event = parse_event(cloud_event(runStatus="Completed"))
+    assert isinstance(event, JobEvent)
+    assert event.schema == "cloudevents"
+    assert (event.job_name, event.workspace, event.experiment_name) == ("my-job-name", "ws", "exp")
+    assert event.tags == {"bridge_submission": "my-job-name"}
+
+
+def test_batch_in_both_shapes() -> None:
+    batch = json.dumps([event_grid(runStatus="Running"), event_grid(RUN_COMPLETED)])
+    assert [e.outcome for e in parse_events(batch) if isinstance(e, JobEvent)] == [
+        None, Outcome.COMPLETED,
+    ]  # fmt: skip
+    single = json.dumps(cloud_event(runStatus="failed"))
+    assert len(parse_events(single)) == 1
+
+
+def test_other_event_types_are_ignored_with_a_reason() -> None:
+    ignored = parse_event(event_grid("Microsoft.MachineLearningServices.ModelRegistered"))
+    assert isinstance(ignored, Ignored) and "not an Azure ML run event" in ignored.reason
+
+
+def test_subscription_validation_is_recognised() -> None:
+    raw = event_grid("Microsoft.EventGrid.SubscriptionValidationEvent")
+    raw["data"] = {"validationCode": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}
+    assert parse_event(raw) == Validation("512d38b6-c7b8-40c8-89fe-f46f9e9622b6")
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (b"{not json", "not JSON"),
+        (b"[]", "empty array"),
+        (b"[1]", "event [0] is not a JSON object"),
+        (json.dumps([{"hello": 1}]).encode(), "event [0]: not an event"),
+        (json.dumps([{**event_grid(), "data": "x"}]).encode(), "'data' must be an object"),
+        (json.dumps([event_grid(runId=None)]).encode(), "data.runId is missing"),
+        (json.dumps([{**event_grid(), "id": None}]).encode(), "'id' is missing"),
+        (json.dumps([event_grid(runStatus=3)]).encode(), "runStatus must be a string"),
+    ],
+)
+def test_malformed_delivery_error_names_the_problem(body: bytes, named: str) -> None:
+    with pytest.raises(InvalidEvent, match=re.escape(named)):
+        parse_events(body)
