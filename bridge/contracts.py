@@ -12,7 +12,15 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
 
 from bridge.errors import InvalidSubmission
 
@@ -120,7 +128,17 @@ class YamlJob(_Model):
         return str(self.spec.get("type", "command"))
 
 
-Job = Annotated[CommandJob | YamlJob, Field(discriminator="kind")]
+def _job_kind(value: Any) -> str | None:
+    """`kind` may be left out: a job without it is a command job."""
+    if isinstance(value, dict):
+        return str(value.get("kind", "command"))
+    return getattr(value, "kind", None)
+
+
+Job = Annotated[
+    Annotated[CommandJob, Tag("command")] | Annotated[YamlJob, Tag("yaml")],
+    Discriminator(_job_kind),
+]
 
 
 class Trigger(_Model):

@@ -1,0 +1,54 @@
+# The bridge's commands. `make setup` once, then `make demo`, `make dev` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_VERSION := 3.3.2
+BRIDGE := $(VENV)/bin/bridge
+
+.PHONY: setup demo dev test unit lint schema clean
+
+setup: $(VENV)/.installed $(AIRFLOW_VENV)/.installed node_modules/.installed
+
+# The bridge (Function App side), its tests and the local stack's Python parts.
+$(VENV)/.installed: pyproject.toml requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt -e ".[dev,airflow]"
+	touch $@
+
+# Airflow 3 in its own environment: its pins clash with the Function App's. It gets the bridge's
+# Airflow side (the operator) installed, as an Airflow image would.
+$(AIRFLOW_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/pip install --quiet "apache-airflow[postgres]==$(AIRFLOW_VERSION)" \
+		"apache-airflow-client==$(AIRFLOW_VERSION)" -e ".[airflow]"
+	touch $@
+
+# Azurite, the Azure Storage emulator: Table storage for the ledger, a queue for submissions.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: setup
+	$(BRIDGE) demo $(if $(KEEP),--keep) $(if $(CLOUDEVENTS),--cloudevents)
+
+dev: setup
+	$(BRIDGE) dev $(if $(DAGS),--dags $(DAGS))
+
+test: setup lint
+	$(VENV)/bin/python -m pytest
+
+unit: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest tests/unit
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check bridge function_app.py tests bench examples
+	$(VENV)/bin/ruff format --check bridge function_app.py
+	$(VENV)/bin/mypy
+
+schema: $(VENV)/.installed
+	$(BRIDGE) schema --write
+
+clean:
+	rm -rf .stack .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,163 @@
+"""The ledger's conditional writes, against a real Azurite Table service."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridge.contracts import Origin, Outcome, Route, Submission
+from bridge.effects import Effect, Fact, plan
+from bridge.ledger import Busy, Claim, EffectState, JobRecord, JobState, Settled
+from bridge.ledger.table import TableLedger
+from bridge.local.azurite import Azurite
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    with Azurite(Path(tmp_path_factory.mktemp("azurite"))) as running:
+        yield running
+
+
+@pytest.fixture
+def ledger(azurite: Azurite) -> Iterator[TableLedger]:
+    table = TableLedger.from_connection_string(
+        azurite.connection_string, f"t{secrets.token_hex(6)}"
+    )
+    yield table
+    table.close()
+
+
+def submission(run_id: str = "r1") -> Submission:
+    return Submission.model_validate(
+        {
+            "origin": {"dag_id": "train", "run_id": run_id, "task_id": "submit"},
+            "job": {"command": "echo", "environment": "azureml:e:1", "compute": "cpu"},
+            "on": {"completed": ["a://done"]},
+        }
+    )
+
+
+def effect(job: Submission) -> Effect:
+    fact = Fact(job.id, Outcome.COMPLETED, "Completed", "exp", "ws", None, job.origin)
+    return plan(fact, Route(assets=("a://done",)))[0]
+
+
+def test_add_job_inserts_once_and_returns_the_stored_record(ledger: TableLedger) -> None:
+    job = submission()
+    stored, inserted = ledger.add_job(JobRecord(job, JobState.ACCEPTED))
+    again, inserted_again = ledger.add_job(JobRecord(job, JobState.REJECTED, reason="x"))
+    assert inserted and not inserted_again
+    assert again.state is JobState.ACCEPTED and again.submission == job
+    assert ledger.get_job(job.id) == again
+
+
+def test_large_submission_survives_the_64k_property_limit(ledger: TableLedger) -> None:
+    big = submission().model_copy(
+        update={"job": submission().job.model_copy(update={"command": "x" * 32_000})}
+    )
+    ledger.add_job(JobRecord(big, JobState.ACCEPTED))
+    stored = ledger.get_job(big.id)
+    assert stored is not None and stored.submission == big
+
+
+def test_update_job_moves_state_and_keeps_the_submission(ledger: TableLedger) -> None:
+    job = submission()
+    ledger.add_job(JobRecord(job, JobState.ACCEPTED))
+    ledger.update_job(job.id, JobState.CREATED, studio_url="https://studio/x", created_at="t1")
+    stored = ledger.get_job(job.id)
+    assert stored is not None
+    assert (stored.state, stored.studio_url, stored.created_at) == (
+        JobState.CREATED,
+        "https://studio/x",
+        "t1",
+    )
+    assert stored.submission == job
+
+
+def test_unknown_job_is_none(ledger: TableLedger) -> None:
+    assert ledger.get_job("never-submitted") is None
+
+
+def test_second_claim_while_the_first_is_live_is_busy(ledger: TableLedger) -> None:
+    target = effect(submission())
+    first = ledger.claim(target, now=1000.0, lease_seconds=60)
+    second = ledger.claim(target, now=1001.0, lease_seconds=60)
+    assert isinstance(first, Claim) and not first.taken_over
+    assert second == Busy(1060.0)
+
+
+def test_completed_effect_is_settled_for_every_later_claim(ledger: TableLedger) -> None:
+    target = effect(submission())
+    claim = ledger.claim(target, now=1000.0, lease_seconds=60)
+    assert isinstance(claim, Claim)
+    ledger.complete(claim)
+    assert ledger.claim(target, now=5000.0, lease_seconds=60) == Settled(EffectState.COMPLETED, "")
+
+
+def test_failed_effect_keeps_its_reason_and_is_not_retried(ledger: TableLedger) -> None:
+    job = submission()
+    target = effect(job)
+    claim = ledger.claim(target, now=1000.0, lease_seconds=60)
+    assert isinstance(claim, Claim)
+    ledger.fail(claim, "no DAG references asset a://done")
+    assert ledger.claim(target, now=2000.0, lease_seconds=60) == Settled(
+        EffectState.FAILED, "no DAG references asset a://done"
+    )
+    [record] = ledger.effects(job.id)
+    assert (record.state, record.target) == (EffectState.FAILED, "a://done")
+
+
+def test_lapsed_claim_is_taken_over_once(ledger: TableLedger) -> None:
+    target = effect(submission())
+    dead = ledger.claim(target, now=1000.0, lease_seconds=10)
+    rescuer = ledger.claim(target, now=1011.0, lease_seconds=10)
+    latecomer = ledger.claim(target, now=1012.0, lease_seconds=10)
+    assert isinstance(dead, Claim) and isinstance(rescuer, Claim)
+    assert rescuer.taken_over
+    assert isinstance(latecomer, Busy)
+
+
+def test_a_worker_whose_claim_was_taken_over_cannot_settle_it(ledger: TableLedger) -> None:
+    from bridge.errors import TransientError
+
+    target = effect(submission())
+    dead = ledger.claim(target, now=1000.0, lease_seconds=10)
+    rescuer = ledger.claim(target, now=1011.0, lease_seconds=10)
+    assert isinstance(dead, Claim) and isinstance(rescuer, Claim)
+    with pytest.raises(TransientError, match="taken over"):
+        ledger.complete(dead)
+    ledger.complete(rescuer)
+
+
+def test_released_claim_can_be_claimed_again_at_once(ledger: TableLedger) -> None:
+    target = effect(submission())
+    claim = ledger.claim(target, now=1000.0, lease_seconds=60)
+    assert isinstance(claim, Claim)
+    ledger.release(claim)
+    again = ledger.claim(target, now=1001.0, lease_seconds=60)
+    assert isinstance(again, Claim) and not again.taken_over
+
+
+def test_rejected_message_is_recorded_with_its_reason(ledger: TableLedger) -> None:
+    ledger.reject_message("msg/with?odd#chars", "submission is not JSON", b"\x00garbage")
+    [row] = ledger.rejected_messages()
+    assert row["message_id"] == "msg/with?odd#chars"
+    assert row["reason"] == "submission is not JSON"
+    assert row["body"] == b"\x00garbage"
+
+
+def test_ledger_down_is_transient(tmp_path: Path) -> None:
+    from bridge.errors import TransientError
+    from bridge.local.process import free_port
+
+    port = free_port()
+    table = TableLedger.from_connection_string(
+        Azurite(tmp_path, table_port=port, queue_port=port).connection_string, "nothere"
+    )
+    with pytest.raises(TransientError, match="ledger: could not create the ledger table"):
+        table.get_job("x")
