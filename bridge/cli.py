@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    # azure-ai-ml announces its experimental classes and studio URL details at WARNING.
+    logging.getLogger("azure").setLevel(logging.ERROR)
     return int(args.run(args))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from bridge.contracts import Submission
 from bridge.effects import Effect
@@ -113,3 +113,5 @@ class Ledger(Protocol):
     def reject_message(self, message_id: str, reason: str, body: bytes) -> None:
         """Record a message that is not a submission at all, so it is never silently lost."""
         ...
+
+    def rejected_messages(self) -> list[dict[str, Any]]: ...

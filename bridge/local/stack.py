@@ -1,0 +1,138 @@
+"""The whole local stack, on loopback, started and stopped as one: Azurite, the Azure ML emulator,
+the bridge's dev host and a real Airflow 3 with the example DAGs.
+
+Every port is fresh, so two stacks on one machine do not collide; every process is stopped on exit
+(Ctrl-C and SIGTERM included) in reverse order of start.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import signal
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Literal
+
+from bridge.composition import build
+from bridge.local.airflow import LocalAirflow
+from bridge.local.azurite import Azurite
+from bridge.local.devhost import DevHost
+from bridge.local.emulator import AzureMLEmulator
+from bridge.local.process import free_port
+from bridge.service import Bridge
+from bridge.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_DAGS = REPO / "examples" / "dags"
+QUEUE = "submissions"
+log = logging.getLogger("bridge.stack")
+
+
+@dataclass
+class StackOptions:
+    workdir: Path = REPO / ".stack"
+    dags_folder: Path = EXAMPLE_DAGS
+    database_url: str | None = None  # PostgreSQL for bursty loads; SQLite in workdir otherwise
+    event_schema: Literal["eventgrid", "cloudevents"] = "eventgrid"
+    policy_json: str | None = None
+    airflow: bool = True
+    extra_airflow_env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Stack:
+    """Handles to every running part, for the demo, `make dev` and the integration tests."""
+
+    azurite: Azurite
+    emulator: AzureMLEmulator
+    devhost: DevHost
+    settings: Settings
+    bridge: Bridge
+    airflow: LocalAirflow | None
+    queue_name: str = QUEUE
+
+    @property
+    def queue_env(self) -> dict[str, str]:
+        """What the Airflow side (the operator) needs to reach the local submission queue."""
+        return {
+            "BRIDGE_LOCAL_QUEUE_CONNECTION_STRING": self.azurite.connection_string,
+            "BRIDGE_SUBMISSION_QUEUE": self.queue_name,
+            "BRIDGE_AZUREML_WORKSPACE_ID": self.emulator.workspace_id,
+        }
+
+
+@contextmanager
+def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
+    options = options or StackOptions()
+    workdir = options.workdir / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack, _stop_on_sigterm():
+        azurite = stack.enter_context(Azurite(workdir))
+        airflow_port = free_port()
+        event_key = secrets.token_urlsafe(16)
+        emulator = stack.enter_context(
+            AzureMLEmulator(
+                workdir / "azureml", event_schema=options.event_schema, access_key=event_key
+            )
+        )
+        settings = Settings(
+            azureml_subscription_id=emulator.SUBSCRIPTION_ID,
+            azureml_resource_group=emulator.RESOURCE_GROUP,
+            azureml_workspace=emulator.WORKSPACE,
+            azureml_endpoint=emulator.endpoint,
+            ledger_connection_string=azurite.connection_string,
+            airflow_url=f"http://127.0.0.1:{airflow_port}",
+            airflow_username="admin",
+            airflow_password="admin",
+            signing_key=secrets.token_hex(32),
+            policy_json=options.policy_json,
+        )
+        bridge = build(settings)
+        devhost = stack.enter_context(
+            DevHost(
+                lambda: bridge,
+                settings,
+                queue_connection_string=azurite.connection_string,
+                queue_name=QUEUE,
+                event_key=event_key,
+            )
+        )
+        emulator.webhook_url = devhost.webhook_url
+        running = Stack(azurite, emulator, devhost, settings, bridge, None)
+        if options.airflow:
+            running.airflow = stack.enter_context(
+                LocalAirflow(
+                    workdir / "airflow",
+                    options.dags_folder,
+                    port=airflow_port,
+                    database_url=options.database_url,
+                    extra_env={**running.queue_env, **options.extra_airflow_env},
+                )
+            )
+        yield running
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the ExitStack stops every child process."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous: Callable[[int, FrameType | None], object] | int | None = signal.getsignal(
+        signal.SIGTERM
+    )
+    try:
+        signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: the caller handles signals
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from bridge.local.stack import EXAMPLE_DAGS, Stack, StackOptions, running_stack
+
+HERE = Path(__file__).parent
+LOOP_POLICY = '{"allowed_computes": ["cpu-cluster"], "max_instance_count": 4}'
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="session")
+def loop_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The whole local stack, once per session: the example DAGs plus the tests' own."""
+    root = tmp_path_factory.mktemp("loop")
+    dags = root / "dags"
+    dags.mkdir()
+    for source in [*EXAMPLE_DAGS.glob("*.py"), *(HERE / "loop_dags").glob("*.py")]:
+        shutil.copy(source, dags / source.name)
+    (root / "jobs").symlink_to(EXAMPLE_DAGS.parent / "jobs")  # the examples' ../jobs/*.yml
+    options = StackOptions(workdir=root / "stack", dags_folder=dags, policy_json=LOOP_POLICY)
+    with running_stack(options) as stack:
+        assert stack.airflow is not None
+        stack.airflow.wait_for_dags(
+            ["azureml_train", "azureml_model_ready", "loop_on_completed", "loop_triggered"],
+            timeout=90,
+        )
+        yield stack
+
+
+def eventually(probe: Callable[[], T | None], timeout: float = 30, what: str = "") -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.25)
+
+
+def asset_events(stack: Stack, uri: str) -> list[Any]:
+    """Every event Airflow holds for the asset with exactly this URI."""
+    from airflow_client.client import AssetApi
+
+    assert stack.airflow is not None
+    api = AssetApi(stack.airflow.client())
+    asset_id = stack.airflow.rest().asset_id(uri)
+    return list(api.get_asset_events(asset_id=asset_id, limit=100).asset_events)

@@ -1,0 +1,249 @@
+"""The whole loop on the real local stack: Airflow 3, Azurite, the Azure ML emulator, dev host."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import urllib.request
+from typing import Any
+
+import pytest
+from azure.storage.queue import QueueClient
+
+from bridge.contracts import Submission
+from bridge.ledger import JobState
+from bridge.local import demo
+from bridge.local.stack import Stack
+from bridge.provider.senders import StorageQueueSender
+from tests.integration.conftest import asset_events, eventually
+
+pytestmark = pytest.mark.integration
+
+DONE = "azureml://bridge-tests/loop/completed"
+FAILED = "azureml://bridge-tests/loop/failed"
+TOPIC = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/bridge-local/providers/"
+    "Microsoft.MachineLearningServices/workspaces/local-workspace"
+)
+
+
+def submission(*, command: str = "sleep 300", compute: str = "cpu-cluster") -> Submission:
+    return Submission.model_validate(
+        {
+            "origin": {"dag_id": "loop_tests", "run_id": secrets.token_hex(6), "task_id": "submit"},
+            "job": {
+                "command": command,
+                "environment": "azureml:loop-env:1",
+                "compute": compute,
+                "experiment_name": "loop",
+            },
+            "on": {"completed": [DONE], "failed": [FAILED]},
+            "trigger": {"completed": [{"dag_id": "loop_triggered", "conf": {"from": "test"}}]},
+        }
+    )
+
+
+def send(stack: Stack, job: Submission) -> None:
+    sender = StorageQueueSender(stack.azurite.connection_string, stack.queue_name)
+    try:
+        sender.send(job)
+    finally:
+        sender.close()
+
+
+def created(stack: Stack, job: Submission) -> None:
+    eventually(lambda: stack.emulator.job(job.id), what=f"job {job.id} created in the emulator")
+
+
+def post(stack: Stack, events: list[dict[str, Any]], content_type: str) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        stack.devhost.webhook_url,
+        data=json.dumps(events).encode(),
+        headers={
+            "Content-Type": content_type,
+            "aeg-event-type": "Notification",
+            "aeg-sas-key": stack.devhost.event_key or "",
+        },
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, json.loads(response.read())
+
+
+def documented_event(job_name: str, event_type: str, status: str | None) -> dict[str, Any]:
+    """Shaped like Azure's documentation sample (shared/REFERENCE.md), for our job."""
+    data: dict[str, Any] = {
+        "experimentId": "0fa9dfaa-cba3-4fa7-b590-23e48548f5c1",
+        "experimentName": "loop",
+        "runId": job_name,
+        "runType": None,
+        "runTags": {},
+        "runProperties": {},
+    }
+    if status is not None:
+        data["runStatus"] = status
+    return {
+        "id": secrets.token_hex(8),
+        "topic": TOPIC,
+        "subject": f"experiments/0fa9dfaa-cba3-4fa7-b590-23e48548f5c1/runs/{job_name}",
+        "eventType": f"Microsoft.MachineLearningServices.{event_type}",
+        "eventTime": "2017-06-26T18:41:00.9584103Z",
+        "data": data,
+        "dataVersion": "",
+        "metadataVersion": "1",
+    }
+
+
+def as_cloud_event(event: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": event["id"],
+        "source": event["topic"],
+        "subject": event["subject"],
+        "type": event["eventType"],
+        "time": event["eventTime"],
+        "specversion": "1.0",
+        "datacontenttype": "application/json",
+        "data": event["data"],
+    }
+
+
+def events_of(stack: Stack, uri: str, job_name: str) -> list[Any]:
+    return [e for e in asset_events(stack, uri) if e.extra.get("job_name") == job_name]
+
+
+def test_demo_runs_the_whole_loop(loop_stack: Stack) -> None:
+    steps, logged = demo.follow_one_job(loop_stack, timeout=120)
+    names = [step.what for step in steps]
+    assert any("created" in n for n in names) and any("job completed" in n for n in names)
+    assert any("asset event posted on azureml://bridge-demo/train/completed" in n for n in names)
+    assert names[-1].startswith("consumer DAG azureml_model_ready succeeded")
+    assert "Azure ML job" in logged and "Completed" in logged
+
+
+def test_azure_ml_received_what_azure_ai_ml_really_sends(loop_stack: Stack) -> None:
+    job = submission()
+    send(loop_stack, job)
+    created(loop_stack, job)
+    puts = [r for r in loop_stack.emulator.requests if r.method == "PUT" and job.id in r.path]
+    assert len(puts) == 1
+    assert puts[0].path.endswith(
+        f"/workspaces/local-workspace/jobs/{job.id}"
+    ) and puts[0].path.startswith("/subscriptions/00000000-0000-0000-0000-000000000000/")
+    properties = puts[0].body["properties"]
+    assert properties["jobType"] == "Command"
+    assert properties["command"] == "sleep 300"
+    assert properties["experimentName"] == "loop"
+    assert properties["computeId"].endswith("/computes/cpu-cluster")
+    assert "loop-env" in properties["environmentId"]
+    tags = properties["tags"]
+    assert tags["bridge_submission"] == job.id and tags["bridge_dag_id"] == "loop_tests"
+    assert len(tags["bridge_signature"]) == 64
+    record = loop_stack.bridge.ledger.get_job(job.id)
+    assert record is not None and record.state is JobState.CREATED and record.studio_url
+
+
+@pytest.mark.parametrize("schema", ["eventgrid", "cloudevents"])
+def test_documented_events_in_a_batch_produce_exactly_the_routed_effects(
+    loop_stack: Stack, schema: str
+) -> None:
+    job = submission()
+    send(loop_stack, job)
+    created(loop_stack, job)
+    batch = [
+        documented_event(job.id, "RunStatusChanged", "Running"),
+        documented_event(job.id, "RunStatusChanged", "completed"),
+        documented_event(job.id, "RunCompleted", None),
+    ]
+    content_type = "application/json"
+    if schema == "cloudevents":
+        batch = [as_cloud_event(event) for event in batch]
+        content_type = "application/cloudevents-batch+json"
+    for _ in range(2):  # Event Grid delivers at least once
+        status, body = post(loop_stack, batch, content_type)
+        assert status == 200, body
+    [event] = events_of(loop_stack, DONE, job.id)
+    assert event.extra["status"] == "Completed"
+    assert event.extra["submission_id"] == job.id
+    assert event.extra["origin"]["dag_id"] == "loop_tests"
+    assert event.extra["workspace"] == "local-workspace"
+    assert events_of(loop_stack, FAILED, job.id) == []
+    assert loop_stack.airflow is not None
+    runs = [r for r in loop_stack.airflow.runs("loop_triggered") if job.id in r.dag_run_id]
+    assert [r.dag_run_id for r in runs] == [f"azureml__{job.id}__completed"]
+    assert runs[0].conf["from"] == "test" and runs[0].conf["azureml"]["job_name"] == job.id
+
+
+def test_failed_job_reaches_the_failure_asset(loop_stack: Stack) -> None:
+    job = submission(command="echo 'bad data' >&2; exit 3")
+    send(loop_stack, job)
+    [event] = eventually(lambda: events_of(loop_stack, FAILED, job.id), timeout=60,
+                         what="failure asset event")  # fmt: skip
+    assert event.extra["status"] == "Failed"
+    assert events_of(loop_stack, DONE, job.id) == []
+    record = loop_stack.bridge.ledger.get_job(job.id)
+    assert record is not None and record.state is JobState.FAILED
+
+
+def test_example_failure_dag_runs_on_a_failed_job(loop_stack: Stack) -> None:
+    airflow = loop_stack.airflow
+    assert airflow is not None
+    before = {r.dag_run_id for r in airflow.runs("azureml_training_failed")}
+    run_id = airflow.trigger("azureml_train_fails")
+    assert airflow.wait_for_run("azureml_train_fails", run_id, timeout=60) == "success"
+    consumer = eventually(
+        lambda: next((r for r in airflow.runs("azureml_training_failed")
+                      if r.dag_run_id not in before), None),
+        timeout=90, what="azureml_training_failed run",
+    )  # fmt: skip
+    assert airflow.wait_for_run("azureml_training_failed", consumer.dag_run_id, 60) == "success"
+
+
+def test_policy_violation_is_told_on_the_failure_route_and_creates_no_job(
+    loop_stack: Stack,
+) -> None:
+    job = submission(compute="gpu-monster")
+    send(loop_stack, job)
+    [event] = eventually(lambda: events_of(loop_stack, FAILED, job.id), what="rejection event")
+    assert event.extra["status"] == "Rejected"
+    assert "compute 'gpu-monster' is not allowed" in event.extra["reason"]
+    assert loop_stack.emulator.job(job.id) is None
+    record = loop_stack.bridge.ledger.get_job(job.id)
+    assert record is not None and record.state is JobState.REJECTED
+
+
+def test_resent_submission_creates_one_job(loop_stack: Stack) -> None:
+    job = submission()
+    send(loop_stack, job)
+    send(loop_stack, job)
+    created(loop_stack, job)
+    queue = QueueClient.from_connection_string(
+        loop_stack.azurite.connection_string, loop_stack.queue_name
+    )
+    eventually(lambda: queue.get_queue_properties().approximate_message_count == 0 or None,
+               what="queue drained")  # fmt: skip
+    puts = [r for r in loop_stack.emulator.requests if r.method == "PUT" and job.id in r.path]
+    assert len(puts) == 1
+
+
+def test_a_message_that_is_no_submission_is_recorded_as_rejected(loop_stack: Stack) -> None:
+    marker = secrets.token_hex(4)
+    queue = QueueClient.from_connection_string(
+        loop_stack.azurite.connection_string, loop_stack.queue_name
+    )
+    queue.send_message(f"not a submission {marker}")
+    ledger = loop_stack.bridge.ledger
+    rows = eventually(
+        lambda: [r for r in ledger.rejected_messages() if marker.encode() in r["body"]],
+        what="rejected message recorded",
+    )
+    assert "not JSON" in rows[0]["reason"]
+
+
+def test_event_for_a_job_the_bridge_did_not_submit_changes_nothing(loop_stack: Stack) -> None:
+    status, body = post(
+        loop_stack, [documented_event("someone-elses-job", "RunCompleted", None)],
+        "application/json",
+    )  # fmt: skip
+    assert status == 200
+    assert body["results"][0]["result"] == "ignored"
+    assert body["results"][0]["detail"] == "not submitted by the bridge"
