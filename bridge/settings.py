@@ -92,6 +92,25 @@ class Settings:
             managed_identity_client_id=get(MANAGED_IDENTITY_CLIENT_ID) or None,
         )
 
+    def environment(self) -> dict[str, str]:
+        """These settings as the environment variables `from_env` reads (unset ones left out)."""
+        values = {
+            AZUREML_SUBSCRIPTION_ID: self.azureml_subscription_id,
+            AZUREML_RESOURCE_GROUP: self.azureml_resource_group,
+            AZUREML_WORKSPACE: self.azureml_workspace,
+            AZUREML_ENDPOINT: self.azureml_endpoint,
+            LEDGER_ENDPOINT: self.ledger_endpoint,
+            LEDGER_CONNECTION_STRING: self.ledger_connection_string,
+            LEDGER_TABLE: self.ledger_table,
+            AIRFLOW_URL: self.airflow_url,
+            AIRFLOW_USERNAME: self.airflow_username,
+            AIRFLOW_PASSWORD: self.airflow_password,
+            SIGNING_KEY: self.signing_key,
+            POLICY: self.policy_json,
+            MANAGED_IDENTITY_CLIENT_ID: self.managed_identity_client_id,
+        }
+        return {name: value for name, value in values.items() if value}
+
     @property
     def workspace_id(self) -> str:
         return (
