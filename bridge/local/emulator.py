@@ -1,0 +1,485 @@
+"""A loopback Azure ML workspace: the part of the jobs API that azure-ai-ml uses, and job events.
+
+What azure-ai-ml sends for the jobs the bridge creates (seen with azure-ai-ml 1.35):
+`jobs.create_or_update` of a command or sweep job with `environment="azureml:name:version"` and a
+named compute is one `PUT .../jobs/{name}`; `jobs.get` is one GET; `jobs.begin_cancel` one POST
+`.../jobs/{name}/cancel`. Every other route answers 404 with an Azure error body and is recorded,
+so a test sees an unexpected call.
+
+Command jobs run as local shell commands in `workdir/jobs/{name}`; every other job type goes
+Running -> Completed without running anything. Status changes are published as Azure ML's Event
+Grid events (`RunStatusChanged`, plus `RunCompleted` on success) through `EventGridTopic`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
+
+from bridge.local.event_grid import DEFAULT_RETRY_DELAYS, Delivery, EventGridTopic, Schema
+from bridge.local.process import Service
+
+RUN_STATUS_CHANGED = "Microsoft.MachineLearningServices.RunStatusChanged"
+RUN_COMPLETED = "Microsoft.MachineLearningServices.RunCompleted"
+TERMINAL = frozenset({"Completed", "Failed", "Canceled"})
+_JOB_ROUTE = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
+    r"Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)/jobs/(?P<name>[^/]+)"
+    r"(?P<cancel>/cancel)?$",
+    re.IGNORECASE,
+)
+_PLACEHOLDER = re.compile(r"\$\{\{\s*(inputs|outputs)\.(\w+)\s*\}\}")
+_DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
+_DATASTORE_URI = re.compile(r"^azureml://datastores/(?P<store>[^/]+)/paths/(?P<path>.*)$")
+_RUN_TYPES = {
+    "Command": "azureml.scriptrun",
+    "Pipeline": "azureml.PipelineRun",
+    "Sweep": "hyperdrive",
+}
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any  # parsed JSON, or None
+    time: float  # time.time()
+
+
+@dataclass
+class Answer:
+    status: int
+    body: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def azure_error(status: int, code: str, message: str) -> Answer:
+    return Answer(status, {"error": {"code": code, "message": message}})
+
+
+@dataclass
+class EmulatedJob:
+    """One job as the emulator holds it: the PUT body, its status history and its local folder."""
+
+    name: str
+    put_body: dict[str, Any]
+    folder: Path
+    status: str = "NotStarted"
+    history: list[tuple[str, float, float]] = field(default_factory=list)  # status, monotonic, wall
+    exit_code: int | None = None
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    process: Service | None = field(default=None, repr=False)
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        return dict(self.put_body["properties"])
+
+    @property
+    def job_type(self) -> str:
+        return str(self.properties.get("jobType", ""))
+
+    @property
+    def experiment_name(self) -> str:
+        return str(self.properties.get("experimentName") or "Default")
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.folder / "outputs"
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / "user_logs" / "std_log.txt"
+
+
+class AzureMLEmulator:
+    SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000000"
+    RESOURCE_GROUP = "bridge-local"
+    WORKSPACE = "local-workspace"
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        webhook_url: str | None = None,
+        event_schema: Schema = "eventgrid",
+        access_key: str = "local-emulator-key",
+        port: int = 0,
+        status_case: Literal["title", "lower"] = "title",
+        retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS,
+    ) -> None:
+        self.workdir = workdir
+        self.event_schema = event_schema
+        self.status_case = status_case
+        self.port = port
+        self.workspace_id = (
+            f"/subscriptions/{self.SUBSCRIPTION_ID}/resourceGroups/{self.RESOURCE_GROUP}"
+            f"/providers/Microsoft.MachineLearningServices/workspaces/{self.WORKSPACE}"
+        )
+        self.requests: list[RecordedRequest] = []
+        self._topic = EventGridTopic(
+            access_key=access_key, webhook_url=webhook_url, retry_delays=retry_delays
+        )
+        self._jobs: dict[str, EmulatedJob] = {}
+        self._failures: list[Answer] = []
+        self._changed = threading.Condition()
+        self._server: ThreadingHTTPServer | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> AzureMLEmulator:
+        (self.workdir / "jobs").mkdir(parents=True, exist_ok=True)
+        self._server = _Server(("127.0.0.1", self.port), _Handler, self)
+        self.port = int(self._server.server_address[1])
+        serve = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="azureml", daemon=True
+        )  # a short poll interval: stop() waits for one
+        serve.start()
+        self._topic.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        with self._changed:
+            running = [job.process for job in self._jobs.values() if job.process is not None]
+        for process in running:
+            process.stop(grace=1)
+        self._topic.stop()
+
+    def __enter__(self) -> AzureMLEmulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- what tests and the dev host use ---------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def webhook_url(self) -> str | None:
+        return self._topic.webhook_url
+
+    @webhook_url.setter
+    def webhook_url(self, url: str | None) -> None:
+        self._topic.webhook_url = url
+
+    @property
+    def events(self) -> list[Delivery]:
+        """Every event published, in order, exactly as sent, with its delivery outcome."""
+        return list(self._topic.deliveries)
+
+    def settled_events(self, count: int, timeout: float = 10.0) -> list[Delivery]:
+        """The first `count` events once each is delivered, dead-lettered or unsubscribed."""
+        return self._topic.settled(count, timeout)
+
+    def job(self, name: str) -> EmulatedJob | None:
+        with self._changed:
+            return self._jobs.get(name)
+
+    def experiment_id(self, experiment_name: str) -> str:
+        key = f"{self.workspace_id}/experiments/{experiment_name}"
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, key))
+
+    def datastore_path(self, uri: str) -> Path | None:
+        """Where an `azureml://datastores/{store}/paths/{path}` URI lives on this machine."""
+        found = _DATASTORE_URI.match(uri)
+        if found is None:
+            return None
+        return self.workdir / "datastores" / found["store"] / found["path"]
+
+    def wait_for_status(self, name: str, statuses: Collection[str], timeout: float) -> str:
+        wanted = {status.lower() for status in statuses}
+        with self._changed:
+            reached = self._changed.wait_for(
+                lambda: name in self._jobs and self._jobs[name].status.lower() in wanted, timeout
+            )
+            current = self._jobs[name].status if name in self._jobs else None
+        if not reached or current is None:
+            raise TimeoutError(
+                f"job {name} is {current or 'unknown'} after {timeout}s, not in {sorted(statuses)}"
+            )
+        return current
+
+    def fail_next(
+        self,
+        status: int,
+        count: int = 1,
+        body: dict[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Answer the next `count` API requests with this status (Azure error body by default)."""
+        default = {"error": {"code": "InjectedFault", "message": f"injected HTTP {status}"}}
+        with self._changed:
+            self._failures += [Answer(status, body or default, dict(headers or {}))] * count
+
+    # -- HTTP ------------------------------------------------------------------------------------
+
+    def handle(self, method: str, target: str, raw: bytes, headers: Mapping[str, str]) -> Answer:
+        """Answer one API request; `headers` have lower-case names."""
+        url = urlsplit(target)
+        try:
+            body = json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            body = raw.decode(errors="replace")
+        with self._changed:
+            self.requests.append(
+                RecordedRequest(method, url.path, dict(parse_qsl(url.query)), body, time.time())
+            )
+            if self._failures:
+                return self._failures.pop(0)
+        if not headers.get("authorization", "").startswith("Bearer "):
+            return azure_error(401, "AuthenticationFailed", "no bearer token in Authorization")
+        route = _JOB_ROUTE.match(url.path)
+        if route is None:
+            return azure_error(404, "NotFound", f"the emulator does not serve {method} {url.path}")
+        if (route["sub"], route["rg"].lower(), route["ws"].lower()) != (
+            self.SUBSCRIPTION_ID,
+            self.RESOURCE_GROUP.lower(),
+            self.WORKSPACE.lower(),
+        ):
+            return azure_error(404, "ResourceNotFound", f"workspace {route['ws']} not found")
+        name, cancel = route["name"], bool(route["cancel"])
+        if method == "PUT" and not cancel:
+            return self._create(name, body)
+        if method == "GET" and not cancel:
+            return self._read(name)
+        if method == "POST" and cancel:
+            return self._cancel(name)
+        return azure_error(405, "MethodNotAllowed", f"{method} is not supported on {url.path}")
+
+    def _create(self, name: str, body: Any) -> Answer:
+        problem = _job_body_problem(body)
+        if problem:
+            return azure_error(400, "UserError", problem)
+        job = EmulatedJob(name, body, self.workdir / "jobs" / name)
+        with self._changed:
+            if name in self._jobs:
+                return azure_error(409, "UserError", f"a job named {name} already exists")
+            self._jobs[name] = job
+            self._set_status(job, "NotStarted")
+            answer = Answer(201, self._resource(job))  # as created, before the run moves on
+        threading.Thread(target=self._run, args=(job,), name=f"job-{name}", daemon=True).start()
+        return answer
+
+    def _read(self, name: str) -> Answer:
+        job = self.job(name)
+        if job is None:
+            return azure_error(404, "UserError", f"job {name} not found")
+        return Answer(200, self._resource(job))
+
+    def _cancel(self, name: str) -> Answer:
+        job = self.job(name)
+        if job is None:
+            return azure_error(404, "UserError", f"job {name} not found")
+        if self._finish(job, "Canceled") and job.process is not None:
+            job.process.stop(grace=1)
+        return Answer(200, {})
+
+    def _resource(self, job: EmulatedJob) -> dict[str, Any]:
+        properties = job.properties
+        studio = f"https://ml.azure.com/runs/{job.name}?wsid={self.workspace_id}"
+        properties["status"] = job.status
+        properties["services"] = {
+            **(properties.get("services") or {}),
+            "Studio": {"jobServiceType": "Studio", "endpoint": studio, "status": None},
+        }
+        return {
+            "id": f"{self.workspace_id}/jobs/{job.name}",
+            "name": job.name,
+            "type": "Microsoft.MachineLearningServices/workspaces/jobs",
+            "properties": properties,
+            "systemData": {"createdAt": job.created_at, "createdBy": "local-emulator"},
+        }
+
+    # -- running a job ---------------------------------------------------------------------------
+
+    def _run(self, job: EmulatedJob) -> None:
+        if not (self._set_status(job, "Queued") and self._set_status(job, "Running")):
+            return  # canceled while queued
+        self._publish_status(job, "Running")
+        status = self._execute(job) if job.job_type == "Command" else "Completed"
+        self._finish(job, status)
+
+    def _execute(self, job: EmulatedJob) -> str:
+        properties = job.properties
+        job.outputs_dir.mkdir(parents=True, exist_ok=True)
+        job.log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = _PLACEHOLDER.sub(
+            lambda ref: self._resolve(job, ref[1], ref[2]), properties["command"]
+        )
+        env = {
+            **os.environ,
+            **(properties.get("environmentVariables") or {}),
+            "AZUREML_RUN_ID": job.name,
+            "AZUREML_EXPERIMENT_NAME": job.experiment_name,
+        }
+        service = Service(
+            f"job {job.name}", ["/bin/sh", "-c", command], log=job.log_path, env=env, cwd=job.folder
+        )
+        with self._changed:
+            if job.status in TERMINAL:  # canceled before it started
+                return job.status
+            job.process = service.start()
+        process = service.process
+        assert process is not None
+        try:
+            job.exit_code = process.wait(timeout=_seconds(properties.get("limits")))
+        except subprocess.TimeoutExpired:
+            service.stop(grace=1)
+            with job.log_path.open("a") as log:
+                log.write("\n[emulator] the job exceeded its timeout and was stopped\n")
+            return "Failed"
+        return "Completed" if job.exit_code == 0 else "Failed"
+
+    def _resolve(self, job: EmulatedJob, kind: str, name: str) -> str:
+        declared = job.properties.get(kind) or {}
+        if kind == "outputs":
+            folder = job.outputs_dir / name
+            if declared[name].get("jobOutputType") != "uri_file":
+                folder.mkdir(parents=True, exist_ok=True)
+            return str(folder)
+        value = declared[name]
+        if value.get("jobInputType") == "literal":
+            return str(value.get("value", ""))
+        uri = str(value.get("uri", ""))
+        return str(self.datastore_path(uri) or uri)
+
+    def _set_status(self, job: EmulatedJob, status: str) -> bool:
+        with self._changed:
+            if job.status in TERMINAL:
+                return False
+            job.status = status
+            job.history.append((status, time.monotonic(), time.time()))
+            self._changed.notify_all()
+            return True
+
+    def _finish(self, job: EmulatedJob, status: str) -> bool:
+        """Reach a terminal status once: a canceled job stays canceled whatever its process did."""
+        if not self._set_status(job, status):
+            return False
+        self._publish_status(job, status)
+        return True
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def _publish_status(self, job: EmulatedJob, status: str) -> None:
+        properties = job.properties
+        data: dict[str, Any] = {
+            "experimentId": self.experiment_id(job.experiment_name),
+            "experimentName": job.experiment_name,
+            "runId": job.name,
+            "runType": _RUN_TYPES.get(job.job_type),
+            "runTags": dict(properties.get("tags") or {}),
+            "runProperties": dict(properties.get("properties") or {}),
+        }
+        cased = status if self.status_case == "title" else status.lower()
+        self._topic.publish(self._event(job, RUN_STATUS_CHANGED, {**data, "runStatus": cased}))
+        if status == "Completed":
+            self._topic.publish(self._event(job, RUN_COMPLETED, data))
+
+    def _event(self, job: EmulatedJob, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+        subject = f"experiments/{data['experimentId']}/runs/{job.name}"
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        event_id = str(uuid.uuid4())
+        if self.event_schema == "cloudevents":
+            return {
+                "specversion": "1.0",
+                "id": event_id,
+                "source": self.workspace_id,
+                "type": event_type,
+                "subject": subject,
+                "time": now,
+                "data": data,
+            }
+        return {"id": event_id, "topic": self.workspace_id, "subject": subject,
+                "eventType": event_type, "eventTime": now, "data": data,
+                "dataVersion": "", "metadataVersion": "1"}  # fmt: skip
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        emulator: AzureMLEmulator,
+    ) -> None:
+        super().__init__(address, handler)
+        self.emulator = emulator
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: the SDK's session reuses its connection
+    server: _Server
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        answer = self.server.emulator.handle(self.command, self.path, raw, headers)
+        payload = json.dumps(answer.body).encode() if answer.body is not None else b""
+        self.send_response(answer.status)
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_PUT = do_POST = do_PATCH = do_DELETE = _answer  # noqa: N815 - http.server's names
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """The recorded requests are the log."""
+
+
+def _job_body_problem(body: Any) -> str | None:
+    """What the service would refuse with a 400, or None."""
+    if not isinstance(body, dict) or not isinstance(body.get("properties"), dict):
+        return "the request body must be a JSON object with a 'properties' object"
+    properties = body["properties"]
+    if not isinstance(properties.get("jobType"), str):
+        return "properties.jobType is required"
+    if properties["jobType"] != "Command":
+        return None
+    if not isinstance(properties.get("command"), str) or not properties["command"].strip():
+        return "properties.command is required for a command job"
+    for kind, name in _PLACEHOLDER.findall(properties["command"]):
+        if name not in (properties.get(kind) or {}):
+            return f"the command refers to ${{{{{kind}.{name}}}}}, which the job does not declare"
+    return None
+
+
+def _seconds(limits: Any) -> float | None:
+    """The job's timeout: `limits.timeout` is an ISO 8601 duration such as PT1H30M."""
+    if not isinstance(limits, dict) or not isinstance(limits.get("timeout"), str):
+        return None
+    found = _DURATION.match(limits["timeout"])
+    if found is None:
+        return None
+    days, hours, minutes, seconds = (float(part or 0) for part in found.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds

@@ -1,0 +1,259 @@
+"""The azure-ai-ml adapter against the Azure ML emulator: what the SDK really sends, and how the
+service's answers become the bridge's errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.adapters.azureml import AzureMLJobs
+from bridge.contracts import TAG_DAG_ID, TAG_SIGNATURE, TAG_SUBMISSION, Submission
+from bridge.errors import InvalidSubmission, PermanentError, TransientError
+from bridge.local.credential import LocalCredential
+from bridge.local.emulator import AzureMLEmulator
+from bridge.local.process import free_port
+
+pytestmark = pytest.mark.integration
+
+WORKSPACE_ID = (
+    f"/subscriptions/{AzureMLEmulator.SUBSCRIPTION_ID}/resourceGroups/"
+    f"{AzureMLEmulator.RESOURCE_GROUP}/providers/Microsoft.MachineLearningServices/"
+    f"workspaces/{AzureMLEmulator.WORKSPACE}"
+)
+
+
+@pytest.fixture
+def emulator(tmp_path: Path) -> Iterator[AzureMLEmulator]:
+    with AzureMLEmulator(tmp_path) as emulator:
+        yield emulator
+
+
+def jobs_at(endpoint: str) -> AzureMLJobs:
+    return AzureMLJobs(
+        subscription_id=AzureMLEmulator.SUBSCRIPTION_ID,
+        resource_group=AzureMLEmulator.RESOURCE_GROUP,
+        workspace=AzureMLEmulator.WORKSPACE,
+        credential=LocalCredential(),
+        endpoint=endpoint,
+    )
+
+
+@pytest.fixture
+def jobs(emulator: AzureMLEmulator) -> AzureMLJobs:
+    return jobs_at(emulator.endpoint)
+
+
+def submission(job: dict[str, Any], dag_id: str = "train") -> Submission:
+    origin = {"dag_id": dag_id, "run_id": "scheduled__2025-01-01", "task_id": "submit"}
+    return Submission.model_validate({"origin": origin, "job": job})
+
+
+def command_job(**fields: Any) -> dict[str, Any]:
+    return {"command": "echo ${{inputs.lr}}", "environment": "azureml:py:3", "compute": "cpu",
+            "inputs": {"lr": 0.01}, **fields}  # fmt: skip
+
+
+BRIDGE_TAGS = {TAG_SUBMISSION: "s-1", TAG_SIGNATURE: "sig", TAG_DAG_ID: "train"}
+
+
+def test_command_submission_is_one_put_carrying_the_whole_job(
+    emulator: AzureMLEmulator, jobs: AzureMLJobs
+) -> None:
+    sub = submission(
+        command_job(
+            command="python train.py --lr ${{inputs.lr}} --data ${{inputs.data}} "
+            "--out ${{outputs.model}}",
+            inputs={
+                "lr": 0.01,
+                "data": {"type": "uri_folder", "path": "azureml://datastores/blob/paths/raw/"},
+            },
+            outputs={"model": {"type": "uri_folder"}},
+            experiment_name="nightly",
+            display_name="Nightly training",
+            description="trains the model",
+            tags={"team": "ml"},
+            environment_variables={"MODE": "full"},
+            instance_count=2,
+            timeout_seconds=90,
+        )
+    )
+
+    created = jobs.create(sub, BRIDGE_TAGS)
+
+    assert [(r.method, r.path) for r in emulator.requests] == [
+        ("PUT", f"{WORKSPACE_ID}/jobs/{sub.id}")
+    ]
+    body = emulator.requests[0].body["properties"]
+    assert body["jobType"] == "Command"
+    assert body["command"].startswith("python train.py --lr ${{inputs.lr}}")
+    assert body["computeId"] == f"{WORKSPACE_ID}/computes/cpu"
+    assert body["environmentId"] == f"{WORKSPACE_ID}/environments/py/versions/3"
+    assert body["experimentName"] == "nightly"
+    assert body["displayName"] == "Nightly training"
+    assert body["description"] == "trains the model"
+    assert body["inputs"] == {
+        "lr": {"jobInputType": "literal", "value": "0.01"},
+        "data": {"jobInputType": "uri_folder", "uri": "azureml://datastores/blob/paths/raw/"},
+    }
+    assert body["outputs"] == {"model": {"jobOutputType": "uri_folder"}}
+    assert body["tags"] == {"team": "ml", **BRIDGE_TAGS}
+    assert body["environmentVariables"] == {"MODE": "full"}
+    assert body["resources"]["instanceCount"] == 2
+    assert body["limits"]["timeout"] == "PT1M30S"
+    assert created.name == sub.id
+    assert created.status == "NotStarted"
+    assert created.studio_url is not None and sub.id in created.studio_url
+
+
+def test_experiment_defaults_to_the_dag_id(emulator: AzureMLEmulator, jobs: AzureMLJobs) -> None:
+    jobs.create(submission(command_job(), dag_id="etl_daily"), {})
+
+    assert emulator.requests[0].body["properties"]["experimentName"] == "etl_daily"
+
+
+def test_yaml_command_job_is_created_under_the_submission_name(
+    emulator: AzureMLEmulator, jobs: AzureMLJobs
+) -> None:
+    spec = {"type": "command", "command": "echo hi", "environment": "azureml:py:3",
+            "compute": "azureml:cpu", "tags": {"owner": "ana"}, "inputs": {"n": 3}}  # fmt: skip
+    sub = submission({"kind": "yaml", "spec": spec}, dag_id="score")
+
+    created = jobs.create(sub, BRIDGE_TAGS)
+
+    assert created.name == sub.id
+    [request] = emulator.requests
+    assert (request.method, request.path) == ("PUT", f"{WORKSPACE_ID}/jobs/{sub.id}")
+    body = request.body["properties"]
+    assert (body["jobType"], body["command"]) == ("Command", "echo hi")
+    assert body["experimentName"] == "score"
+    assert body["tags"] == {"owner": "ana", **BRIDGE_TAGS}
+    assert body["inputs"]["n"] == {"jobInputType": "literal", "value": "3"}
+
+
+def test_yaml_sweep_job_is_one_put(emulator: AzureMLEmulator, jobs: AzureMLJobs) -> None:
+    spec = {
+        "type": "sweep",
+        "experiment_name": "tuning",
+        "compute": "azureml:cpu",
+        "sampling_algorithm": "random",
+        "trial": {"command": "echo ${{search_space.lr}}", "environment": "azureml:py:3"},
+        "search_space": {"lr": {"type": "uniform", "min_value": 0.1, "max_value": 0.2}},
+        "objective": {"goal": "maximize", "primary_metric": "accuracy"},
+        "limits": {"max_total_trials": 4},
+    }
+    sub = submission({"kind": "yaml", "spec": spec})
+
+    jobs.create(sub, BRIDGE_TAGS)
+
+    [request] = emulator.requests
+    body = request.body["properties"]
+    assert request.path.endswith(f"/jobs/{sub.id}")
+    assert (body["jobType"], body["experimentName"]) == ("Sweep", "tuning")
+    assert body["tags"] == BRIDGE_TAGS
+
+
+def test_resent_submission_returns_the_existing_job(
+    emulator: AzureMLEmulator, jobs: AzureMLJobs
+) -> None:
+    sub = submission(command_job())
+    first = jobs.create(sub, BRIDGE_TAGS)
+
+    again = jobs.create(sub, BRIDGE_TAGS)
+
+    assert again.name == first.name == sub.id
+    assert again.studio_url == first.studio_url
+    assert emulator.job(sub.id) is not None
+    assert [r.method for r in emulator.requests] == ["PUT", "PUT", "GET"]
+    assert len({r.path for r in emulator.requests}) == 1
+
+
+def test_find_reports_status_and_studio_url(emulator: AzureMLEmulator, jobs: AzureMLJobs) -> None:
+    sub = submission(command_job())
+    jobs.create(sub, {})
+    emulator.wait_for_status(sub.id, ["Completed"], timeout=10)
+
+    found = jobs.find(sub.id)
+
+    assert found is not None
+    assert (found.name, found.status) == (sub.id, "Completed")
+    assert found.studio_url == f"https://ml.azure.com/runs/{sub.id}?wsid={WORKSPACE_ID}"
+
+
+def test_find_of_an_unknown_job_returns_none(jobs: AzureMLJobs) -> None:
+    assert jobs.find("no_such_job") is None
+
+
+def test_server_error_is_transient_and_not_retried_in_process(
+    emulator: AzureMLEmulator, jobs: AzureMLJobs
+) -> None:
+    emulator.fail_next(500, count=3)
+
+    with pytest.raises(TransientError, match="500"):
+        jobs.create(submission(command_job()), {})
+    assert len(emulator.requests) == 1
+
+
+def test_throttling_is_transient_with_the_retry_after_delay(
+    emulator: AzureMLEmulator, jobs: AzureMLJobs
+) -> None:
+    emulator.fail_next(429, headers={"Retry-After": "7"})
+
+    with pytest.raises(TransientError) as raised:
+        jobs.create(submission(command_job()), {})
+    assert raised.value.retry_after == 7.0
+
+
+def test_bad_request_is_permanent_with_the_service_message(
+    emulator: AzureMLEmulator, jobs: AzureMLJobs
+) -> None:
+    error = {"error": {"code": "UserError", "message": "compute cpu does not exist"}}
+    emulator.fail_next(400, body=error)
+
+    with pytest.raises(PermanentError, match="compute cpu does not exist") as raised:
+        jobs.create(submission(command_job()), {})
+    assert not isinstance(raised.value, InvalidSubmission)
+    assert emulator.job(submission(command_job()).id) is None
+
+
+def test_forbidden_is_permanent(emulator: AzureMLEmulator, jobs: AzureMLJobs) -> None:
+    emulator.fail_next(403)
+
+    with pytest.raises(PermanentError, match="403"):
+        jobs.find("any")
+
+
+def test_unreachable_workspace_is_transient() -> None:
+    jobs = jobs_at(f"http://127.0.0.1:{free_port()}/")
+
+    with pytest.raises(TransientError, match="unreachable"):
+        jobs.create(submission(command_job()), {})
+
+
+def test_yaml_job_missing_fields_is_an_invalid_submission_naming_them(
+    emulator: AzureMLEmulator, jobs: AzureMLJobs
+) -> None:
+    with pytest.raises(InvalidSubmission) as raised:
+        jobs.create(submission({"kind": "yaml", "spec": {"type": "command"}}), {})
+
+    assert "command: Missing data for required field" in str(raised.value)
+    assert "environment: Missing data for required field" in str(raised.value)
+    assert emulator.requests == []
+
+
+def test_unknown_yaml_job_type_is_an_invalid_submission(jobs: AzureMLJobs) -> None:
+    with pytest.raises(InvalidSubmission, match="Unsupported job type: bogus"):
+        jobs.create(submission({"kind": "yaml", "spec": {"type": "bogus"}}), {})
+
+
+def test_yaml_job_with_local_code_is_refused_before_any_upload(
+    emulator: AzureMLEmulator, jobs: AzureMLJobs
+) -> None:
+    spec = {"type": "command", "command": "python x.py", "environment": "azureml:py:3",
+            "compute": "azureml:cpu", "code": "./src"}  # fmt: skip
+
+    with pytest.raises(InvalidSubmission, match=r"spec\.code"):
+        jobs.create(submission({"kind": "yaml", "spec": spec}), {})
+    assert emulator.requests == []
