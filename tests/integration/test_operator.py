@@ -1,0 +1,376 @@
+"""SubmitAzureMLJobOperator run for real: `dag.test()` inside the Airflow venv, sending to Azurite.
+
+Each runner invocation is one subprocess of `.venv-airflow/bin/python operator_runner.py` with its
+own AIRFLOW_HOME (a copy of one migrated SQLite database) and its own queue; the test process then
+reads the queue with azure-storage-queue and the run's XComs from the runner's JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.queue import QueueClient
+
+from bridge.contracts import CommandJob, Submission, YamlJob
+from bridge.local.azurite import Azurite
+from bridge.provider.senders import QueueEnvelope
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+AIRFLOW_PYTHON = REPO / ".venv-airflow" / "bin" / "python"
+RUNNER = Path(__file__).with_name("operator_runner.py")
+EXAMPLE_DAGS = REPO / "examples" / "dags"
+EXAMPLE_JOBS = REPO / "examples" / "jobs"
+WORKSPACE_ID = (
+    "/subscriptions/0000/resourceGroups/rg/providers/"
+    "Microsoft.MachineLearningServices/workspaces/ws"
+)
+TRAINED = "azureml://bridge-demo/train/completed"
+TRAINING_FAILED = "azureml://bridge-demo/train/failed"
+SUBMITTED_IN = re.compile(r"Submitted Azure ML job (\S+) \(experiment [^)]*\) in (\d+) ms")
+
+
+@dataclass
+class DagRunResult:
+    """One DAG's `dag.test()`: the runner's JSON and the task log lines it printed."""
+
+    result: dict[str, Any]
+    log: str
+
+    @property
+    def state(self) -> str:
+        return str(self.result["state"])
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        return dict(self.result["tasks"][task_id])
+
+    def xcom(self, task_id: str, key: str = "return_value") -> Any:
+        return self.result["xcom"].get(f"{task_id}:{key}")
+
+    def execute_ms(self) -> list[int]:
+        return [int(ms) for _, ms in SUBMITTED_IN.findall(self.log)]
+
+
+@pytest.fixture(scope="module")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    with Azurite(tmp_path_factory.mktemp("azurite")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("airflow-migrated")
+    env = airflow_env(home, dags_folder=EXAMPLE_DAGS)
+    subprocess.run(
+        [str(AIRFLOW_PYTHON), "-m", "airflow", "db", "migrate"],
+        env=env, check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    return home / "airflow.db"
+
+
+def airflow_env(home: Path, *, dags_folder: Path, extra: Mapping[str, str] = {}) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "BRIDGE_"))}
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
+    )
+    env.update(extra)
+    return env
+
+
+def run_dags(
+    tmp_path: Path, migrated_db: Path, dags: Path, dag_ids: list[str], extra: Mapping[str, str]
+) -> dict[str, DagRunResult]:
+    """`dag.test()` each DAG in a fresh copy of the migrated database; results by DAG id."""
+    home = tmp_path / "airflow"
+    home.mkdir()
+    shutil.copy(migrated_db, home / "airflow.db")
+    dags_folder = dags if dags.is_dir() else dags.parent
+    completed = subprocess.run(
+        [str(AIRFLOW_PYTHON), str(RUNNER), str(dags), *dag_ids],
+        env=airflow_env(home, dags_folder=dags_folder, extra=extra),
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-4000:]
+    return parse_runner_output(completed.stdout, output)
+
+
+def parse_runner_output(stdout: str, output: str) -> dict[str, DagRunResult]:
+    results: dict[str, DagRunResult] = {}
+    for section in ("\n" + stdout).split("\nBEGIN ")[1:]:
+        dag_id, _, body = section.partition("\n")
+        log, _, result = body.rpartition("RESULT ")
+        parsed = json.loads(result.splitlines()[0])
+        assert "import_errors" not in parsed, parsed
+        results[dag_id] = DagRunResult(parsed, log)
+    assert results, output[-4000:]
+    return results
+
+
+def queue_envelopes(azurite: Azurite, queue_name: str) -> list[QueueEnvelope]:
+    with QueueClient.from_connection_string(azurite.connection_string, queue_name) as queue:
+        try:
+            messages = list(queue.peek_messages(max_messages=32))
+        except ResourceNotFoundError:
+            return []
+    return [QueueEnvelope.decode(message.content) for message in messages]
+
+
+def submissions_by_dag(envelopes: list[QueueEnvelope]) -> dict[str, list[Submission]]:
+    found: dict[str, list[Submission]] = {}
+    for envelope in envelopes:
+        submission = envelope.submission()
+        found.setdefault(submission.origin.dag_id, []).append(submission)
+    return found
+
+
+# --- the example producers ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def example_runs(
+    azurite: Azurite, migrated_db: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, DagRunResult]:
+    extra = {
+        "BRIDGE_LOCAL_QUEUE_CONNECTION_STRING": azurite.connection_string,
+        "BRIDGE_SUBMISSION_QUEUE": "examples",
+        "BRIDGE_AZUREML_WORKSPACE_ID": WORKSPACE_ID,
+    }
+    return run_dags(
+        tmp_path_factory.mktemp("examples"), migrated_db, EXAMPLE_DAGS,
+        ["azureml_train", "azureml_train_fails"], extra,
+    )  # fmt: skip
+
+
+def test_example_producer_sends_one_submission_with_origin_job_and_routes(
+    azurite: Azurite, example_runs: dict[str, DagRunResult]
+) -> None:
+    run = example_runs["azureml_train"]
+    assert run.state == "success"
+
+    [submission] = submissions_by_dag(queue_envelopes(azurite, "examples"))["azureml_train"]
+    assert submission.origin.model_dump() == {
+        "dag_id": "azureml_train",
+        "run_id": run.result["run_id"],
+        "task_id": "submit_training",
+        "map_index": -1,
+    }
+    assert submission.job == YamlJob(spec=yaml.safe_load((EXAMPLE_JOBS / "train.yml").read_text()))
+    assert "${{inputs.learning_rate}}" in submission.job.spec["command"]
+    assert submission.on.completed == [TRAINED]
+    assert submission.on.failed == submission.on.canceled == [TRAINING_FAILED]
+    assert submission.experiment_name == "bridge-demo"
+
+
+def test_example_producer_returns_the_job_name_and_pushes_the_studio_url(
+    azurite: Azurite, example_runs: dict[str, DagRunResult]
+) -> None:
+    run = example_runs["azureml_train"]
+    [envelope] = [
+        e for e in queue_envelopes(azurite, "examples")
+        if e.application_properties["dag_id"] == "azureml_train"
+    ]  # fmt: skip
+
+    assert run.xcom("submit_training") == envelope.message_id == envelope.submission().id
+    assert run.xcom("submit_training", "studio_url") == (
+        f"https://ml.azure.com/runs/{envelope.message_id}?wsid={WORKSPACE_ID}"
+    )
+
+
+def test_failing_example_routes_its_failure_to_the_failure_asset(
+    azurite: Azurite, example_runs: dict[str, DagRunResult]
+) -> None:
+    assert example_runs["azureml_train_fails"].state == "success"  # the task only submits
+
+    [submission] = submissions_by_dag(queue_envelopes(azurite, "examples"))["azureml_train_fails"]
+    assert submission.job == YamlJob(spec=yaml.safe_load((EXAMPLE_JOBS / "fail.yml").read_text()))
+    assert submission.on.failed == [TRAINING_FAILED]
+
+
+def test_submit_task_executes_in_well_under_a_second(
+    example_runs: dict[str, DagRunResult],
+) -> None:
+    timings = {dag_id: run.execute_ms() for dag_id, run in example_runs.items()}
+    durations = {
+        dag_id: run.task("submit_training")["duration"] for dag_id, run in example_runs.items()
+    }
+    sys.stderr.write(f"\nexecute ms: {timings}; task instance seconds: {durations}\n")
+    assert all(len(ms) == 1 for ms in timings.values()), timings
+    assert max(ms for [ms] in timings.values()) < 500
+
+
+# --- operator arguments beyond the examples, and invalid jobs ----------------------------------
+
+GENERATED_DAGS = """
+from airflow.sdk import Asset, dag
+
+from bridge.contracts import CommandJob
+from bridge.provider import SubmitAzureMLJobOperator
+
+MAPPING = {
+    "type": "command",
+    "command": "python train.py --lr ${{inputs.learning_rate}}",
+    "display_name": "train {{ dag_run.run_id }}",
+    "inputs": {"learning_rate": 0.1},
+    "environment": "azureml:env:1",
+    "compute": "cpu-cluster",
+}
+
+
+@dag(schedule=None)
+def mapping_job():
+    SubmitAzureMLJobOperator(
+        task_id="submit",
+        job=MAPPING,
+        on_completed=["azureml://bridge-demo/mapping/completed/"],
+        trigger={"completed": [{"dag_id": "evaluate", "conf": {"source": "{{ run_id }}"}}]},
+    )
+
+
+@dag(schedule=None)
+def command_job():
+    SubmitAzureMLJobOperator(
+        task_id="submit",
+        job=CommandJob(command="echo hi", environment="azureml:env:1", compute="cpu-cluster"),
+        on_failed=[Asset("azureml://bridge-demo/command/failed")],
+    )
+
+
+@dag(schedule=None)
+def mapped_jobs():
+    SubmitAzureMLJobOperator.partial(task_id="submit").expand(
+        job=[{**MAPPING, "inputs": {"learning_rate": lr}} for lr in (0.1, 0.2)]
+    )
+
+
+def failing(dag_id, **arguments):
+    @dag(dag_id=dag_id, schedule=None, default_args={"retries": 3, "retry_delay": 0})
+    def producer():
+        SubmitAzureMLJobOperator(task_id="submit", **arguments)
+
+    producer()
+
+
+failing("missing_file", job="jobs/missing.yml")
+failing("not_a_mapping", job="jobs/list.yml")
+failing("local_code", job={**MAPPING, "code": "./src"})
+failing("contract_violation", job=MAPPING, trigger={"completed": [{"conf": {}}]})
+
+mapping_job()
+command_job()
+mapped_jobs()
+"""
+INVALID = ["missing_file", "not_a_mapping", "local_code", "contract_violation"]
+
+
+@pytest.fixture(scope="module")
+def generated_runs(
+    azurite: Azurite, migrated_db: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, DagRunResult]:
+    root = tmp_path_factory.mktemp("generated")
+    dags = root / "dags"
+    (dags / "jobs").mkdir(parents=True)
+    (dags / "producers.py").write_text(textwrap.dedent(GENERATED_DAGS))
+    (dags / "jobs" / "list.yml").write_text("- type: command\n- compute: cpu-cluster\n")
+    extra = {
+        "BRIDGE_LOCAL_QUEUE_CONNECTION_STRING": azurite.connection_string,
+        "BRIDGE_SUBMISSION_QUEUE": "generated",
+    }
+    return run_dags(
+        root, migrated_db, dags / "producers.py",
+        ["mapping_job", "command_job", "mapped_jobs", *INVALID], extra,
+    )  # fmt: skip
+
+
+def test_mapping_job_is_templated_but_azureml_bindings_are_kept(
+    azurite: Azurite, generated_runs: dict[str, DagRunResult]
+) -> None:
+    run = generated_runs["mapping_job"]
+    [submission] = submissions_by_dag(queue_envelopes(azurite, "generated"))["mapping_job"]
+
+    assert isinstance(submission.job, YamlJob)
+    assert submission.job.spec["command"] == "python train.py --lr ${{inputs.learning_rate}}"
+    assert submission.job.spec["display_name"] == f"train {run.result['run_id']}"
+    assert submission.trigger.completed[0].conf == {"source": run.result["run_id"]}
+    assert submission.on.completed == ["azureml://bridge-demo/mapping/completed"]  # normalised
+
+
+def test_command_job_is_sent_as_is_and_studio_url_is_none_without_a_workspace(
+    azurite: Azurite, generated_runs: dict[str, DagRunResult]
+) -> None:
+    run = generated_runs["command_job"]
+    [submission] = submissions_by_dag(queue_envelopes(azurite, "generated"))["command_job"]
+
+    assert submission.job == CommandJob(
+        command="echo hi", environment="azureml:env:1", compute="cpu-cluster"
+    )
+    assert submission.on.failed == ["azureml://bridge-demo/command/failed"]
+    assert run.xcom("submit") == submission.id
+    assert "submit:studio_url" in run.result["xcom"]
+    assert run.xcom("submit", "studio_url") is None
+
+
+def test_mapped_tasks_send_one_submission_each_with_their_map_index(
+    azurite: Azurite, generated_runs: dict[str, DagRunResult]
+) -> None:
+    run = generated_runs["mapped_jobs"]
+    submissions = submissions_by_dag(queue_envelopes(azurite, "generated"))["mapped_jobs"]
+
+    by_index = {s.origin.map_index: s for s in submissions}
+    assert sorted(by_index) == [0, 1]
+    assert by_index[0].id != by_index[1].id
+    assert [run.xcom(f"submit[{i}]") for i in (0, 1)] == [by_index[0].id, by_index[1].id]
+    assert [by_index[i].job.spec["inputs"] for i in (0, 1)] == [  # type: ignore[union-attr]
+        {"learning_rate": 0.1},
+        {"learning_rate": 0.2},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "problem"),
+    [
+        ("missing_file", r"job file \S*/dags/jobs/missing\.yml not found"),
+        (
+            "not_a_mapping",
+            r"jobs/list\.yml must hold a mapping in Azure ML's YAML job schema, not list",
+        ),
+        ("local_code", r"code '\./src' is a local folder"),
+        (
+            "contract_violation",
+            r"submission is invalid: trigger\.completed\.0\.dag_id: Field required",
+        ),
+    ],
+)
+def test_invalid_job_fails_the_task_without_retries_naming_the_problem(
+    generated_runs: dict[str, DagRunResult], dag_id: str, problem: str
+) -> None:
+    run = generated_runs[dag_id]
+
+    assert run.state == "failed"
+    assert run.task("submit")["state"] == "failed"
+    assert run.task("submit")["try_number"] == 1  # retries=3, yet no retry: nothing can fix it
+    assert re.search(problem, run.log), run.log[-3000:]
+
+
+def test_invalid_jobs_send_nothing(
+    azurite: Azurite, generated_runs: dict[str, DagRunResult]
+) -> None:
+    sent = submissions_by_dag(queue_envelopes(azurite, "generated"))
+    assert sorted(sent) == ["command_job", "mapped_jobs", "mapping_job"]
