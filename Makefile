@@ -3,11 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_VERSION := 3.3.2
+INFRA_VENV := .venv-infra
 BRIDGE := $(VENV)/bin/bridge
 
 .PHONY: setup demo dev test unit lint schema clean
 
-setup: $(VENV)/.installed $(AIRFLOW_VENV)/.installed node_modules/.installed
+setup: $(VENV)/.installed $(AIRFLOW_VENV)/.installed node_modules/.installed $(INFRA_VENV)/.installed
 
 # The bridge (Function App side), its tests and the local stack's Python parts.
 $(VENV)/.installed: pyproject.toml requirements.txt
@@ -23,6 +24,12 @@ $(AIRFLOW_VENV)/.installed: pyproject.toml
 	$(AIRFLOW_VENV)/bin/pip install --quiet --upgrade pip
 	$(AIRFLOW_VENV)/bin/pip install --quiet "apache-airflow[postgres]==$(AIRFLOW_VERSION)" \
 		"apache-airflow-client==$(AIRFLOW_VERSION)" -e ".[airflow]"
+	touch $@
+
+# The offline infrastructure checks (pycep-parser, checkov): their pins clash with the bridge's.
+$(INFRA_VENV)/.installed:
+	$(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/pip install --quiet pycep-parser==0.5.1 checkov==3.3.30
 	touch $@
 
 # Azurite, the Azure Storage emulator: Table storage for the ledger, a queue for submissions.

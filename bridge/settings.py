@@ -141,6 +141,12 @@ class Settings:
         ):
             if url and urlparse(url).scheme not in ("http", "https"):
                 found.append(f"{name} is not an http(s) URL")
+        # App Service passes a Key Vault reference it could not resolve through as literal text.
+        found += [f"{name} is an unresolved Key Vault reference (check the identity's access)"
+                  for name, value in ((AIRFLOW_PASSWORD, self.airflow_password),
+                                      (SIGNING_KEY, self.signing_key),
+                                      (AIRFLOW_USERNAME, self.airflow_username))
+                  if value.startswith("@Microsoft.KeyVault(")]  # fmt: skip
         if self.signing_key and len(self.signing_key) < 32:
             found.append(f"{SIGNING_KEY} is shorter than 32 characters")
         if self.policy_json:

@@ -1,0 +1,217 @@
+// airflow-azureml-bridge: everything the bridge needs in a subscription that already has an
+// Azure ML workspace and an Airflow deployment. Deploy into the bridge's resource group; the
+// workspace may live in another resource group of the same subscription.
+//
+// Two passes (azure.yaml's postdeploy hook does the second): Event Grid refuses a subscription
+// to a function that does not exist yet, so the event subscription is created only once the code
+// is deployed (deployEventSubscription=true). See docs/deploy.md.
+
+targetScope = 'resourceGroup'
+
+@minLength(1)
+@maxLength(64)
+@description('Environment name (azd); seeds resource names and tags.')
+param environmentName string
+
+@description('Region for the bridge\'s resources (the system topic follows the workspace\'s region).')
+param location string = resourceGroup().location
+
+@description('Name of the existing Azure ML workspace.')
+param workspaceName string
+
+@description('Resource group of the workspace; defaults to this deployment\'s resource group.')
+param workspaceResourceGroup string = resourceGroup().name
+
+@description('Name of the workspace\'s Event Grid system topic. Set it if the workspace already has one.')
+param systemTopicName string = ''
+
+@description('Airflow base URL the Function App calls (REST API v2), for example https://airflow.example.com.')
+param airflowUrl string
+
+@description('Airflow user the bridge authenticates as; its password goes into Key Vault.')
+param airflowUsername string
+
+@description('Principal (object) id of the identity Airflow workers use to send submissions. Empty: assign the role later.')
+param airflowWorkerPrincipalId string = ''
+
+@description('Principal (object) id of the operator (azd sets it): may set secrets and read the ledger.')
+param operatorPrincipalId string = ''
+
+@description('Governance policy JSON for BRIDGE_POLICY. Empty means no restriction beyond the schema.')
+param policyJson string = ''
+
+@description('Create the Event Grid subscription; needs the function code deployed first.')
+param deployEventSubscription bool = false
+
+@description('Name of the submissions queue.')
+param submissionQueueName string = 'submissions'
+
+@description('Name of the ledger table.')
+param ledgerTableName string = 'bridgeledger'
+
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@allowed([512, 2048, 4096])
+param instanceMemoryMB int = 2048
+
+// The function function_app.py registers with @app.event_grid_trigger.
+var eventFunctionName = 'on_azureml_event'
+var airflowPasswordSecretName = 'airflow-password'
+var signingKeySecretName = 'signing-key'
+var deadLetterContainerName = 'eventgrid-deadletter'
+
+var token = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
+var tags = { 'azd-env-name': environmentName, application: 'airflow-azureml-bridge' }
+var functionAppName = 'func-bridge-${token}'
+var topicName = empty(systemTopicName) ? 'evgt-${replace(workspaceName, '_', '-')}' : systemTopicName
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  params: {
+    name: 'id-bridge-${token}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    logAnalyticsName: 'log-bridge-${token}'
+    applicationInsightsName: 'appi-bridge-${token}'
+    location: location
+    tags: tags
+    functionPrincipalId: identity.outputs.principalId
+  }
+}
+
+module functionStorage 'modules/function-storage.bicep' = {
+  name: 'function-storage'
+  params: {
+    name: 'stfn${token}'
+    location: location
+    tags: tags
+    deploymentContainerName: 'app-package'
+    functionPrincipalId: identity.outputs.principalId
+  }
+}
+
+module topic 'modules/eventgrid-topic.bicep' = {
+  name: 'eventgrid-topic'
+  scope: resourceGroup(workspaceResourceGroup)
+  params: {
+    name: topicName
+    tags: tags
+    workspaceName: workspaceName
+  }
+}
+
+module ledgerStorage 'modules/ledger-storage.bicep' = {
+  name: 'ledger-storage'
+  params: {
+    name: 'stlg${token}'
+    location: location
+    tags: tags
+    ledgerTableName: ledgerTableName
+    deadLetterContainerName: deadLetterContainerName
+    functionPrincipalId: identity.outputs.principalId
+    deadLetterWriterPrincipalId: topic.outputs.principalId
+    operatorPrincipalId: operatorPrincipalId
+  }
+}
+
+module serviceBus 'modules/servicebus.bicep' = {
+  name: 'servicebus'
+  params: {
+    name: 'sb-bridge-${token}'
+    location: location
+    tags: tags
+    queueName: submissionQueueName
+    functionPrincipalId: identity.outputs.principalId
+    airflowWorkerPrincipalId: airflowWorkerPrincipalId
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  params: {
+    name: 'kv-bridge-${token}'
+    location: location
+    tags: tags
+    functionPrincipalId: identity.outputs.principalId
+    operatorPrincipalId: operatorPrincipalId
+  }
+}
+
+module workspaceAccess 'modules/workspace-access.bicep' = {
+  name: 'workspace-access'
+  scope: resourceGroup(workspaceResourceGroup)
+  params: {
+    workspaceName: workspaceName
+    functionPrincipalId: identity.outputs.principalId
+  }
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  params: {
+    name: functionAppName
+    planName: 'plan-bridge-${token}'
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    hostStorageName: functionStorage.outputs.name
+    hostStorageBlobEndpoint: functionStorage.outputs.blobEndpoint
+    deploymentContainerName: functionStorage.outputs.deploymentContainerName
+    serviceBusFullyQualifiedNamespace: serviceBus.outputs.fullyQualifiedNamespace
+    submissionQueueName: serviceBus.outputs.queueName
+    ledgerTableEndpoint: ledgerStorage.outputs.tableEndpoint
+    ledgerTableName: ledgerStorage.outputs.ledgerTableName
+    keyVaultUri: keyVault.outputs.uri
+    airflowPasswordSecretName: airflowPasswordSecretName
+    signingKeySecretName: signingKeySecretName
+    applicationInsightsConnectionString: monitoring.outputs.connectionString
+    workspaceSubscriptionId: subscription().subscriptionId
+    workspaceResourceGroup: workspaceResourceGroup
+    workspaceName: workspaceName
+    airflowUrl: airflowUrl
+    airflowUsername: airflowUsername
+    policyJson: empty(policyJson) ? '{}' : policyJson
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+  }
+  // The host must find its roles in place on first start.
+  dependsOn: [workspaceAccess]
+}
+
+module eventSubscription 'modules/eventgrid-subscription.bicep' = if (deployEventSubscription) {
+  name: 'eventgrid-subscription'
+  scope: resourceGroup(workspaceResourceGroup)
+  params: {
+    topicName: topic.outputs.name
+    functionAppId: functionApp.outputs.id
+    functionName: eventFunctionName
+    deadLetterStorageAccountId: ledgerStorage.outputs.id
+    deadLetterContainerName: ledgerStorage.outputs.deadLetterContainerName
+  }
+}
+
+// For the operator.
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_KEY_VAULT_SECRETS array = [airflowPasswordSecretName, signingKeySecretName]
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output LEDGER_TABLE_ENDPOINT string = ledgerStorage.outputs.tableEndpoint
+output LEDGER_TABLE string = ledgerStorage.outputs.ledgerTableName
+output EVENTGRID_DEADLETTER_URL string = ledgerStorage.outputs.deadLetterContainerUrl
+output EVENTGRID_SYSTEM_TOPIC string = topic.outputs.name
+output EVENT_SUBSCRIPTION_DEPLOYED bool = deployEventSubscription
+output SERVICEBUS_NAMESPACE string = serviceBus.outputs.namespaceName
+
+// For the Airflow side (docs/deploy.md, "Airflow side").
+output AIRFLOW_BRIDGE_SERVICEBUS_NAMESPACE string = serviceBus.outputs.fullyQualifiedNamespace
+output AIRFLOW_BRIDGE_SUBMISSION_QUEUE string = serviceBus.outputs.queueName
+output AIRFLOW_BRIDGE_FUNCTION_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId

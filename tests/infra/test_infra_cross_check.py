@@ -1,0 +1,124 @@
+"""The code and the templates agree: function names, triggers, app settings, queue, connection."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bridge import settings
+
+from .templates import Templates, dotted
+
+# Settings the Functions host (not the bridge's code) reads. Each is allowed in Bicep although
+# bridge/settings.py does not list it.
+HOST_SETTINGS = {
+    # Host storage (keys, leases) by identity: account name, token credential, which identity.
+    "AzureWebJobsStorage__accountName",
+    "AzureWebJobsStorage__credential",
+    "AzureWebJobsStorage__clientId",
+    # Where the host sends telemetry ...
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    # ... and that it authenticates with Entra ID (the component has local auth disabled).
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+}
+# Read by the code but only on the local stack: set in Azure they would bypass identities.
+LOCAL_ONLY_SETTINGS = {settings.AZUREML_ENDPOINT, settings.LEDGER_CONNECTION_STRING}
+SECRET_SETTINGS = {settings.AIRFLOW_PASSWORD, settings.SIGNING_KEY}
+TRIGGERS_THE_TEMPLATES_WIRE = {"serviceBusTrigger", "eventGridTrigger", "httpTrigger"}
+
+
+def trigger(bindings: list[dict[str, Any]]) -> dict[str, Any]:
+    [found] = [b for b in bindings if b["direction"] == "IN" and b["type"].endswith("Trigger")]
+    return found
+
+
+def test_every_setting_azure_must_have_is_set_in_bicep(templates: Templates) -> None:
+    required = {name for name, must_set in settings.SETTINGS.items() if must_set}
+    assert required - set(templates.app_settings()) == set()
+
+
+def test_bicep_sets_no_setting_the_code_does_not_read(templates: Templates) -> None:
+    unread = set(templates.app_settings()) - set(settings.SETTINGS) - HOST_SETTINGS
+    assert unread == set()
+
+
+def test_bicep_leaves_local_only_settings_unset(templates: Templates) -> None:
+    assert LOCAL_ONLY_SETTINGS & set(templates.app_settings()) == set()
+
+
+def test_optional_policy_is_set_from_a_parameter(templates: Templates) -> None:
+    assert templates.app_settings()[settings.POLICY] == "policyJson"
+    policy = templates.module("functionApp")["params"]["policyJson"]
+    assert "policyJson" in str(policy)
+
+
+def test_secrets_are_key_vault_references(templates: Templates) -> None:
+    app_settings = templates.app_settings()
+    for name in SECRET_SETTINGS:
+        value = app_settings[name]
+        assert value.startswith("@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/"), name
+        assert value.endswith("/)"), name
+
+
+def test_service_bus_connection_is_identity_based(templates: Templates) -> None:
+    app_settings = templates.app_settings()
+    prefix = settings.SERVICEBUS_CONNECTION
+    assert prefix not in app_settings, "a bare connection setting would be a connection string"
+    assert app_settings[f"{prefix}__fullyQualifiedNamespace"] == "serviceBusFullyQualifiedNamespace"
+    assert app_settings[f"{prefix}__credential"] == "managedidentity"
+    assert app_settings[f"{prefix}__clientId"] == "identityClientId"
+    assert app_settings[settings.MANAGED_IDENTITY_CLIENT_ID] == "identityClientId"
+
+
+def test_function_app_registers_only_triggers_the_templates_wire(
+    functions: Mapping[str, list[dict[str, Any]]],
+) -> None:
+    kinds = {name: trigger(bindings)["type"] for name, bindings in functions.items()}
+    assert set(kinds.values()) <= TRIGGERS_THE_TEMPLATES_WIRE, kinds
+
+
+def test_service_bus_trigger_reads_the_queue_and_connection_bicep_sets(
+    functions: Mapping[str, list[dict[str, Any]]], templates: Templates,
+) -> None:
+    queue_triggers = [
+        trigger(b) for b in functions.values() if trigger(b)["type"] == "serviceBusTrigger"
+    ]
+    assert queue_triggers, "function_app.py registers no Service Bus trigger"
+    app_settings = templates.app_settings()
+    for binding in queue_triggers:
+        assert binding["queueName"] == f"%{settings.SUBMISSION_QUEUE}%"
+        assert binding["connection"] == settings.SERVICEBUS_CONNECTION
+        assert f"{binding['connection']}__fullyQualifiedNamespace" in app_settings
+
+
+def test_queue_setting_names_the_queue_bicep_creates_and_grants(templates: Templates) -> None:
+    assert templates.app_settings()[settings.SUBMISSION_QUEUE] == "submissionQueueName"
+    from_main = templates.module("functionApp")["params"]["submissionQueueName"]
+    assert dotted(from_main) == "serviceBus.outputs.queueName"
+    outputs = templates.parsed["modules/servicebus.bicep"]["outputs"]
+    assert dotted(outputs["queueName"]["value"]) == "queue.name"
+    assert templates.resource("modules/servicebus.bicep", "queue")["name"] == "queueName"
+    assert templates.resource("modules/servicebus.bicep", "functionReceiver")["scope"] == "queue"
+
+
+def test_event_subscription_delivers_to_the_event_grid_triggered_function(
+    functions: Mapping[str, list[dict[str, Any]]], templates: Templates,
+) -> None:
+    subscription_module = templates.module("eventSubscription")
+    function_name = templates.value("main.bicep", subscription_module["params"]["functionName"])
+    assert function_name in functions, f"function_app.py registers no function {function_name!r}"
+    assert trigger(functions[function_name])["type"] == "eventGridTrigger"
+
+    destination = templates.resource("modules/eventgrid-subscription.bicep", "toBridge")[
+        "properties"]["destination"]
+    assert destination["endpointType"] == "AzureFunction"
+    assert destination["properties"]["resourceId"] == "${functionAppId}/functions/${functionName}"
+
+
+def test_every_event_grid_trigger_has_a_subscription(
+    functions: Mapping[str, list[dict[str, Any]]], templates: Templates,
+) -> None:
+    event_functions = {n for n, b in functions.items() if trigger(b)["type"] == "eventGridTrigger"}
+    subscribed = templates.value(
+        "main.bicep", templates.module("eventSubscription")["params"]["functionName"])
+    assert event_functions == {subscribed}
