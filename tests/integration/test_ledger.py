@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.contracts import Origin, Outcome, Route, Submission
+from bridge.contracts import Outcome, Route, Submission
 from bridge.effects import Effect, Fact, plan
 from bridge.ledger import Busy, Claim, EffectState, JobRecord, JobState, Settled
 from bridge.ledger.table import TableLedger
@@ -49,9 +49,9 @@ def effect(job: Submission) -> Effect:
 
 def test_add_job_inserts_once_and_returns_the_stored_record(ledger: TableLedger) -> None:
     job = submission()
-    stored, inserted = ledger.add_job(JobRecord(job, JobState.ACCEPTED))
+    first, inserted = ledger.add_job(JobRecord(job, JobState.ACCEPTED))
     again, inserted_again = ledger.add_job(JobRecord(job, JobState.REJECTED, reason="x"))
-    assert inserted and not inserted_again
+    assert inserted and not inserted_again and first.state is JobState.ACCEPTED
     assert again.state is JobState.ACCEPTED and again.submission == job
     assert ledger.get_job(job.id) == again
 
