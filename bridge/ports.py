@@ -42,7 +42,11 @@ class Airflow(Protocol):
         ...
 
     def asset_event_posted(self, uri: str, effect_id: str) -> bool:
-        """Whether an event with `extra.effect_id == effect_id` exists (lapsed-claim recovery)."""
+        """Whether an event with `extra.effect_id == effect_id` exists (lapsed-claim recovery).
+
+        May raise `TransientError` for a moment after a post: Airflow 3.3.2 answers 500 to an
+        event listing while a run it started is still queued (apache/airflow#71360).
+        """
         ...
 
     def trigger_dag_run(self, dag_id: str, run_id: str, conf: Mapping[str, Any]) -> bool:

@@ -1,0 +1,299 @@
+"""Airflow through its v2 REST API (`apache-airflow-client`): the `bridge.ports.Airflow` adapter.
+
+One `ApiClient` per instance, reused for every call. The bearer token comes from Airflow's auth
+manager (`POST /auth/token`) and is renewed a minute before the `exp` its JWT payload states, or
+once when Airflow refuses it (401 or 403). Asset ids are looked up once per URI and cached, so
+an effect costs one HTTP call. Failures leave as `bridge.errors`: transient for what a retry can
+fix (network, 5xx, 429), permanent for what it cannot (other 4xx, an asset no DAG references).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from bridge.errors import ConfigurationError, PermanentError, TransientError
+
+if TYPE_CHECKING:
+    from airflow_client.client import ApiClient, AssetResponse
+    from airflow_client.client.exceptions import ApiException
+
+T = TypeVar("T")
+
+RENEW_EARLY_SECONDS = 60.0
+# How many of an asset's newest events lapsed-claim recovery reads: the claim lapsed minutes ago,
+# so its event, if any, is among the latest few.
+RECOVERY_WINDOW = 50
+
+
+class AirflowRest:
+    """The bridge's effects on one Airflow deployment: asset events and DAG runs."""
+
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str,
+        *,
+        timeout: float = 10.0,
+        page_size: int = 100,
+    ) -> None:
+        from airflow_client.client import ApiClient, Configuration
+
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"Airflow base URL is not an http(s) URL: {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self._username = username
+        self._password = password
+        # The generated client validates its timeout as a strict float.
+        self._timeout = float(timeout)
+        self._page_size = page_size
+        self._api_client = ApiClient(Configuration(host=self.base_url))
+        self._expires_at: float | None = None
+        self._token_lock = threading.Lock()
+        self._asset_ids: dict[str, int] = {}
+
+    # -- the port -------------------------------------------------------------------------------
+
+    def post_asset_event(self, uri: str, extra: Mapping[str, Any]) -> None:
+        from airflow_client.client import AssetApi, CreateAssetEventsBody
+        from airflow_client.client.exceptions import NotFoundException
+
+        asset_id = self.asset_id(uri)
+        body = CreateAssetEventsBody(asset_id=asset_id, extra=dict(extra))
+        try:
+            self._call(
+                f"create_asset_event({uri})",
+                lambda: AssetApi(self._api_client).create_asset_event(
+                    body, _request_timeout=self._timeout
+                ),
+            )
+        except PermanentError as exc:
+            if isinstance(exc.__cause__, NotFoundException):
+                # The cached id went stale (the asset was removed): look it up again next time.
+                self._asset_ids.pop(uri, None)
+            raise
+
+    def asset_event_posted(self, uri: str, effect_id: str) -> bool:
+        from airflow_client.client import AssetApi
+
+        asset_id = self.asset_id(uri)
+        page = self._call(
+            f"get_asset_events({uri})",
+            lambda: AssetApi(self._api_client).get_asset_events(
+                asset_id=asset_id,
+                order_by=["-timestamp"],
+                limit=RECOVERY_WINDOW,
+                _request_timeout=self._timeout,
+            ),
+        )
+        return any((event.extra or {}).get("effect_id") == effect_id for event in page.asset_events)
+
+    def trigger_dag_run(self, dag_id: str, run_id: str, conf: Mapping[str, Any]) -> bool:
+        from airflow_client.client import DagRunApi, TriggerDAGRunPostBody
+        from airflow_client.client.exceptions import ConflictException
+
+        body = TriggerDAGRunPostBody(dag_run_id=run_id, conf=dict(conf), logical_date=None)
+        try:
+            self._call(
+                f"trigger_dag_run({dag_id}, {run_id})",
+                lambda: DagRunApi(self._api_client).trigger_dag_run(
+                    dag_id, body, _request_timeout=self._timeout
+                ),
+            )
+        except PermanentError as exc:
+            if isinstance(exc.__cause__, ConflictException):
+                return False
+            raise
+        return True
+
+    # -- assets ---------------------------------------------------------------------------------
+
+    def asset_id(self, uri: str) -> int:
+        """Airflow's id of the asset with exactly this URI; looked up once, then cached."""
+        cached = self._asset_ids.get(uri)
+        if cached is None:
+            cached = self._asset_ids[uri] = self._find_asset_id(uri)
+        return cached
+
+    def _find_asset_id(self, uri: str) -> int:
+        offset = 0
+        while True:
+            assets, total = self._assets_page(uri, offset)
+            # uri_pattern is a case-insensitive substring match: keep only the exact URI.
+            for asset in assets:
+                if asset.uri == uri:
+                    return int(asset.id)
+            offset += len(assets)
+            if not assets or offset >= total:
+                raise PermanentError(
+                    f"no DAG references the asset URI {uri!r} in Airflow at {self.base_url}: "
+                    "an asset exists only once a parsed DAG schedules on it or produces it"
+                )
+
+    def _assets_page(self, uri: str, offset: int) -> tuple[list[AssetResponse], int]:
+        from airflow_client.client import AssetApi
+
+        page = self._call(
+            f"get_assets({uri})",
+            lambda: AssetApi(self._api_client).get_assets(
+                uri_pattern=uri,
+                order_by=["id"],  # a stable order, so that paging neither skips nor repeats
+                limit=self._page_size,
+                offset=offset,
+                _request_timeout=self._timeout,
+            ),
+        )
+        return list(page.assets), int(page.total_entries)
+
+    # -- authentication -------------------------------------------------------------------------
+
+    @property
+    def api_client(self) -> ApiClient:
+        """The authenticated client (token fresh now), for calls the port does not cover."""
+        self._ensure_token()
+        return self._api_client
+
+    @property
+    def access_token(self) -> str | None:
+        token = self._api_client.configuration.access_token
+        return str(token) if token is not None else None
+
+    @access_token.setter
+    def access_token(self, token: str) -> None:
+        """Use this token until it expires or Airflow refuses it (a token minted elsewhere)."""
+        self._api_client.configuration.access_token = token
+        self._expires_at = jwt_expiry(token)
+
+    def _ensure_token(self) -> None:
+        if self.access_token is None or (
+            self._expires_at is not None and time.time() >= self._expires_at - RENEW_EARLY_SECONDS
+        ):
+            self._renew_token(stale=self.access_token)
+
+    def _renew_token(self, stale: str | None) -> None:
+        with self._token_lock:
+            # Another thread may have renewed it while this one waited.
+            if self.access_token == stale:
+                self.access_token = self._request_token()
+
+    def _request_token(self) -> str:
+        import urllib3
+
+        try:
+            response = self._api_client.call_api(
+                "POST",
+                f"{self.base_url}/auth/token",
+                header_params={"Content-Type": "application/json", "Accept": "application/json"},
+                body={"username": self._username, "password": self._password},
+                _request_timeout=self._timeout,
+            )
+            payload = response.read()  # type: ignore[no-untyped-call]
+        except urllib3.exceptions.HTTPError as exc:
+            raise TransientError(f"Airflow at {self.base_url} is unreachable: {exc}") from exc
+        status = int(response.status)
+        if status in (401, 403):
+            raise ConfigurationError(
+                f"Airflow at {self.base_url} refused the credentials of user {self._username!r}"
+            )
+        if status == 429 or status >= 500:
+            raise TransientError(
+                f"Airflow at {self.base_url} could not issue a token (HTTP {status})",
+                retry_after=retry_after(response.headers.get("Retry-After")),
+            )
+        try:
+            return str(json.loads(payload)["access_token"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PermanentError(
+                f"POST {self.base_url}/auth/token answered HTTP {status} without an access_token"
+            ) from exc
+
+    # -- calls and their failures ---------------------------------------------------------------
+
+    def _call(self, what: str, call: Callable[[], T]) -> T:
+        """Run one API call; renew the token once if refused; map failures onto bridge errors."""
+        import urllib3
+        from airflow_client.client.exceptions import (
+            ApiException,
+            ForbiddenException,
+            UnauthorizedException,
+        )
+
+        try:
+            self._ensure_token()
+            try:
+                return call()
+            # Airflow answers 401 for an expired token but 403 for one it cannot verify (signed
+            # with another JWT secret, e.g. before a restart); a real 403 costs one retry.
+            except (UnauthorizedException, ForbiddenException):
+                self._renew_token(stale=self.access_token)
+                return call()
+        except ApiException as exc:
+            raise self._failure(what, exc) from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise TransientError(
+                f"Airflow {what}: {self.base_url} is unreachable ({type(exc).__name__}: {exc})"
+            ) from exc
+
+    def _failure(self, what: str, exc: ApiException) -> PermanentError | TransientError:
+        status = int(exc.status or 0)
+        detail = airflow_detail(exc.body)
+        message = f"Airflow {what} failed with HTTP {status}: {detail}"
+        if status == 429:
+            return TransientError(message, retry_after=retry_after(header(exc, "Retry-After")))
+        if status == 0 or status >= 500:
+            return TransientError(message)
+        return PermanentError(message)
+
+
+def header(exc: ApiException, name: str) -> str | None:
+    headers = exc.headers
+    if headers is None:
+        return None
+    value = headers.get(name)
+    return str(value) if value is not None else None
+
+
+def airflow_detail(body: str | None) -> str:
+    """Airflow's own explanation: the `detail` of its JSON error body (FastAPI's convention)."""
+    if not body:
+        return "(no response body)"
+    try:
+        detail = json.loads(body).get("detail", body)
+    except (ValueError, AttributeError):
+        return body[:500]
+    return detail if isinstance(detail, str) else json.dumps(detail)[:500]
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def jwt_expiry(token: str) -> float | None:
+    """The `exp` claim of a JWT, read without verifying it (Airflow verifies; we only schedule)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, ValueError, KeyError, TypeError, binascii.Error):
+        return None

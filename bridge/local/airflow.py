@@ -1,0 +1,435 @@
+"""A real Airflow 3 for the local stack: API server, scheduler and DAG processor on loopback.
+
+Airflow runs from its own virtual environment (`.venv-airflow`: its pins clash with the Function
+App's); this module only starts its processes and talks to it over HTTP with
+`apache-airflow-client` from the bridge's environment. Metadata lives in SQLite under `home` (a
+copy of a migrated template cached under `.stack/cache/`), or in a PostgreSQL database for bursty
+work, where SQLite's single writer lock makes Airflow answer 500.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from bridge.local.process import Service, ServiceFailed, free_port
+
+if TYPE_CHECKING:
+    from airflow_client.client import ApiClient, DAGRunResponse
+
+    from bridge.adapters.airflow import AirflowRest
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_VENV = REPO / ".venv-airflow"
+CACHE = REPO / ".stack" / "cache"
+POSTGRES_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+HEALTHY_COMPONENTS = ("metadatabase", "scheduler", "dag_processor")
+
+# Databases made by fresh_postgres_database: LocalAirflow.stop drops these and no others.
+_DISPOSABLE_DATABASES: set[str] = set()
+
+
+def airflow_version(venv: Path = DEFAULT_VENV) -> str:
+    """The Airflow version installed in `venv`, read from its package metadata (no import)."""
+    found = sorted(venv.glob("lib/python*/site-packages/apache_airflow_core-*.dist-info"))
+    if not found:
+        raise FileNotFoundError(
+            f"no Airflow in {venv}: create it with `make setup` (python3 -m venv .venv-airflow && "
+            '.venv-airflow/bin/pip install "apache-airflow[postgres]==3.3.2" ...)'
+        )
+    return found[-1].name.removeprefix("apache_airflow_core-").removesuffix(".dist-info")
+
+
+def fresh_postgres_database(prefix: str, *, venv: Path = DEFAULT_VENV) -> str:
+    """Create an empty, uniquely named database on the local PostgreSQL; its SQLAlchemy URL.
+
+    LocalAirflow drops it when it stops. Runs psycopg2 from Airflow's environment in a
+    subprocess, so the bridge's own environment needs no PostgreSQL driver.
+    """
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", prefix):
+        raise ValueError(
+            f"database prefix {prefix!r} must be 1-40 characters of a-z, 0-9 and _, "
+            "starting with a letter"
+        )
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    _postgres_admin(f'CREATE DATABASE "{name}"', venv)
+    url = f"{POSTGRES_SERVER}/{name}"
+    _DISPOSABLE_DATABASES.add(url)
+    return url
+
+
+def drop_postgres_database(url: str, *, venv: Path = DEFAULT_VENV) -> None:
+    name = urlparse(url).path.lstrip("/")
+    _postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', venv)
+    _DISPOSABLE_DATABASES.discard(url)
+
+
+def postgres_database_exists(url: str, *, venv: Path = DEFAULT_VENV) -> bool:
+    name = urlparse(url).path.lstrip("/")
+    rows = _postgres_admin(f"SELECT 1 FROM pg_database WHERE datname = '{name}'", venv)
+    return rows != "[]"
+
+
+def _postgres_admin(statement: str, venv: Path) -> str:
+    """Run one statement on the server's `postgres` database; its rows as JSON (or "[]")."""
+    script = (
+        "import json, sys, psycopg2\n"
+        "conn = psycopg2.connect(host='127.0.0.1', port=5432, user='postgres', dbname='postgres')\n"
+        "conn.autocommit = True\n"
+        "cursor = conn.cursor()\n"
+        "cursor.execute(sys.argv[1])\n"
+        "print(json.dumps(cursor.fetchall() if cursor.description else []))\n"
+    )
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", script, statement],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"PostgreSQL refused {statement!r}: {done.stderr.strip()[-800:]}")
+    return done.stdout.strip()
+
+
+class LocalAirflow:
+    """Airflow 3 on a fresh loopback port, its three servers each in its own process group."""
+
+    def __init__(
+        self,
+        home: Path,
+        dags_folder: Path,
+        *,
+        port: int = 0,
+        database_url: str | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        venv: Path = DEFAULT_VENV,
+        username: str = "admin",
+        password: str = "admin",
+    ) -> None:
+        self.home = home.resolve()
+        self.dags_folder = dags_folder.resolve()
+        self.requested_port = port
+        self.port = port
+        self.database_url = database_url or f"sqlite:///{self.home / 'airflow.db'}"
+        self.extra_env = dict(extra_env or {})
+        self.venv = venv
+        self.username = username
+        self.password = password
+        self.started_in: float | None = None  # seconds from start() to healthy
+        self._services: list[Service] = []
+        self._rest: AirflowRest | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def passwords_file(self) -> Path:
+        """The simple auth manager's users and passwords, written before every start."""
+        return self.home / "passwords.json"
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return bool(self._services)
+
+    @property
+    def process_groups(self) -> list[int]:
+        """The process group of each running server (its leader's pid)."""
+        return [s.process.pid for s in self._services if s.process is not None]
+
+    def start(self, timeout: float = 120) -> LocalAirflow:
+        if self.running:
+            raise RuntimeError(f"Airflow in {self.home} is already running at {self.base_url}")
+        began = time.monotonic()
+        self.port = self.requested_port or free_port()  # a dying server may still hold the old one
+        self._rest = None
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.passwords_file.write_text(json.dumps({self.username: self.password}))
+        env = self.environment()
+        try:
+            self._prepare_database(env, timeout)
+            self._services = [
+                Service(name, [self._airflow, name], log=self.logs / f"{name}.log", env=env,
+                        cwd=self.home).start()
+                for name in ("api-server", "scheduler", "dag-processor")
+            ]  # fmt: skip
+            self._wait_healthy(began + timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.started_in = time.monotonic() - began
+        return self
+
+    def stop(self) -> None:
+        groups = self.process_groups
+        services, self._services = self._services, []
+        # Stopped together: each may take seconds to drain, and they do not depend on each other.
+        with ThreadPoolExecutor(max(1, len(services))) as pool:
+            list(pool.map(lambda service: service.stop(grace=10), services))
+        _wait_until_gone(groups, timeout=10)
+        if self.database_url in _DISPOSABLE_DATABASES:
+            drop_postgres_database(self.database_url, venv=self.venv)
+
+    def __enter__(self) -> LocalAirflow:
+        # `with LocalAirflow(...)` starts it; `with airflow.start()` keeps the running one.
+        return self if self.running else self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def environment(self) -> dict[str, str]:
+        """What every Airflow process of one start sees (a fresh JWT secret each time)."""
+        inherited = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith("AIRFLOW") and name not in ("VIRTUAL_ENV", "PYTHONPATH")
+        }
+        return {
+            **inherited,
+            "PATH": f"{self.venv / 'bin'}:{inherited.get('PATH', '/usr/bin:/bin')}",
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.username}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url,
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__BASE_URL": self.base_url,
+            # 64 bytes: PyJWT warns that a shorter HMAC key is too short for HS512.
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.logs),
+            # A new DAG file is listed within 5 s and a changed one re-parsed within 5 s.
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__BUNDLE_REFRESH_CHECK_INTERVAL": "1",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "0",
+            # Otherwise bundles go to /tmp/airflow, shared by every Airflow on the machine.
+            "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": str(self.home / "bundles"),
+            **self.extra_env,
+        }
+
+    @property
+    def _airflow(self) -> str:
+        return str(self.venv / "bin" / "airflow")
+
+    def _prepare_database(self, env: Mapping[str, str], timeout: float) -> None:
+        if not self.database_url.startswith("sqlite:"):
+            self._migrate(env, timeout)
+            return
+        database = Path(self.database_url.removeprefix("sqlite:///"))
+        if not database.exists():
+            shutil.copyfile(self._sqlite_template(env, timeout), database)
+
+    def _sqlite_template(self, env: Mapping[str, str], timeout: float) -> Path:
+        """A migrated, empty SQLite metadata database, made once per Airflow version."""
+        template = CACHE / f"airflow-{airflow_version(self.venv)}.sqlite"
+        if not template.exists():
+            CACHE.mkdir(parents=True, exist_ok=True)
+            # Migrated under a unique name, then renamed: concurrent starts never see half of it.
+            partial = CACHE / f"{template.name}.{secrets.token_hex(4)}.partial"
+            try:
+                self._migrate({**env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{partial}"},
+                              timeout)  # fmt: skip
+                partial.replace(template)
+            finally:
+                partial.unlink(missing_ok=True)
+        return template
+
+    def _migrate(self, env: Mapping[str, str], timeout: float) -> None:
+        migrate = Service(
+            "db-migrate", [self._airflow, "db", "migrate"], log=self.logs / "db-migrate.log",
+            env=env, cwd=self.home,
+        ).start()  # fmt: skip
+        assert migrate.process is not None
+        try:
+            code = migrate.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            migrate.stop()
+            raise ServiceFailed(
+                f"airflow db migrate took over {timeout:.0f}s\n{migrate.tail()}"
+            ) from exc
+        if code != 0:
+            raise ServiceFailed(f"airflow db migrate exited with code {code}\n{migrate.tail()}")
+
+    def _wait_healthy(self, deadline: float) -> None:
+        last: Mapping[str, Any] | str = "no answer"
+        while time.monotonic() < deadline:
+            for service in self._services:
+                service.check_alive()
+            last = self.health()
+            if isinstance(last, Mapping) and all(
+                (last.get(part) or {}).get("status") == "healthy" for part in HEALTHY_COMPONENTS
+            ):
+                return
+            time.sleep(0.25)
+        tails = "\n".join(service.tail() for service in self._services)
+        raise ServiceFailed(f"Airflow at {self.base_url} not healthy: {last}\n{tails}")
+
+    def health(self) -> Mapping[str, Any] | str:
+        """GET /api/v2/monitor/health as JSON, or why there is none."""
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/api/v2/monitor/health", timeout=2) as r:
+                answer: Mapping[str, Any] = json.loads(r.read())
+                return answer
+        except (OSError, ValueError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    # -- API helpers (apache-airflow-client from the bridge's environment) ----------------------
+
+    def rest(self) -> AirflowRest:
+        """The bridge's own adapter, pointed at this Airflow."""
+        from bridge.adapters.airflow import AirflowRest
+
+        if self._rest is None:
+            self._rest = AirflowRest(self.base_url, self.username, self.password)
+        return self._rest
+
+    def client(self) -> ApiClient:
+        """An authenticated apache-airflow-client `ApiClient` (token from POST /auth/token)."""
+        return self.rest().api_client
+
+    def wait_for_dags(self, dag_ids: Collection[str], timeout: float) -> None:
+        """Until every DAG is parsed, registered and unpaused; names import errors otherwise."""
+        from airflow_client.client import DAGApi
+        from airflow_client.client.exceptions import NotFoundException
+
+        def registered(dag_id: str) -> bool:
+            try:
+                return not DAGApi(self.client()).get_dag(dag_id).is_paused
+            except NotFoundException:
+                return False
+
+        missing = list(dag_ids)
+
+        def all_registered() -> bool:
+            nonlocal missing
+            missing = [dag_id for dag_id in missing if not registered(dag_id)]
+            return not missing
+
+        self._poll(all_registered, timeout,
+                   lambda: f"DAGs not registered: {missing}; {self.import_errors()}")  # fmt: skip
+
+    def import_errors(self) -> str:
+        from airflow_client.client import ImportErrorApi
+
+        errors = ImportErrorApi(self.client()).get_import_errors().import_errors
+        return "; ".join(f"{e.filename}: {e.stack_trace}" for e in errors) or "no import errors"
+
+    def trigger(
+        self, dag_id: str, conf: Mapping[str, Any] | None = None, run_id: str | None = None
+    ) -> str:
+        from airflow_client.client import DagRunApi, TriggerDAGRunPostBody
+
+        body = TriggerDAGRunPostBody(dag_run_id=run_id, conf=dict(conf or {}), logical_date=None)
+        return str(DagRunApi(self.client()).trigger_dag_run(dag_id, body).dag_run_id)
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        from airflow_client.client import DagRunApi
+
+        return str(DagRunApi(self.client()).get_dag_run(dag_id, run_id).state.value)
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> str:
+        """The run's terminal state ("success" or "failed")."""
+        state = ""
+
+        def terminal() -> bool:
+            nonlocal state
+            state = self.run_state(dag_id, run_id)
+            return state in TERMINAL_RUN_STATES
+
+        self._poll(terminal, timeout, lambda: f"run {dag_id}/{run_id} still {state!r}")
+        return state
+
+    def runs(self, dag_id: str) -> list[DAGRunResponse]:
+        """The DAG's runs, oldest first (at most 100)."""
+        from airflow_client.client import DagRunApi
+
+        page = DagRunApi(self.client()).get_dag_runs(dag_id, order_by=["run_after"], limit=100)
+        return list(page.dag_runs)
+
+    def wait_for_runs(self, dag_id: str, count: int, timeout: float) -> list[DAGRunResponse]:
+        """Until the DAG has at least `count` runs, all of them terminal."""
+        found: list[DAGRunResponse] = []
+
+        def settled() -> bool:
+            nonlocal found
+            found = self.runs(dag_id)
+            return len(found) >= count and all(
+                run.state.value in TERMINAL_RUN_STATES for run in found
+            )
+
+        self._poll(settled, timeout, lambda: f"{dag_id} runs: {[r.state.value for r in found]}")
+        return found
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        """A task's XCom value, deserialized by Airflow."""
+        from airflow_client.client import XComApi
+
+        entry = XComApi(self.client()).get_xcom_entry(dag_id, task_id, run_id, key)
+        return entry.actual_instance.value  # type: ignore[union-attr]
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        from airflow_client.client import TaskInstanceApi
+
+        log = TaskInstanceApi(self.client()).get_log(
+            dag_id, run_id, task_id, try_number, full_content=True
+        )
+        lines = log.content.actual_instance or []
+        return "\n".join(line if isinstance(line, str) else line.event for line in lines)
+
+    @staticmethod
+    def _poll(done: Callable[[], bool], timeout: float, why: Callable[[], str]) -> None:
+        from airflow_client.client.exceptions import ServiceException
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if done():
+                    return
+            except ServiceException:
+                pass  # SQLite-backed Airflow answers 500 now and then while tasks write: ask again
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"after {timeout:.0f}s: {why()}")
+            time.sleep(0.25)
+
+
+def _wait_until_gone(groups: Collection[int], timeout: float) -> None:
+    """Until no process of these groups is left: workers the leader forked die a moment after it."""
+    deadline = time.monotonic() + timeout
+    while any(_group_alive(group) for group in groups) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,344 @@
+"""The Airflow adapter against a real Airflow 3 (SQLite, one per module; PostgreSQL for a burst).
+
+Status codes a healthy Airflow never gives (429, 503) come from a loopback HTTP server, so the
+request apache-airflow-client really sends still crosses a socket.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow_client.client import AssetApi
+
+from bridge.adapters.airflow import AirflowRest
+from bridge.errors import ConfigurationError, PermanentError, TransientError
+from bridge.local.airflow import LocalAirflow, fresh_postgres_database, postgres_database_exists
+from bridge.local.process import free_port
+
+pytestmark = pytest.mark.integration
+
+DAGS = Path(__file__).parent / "airflow_dags"
+MODEL, CONSUMER = "bridge://tests/model", "bridge_model_consumer"
+# Assets no DAG consumes: posting to them starts no run, so reading their events never meets
+# a queued run (Airflow 3.3.2 answers 500 for those: apache/airflow#71360).
+REPORT, REPORT_V2 = "bridge://tests/report", "bridge://tests/report-v2"
+TRIGGERED = "bridge_triggered"
+ALL_DAGS = [CONSUMER, "bridge_asset_producer", TRIGGERED]
+LATE = "bridge://tests/late"
+LATE_DAG_FILE = f"""
+from airflow.sdk import Asset, dag, task
+
+@dag(dag_id="bridge_late_consumer", schedule=[Asset("{LATE}")], catchup=False)
+def bridge_late_consumer() -> None:
+    @task
+    def noop() -> None:
+        pass
+
+    noop()
+
+bridge_late_consumer()
+"""
+# Airflow mints tokens that live 61 s: renewing a minute early, the adapter renews after 1 s.
+SHORT_LIVED_TOKENS = {"AIRFLOW__API_AUTH__JWT_EXPIRATION_TIME": "61"}
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAirflow]:
+    home = tmp_path_factory.mktemp("airflow")
+    # A copy: tests add DAG files while Airflow runs.
+    dags = shutil.copytree(DAGS, home / "dags", ignore=shutil.ignore_patterns("__pycache__"))
+    local = LocalAirflow(home, dags, extra_env=SHORT_LIVED_TOKENS)
+    with local.start():
+        print(f"Airflow (SQLite) healthy {local.started_in:.1f}s after start")
+        local.wait_for_dags(ALL_DAGS, timeout=60)
+        yield local
+
+
+@pytest.fixture
+def adapter(airflow: LocalAirflow) -> AirflowRest:
+    return AirflowRest(airflow.base_url, airflow.username, airflow.password)
+
+
+def effect_id() -> str:
+    return f"effect-{uuid.uuid4()}"
+
+
+def asset_ids_by_uri(airflow: LocalAirflow) -> dict[str, int]:
+    assets = AssetApi(airflow.client()).get_assets(limit=100).assets
+    return {asset.uri: asset.id for asset in assets}
+
+
+def effect_ids_on(airflow: LocalAirflow, uri: str) -> set[str]:
+    """The effect ids of every event Airflow holds for the asset with exactly this URI."""
+    events = AssetApi(airflow.client()).get_asset_events(
+        asset_id=asset_ids_by_uri(airflow)[uri], limit=100
+    )
+    return {str((event.extra or {}).get("effect_id")) for event in events.asset_events}
+
+
+def forged_token(expires_in: float) -> str:
+    """A well-formed JWT that Airflow's signature check refuses."""
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    claims = {"sub": "admin", "exp": int(time.time() + expires_in)}
+    return f"{part({'alg': 'HS512', 'typ': 'JWT'})}.{part(claims)}.{'A' * 86}"
+
+
+# -- asset events ---------------------------------------------------------------------------------
+
+
+def test_posted_asset_event_starts_consumer_that_sees_extra(
+    airflow: LocalAirflow, adapter: AirflowRest
+) -> None:
+    effect = effect_id()
+
+    adapter.post_asset_event(MODEL, {"effect_id": effect, "job_name": "train-42"})
+
+    runs = airflow.wait_for_runs(CONSUMER, count=1, timeout=60)
+    # One event, one run, as a rule; Airflow 3.3.2's scheduler on SQLite was seen creating two
+    # runs 30 ms apart that both consumed the one event. Each run must see the extra.
+    assert {run.state.value for run in runs} == {"success"}, runs
+    for run in runs:
+        seen = airflow.xcom(CONSUMER, run.dag_run_id, "read_extra")
+        assert seen == [{"effect_id": effect, "job_name": "train-42", "from_rest_api": True}]
+
+
+def test_event_for_uri_contained_in_other_uris_lands_on_exact_asset(
+    airflow: LocalAirflow, adapter: AirflowRest
+) -> None:
+    short, long = effect_id(), effect_id()
+
+    adapter.post_asset_event(REPORT, {"effect_id": short})
+    adapter.post_asset_event(REPORT_V2, {"effect_id": long})
+
+    assert short in effect_ids_on(airflow, REPORT)
+    assert short not in effect_ids_on(airflow, REPORT_V2)
+    assert long in effect_ids_on(airflow, REPORT_V2)
+    assert long not in effect_ids_on(airflow, REPORT)
+
+
+def test_asset_lookup_pages_past_the_first_page_of_substring_matches(
+    airflow: LocalAirflow,
+) -> None:
+    added = time.monotonic()
+    (airflow.dags_folder / "bridge_late.py").write_text(LATE_DAG_FILE)
+    airflow.wait_for_dags(["bridge_late_consumer"], timeout=60)
+    print(f"a new DAG file was registered {time.monotonic() - added:.1f}s after it was written")
+    matches = sorted(
+        (asset_id, uri) for uri, asset_id in asset_ids_by_uri(airflow).items() if LATE in uri
+    )
+    rank = [uri for _, uri in matches].index(LATE)
+    assert rank >= 5, f"precondition: {LATE} must lie beyond the first page of {matches}"
+    small_pages = AirflowRest(airflow.base_url, airflow.username, airflow.password, page_size=5)
+
+    assert small_pages.asset_id(LATE) == asset_ids_by_uri(airflow)[LATE]
+
+
+def test_unknown_asset_uri_is_permanent_error_naming_it(adapter: AirflowRest) -> None:
+    with pytest.raises(PermanentError, match=r"no DAG references the asset URI 'bridge://nope'"):
+        adapter.post_asset_event("bridge://nope", {"effect_id": effect_id()})
+
+
+def test_asset_event_posted_finds_event_by_effect_id_only(
+    airflow: LocalAirflow, adapter: AirflowRest
+) -> None:
+    posted, other = effect_id(), effect_id()
+    adapter.post_asset_event(REPORT_V2, {"effect_id": posted})
+
+    recovering = AirflowRest(airflow.base_url, airflow.username, airflow.password)
+
+    assert recovering.asset_event_posted(REPORT_V2, posted) is True
+    assert recovering.asset_event_posted(REPORT_V2, other) is False
+
+
+# -- DAG runs -------------------------------------------------------------------------------------
+
+
+def test_trigger_dag_run_twice_with_one_run_id_starts_one_run(
+    airflow: LocalAirflow, adapter: AirflowRest
+) -> None:
+    run_id = f"bridge__{uuid.uuid4()}"
+
+    first = adapter.trigger_dag_run(TRIGGERED, run_id, {"job_name": "train-7"})
+    second = adapter.trigger_dag_run(TRIGGERED, run_id, {"job_name": "other"})
+
+    assert (first, second) == (True, False)
+    assert [run.dag_run_id for run in airflow.runs(TRIGGERED)].count(run_id) == 1
+    assert airflow.wait_for_run(TRIGGERED, run_id, timeout=60) == "success"
+    assert airflow.xcom(TRIGGERED, run_id, "read_conf") == {"job_name": "train-7"}
+    assert "'job_name': 'train-7'" in airflow.task_log(TRIGGERED, run_id, "read_conf")
+
+
+def test_trigger_unknown_dag_is_permanent_error(adapter: AirflowRest) -> None:
+    with pytest.raises(PermanentError, match=r"trigger_dag_run\(no_such_dag, .*HTTP 404"):
+        adapter.trigger_dag_run("no_such_dag", f"bridge__{uuid.uuid4()}", {})
+
+
+# -- tokens ---------------------------------------------------------------------------------------
+
+
+def test_refused_token_is_renewed_and_the_call_succeeds(
+    airflow: LocalAirflow, adapter: AirflowRest
+) -> None:
+    forged = forged_token(expires_in=3600)
+    adapter.access_token = forged
+    run_id = f"bridge__{uuid.uuid4()}"
+
+    assert adapter.trigger_dag_run(TRIGGERED, run_id, {}) is True
+    assert adapter.access_token not in (None, forged)
+    assert airflow.wait_for_run(TRIGGERED, run_id, timeout=60) == "success"
+
+
+def test_token_near_expiry_is_renewed_before_the_call(adapter: AirflowRest) -> None:
+    adapter.asset_id(REPORT)
+    first = adapter.access_token
+    time.sleep(1.2)  # within a minute of its expiry; Airflow still accepts it
+
+    adapter.asset_event_posted(REPORT, effect_id())
+
+    assert adapter.access_token not in (None, first)
+
+
+def test_wrong_password_is_configuration_error_naming_user(airflow: LocalAirflow) -> None:
+    wrong = AirflowRest(airflow.base_url, airflow.username, "not-the-password")
+
+    with pytest.raises(ConfigurationError, match=r"refused the credentials of user 'admin'"):
+        wrong.post_asset_event(MODEL, {})
+
+
+# -- failures a retry can fix ---------------------------------------------------------------------
+
+
+def test_unreachable_airflow_is_transient_error_when_fetching_a_token() -> None:
+    closed = AirflowRest(f"http://127.0.0.1:{free_port()}", "admin", "admin", timeout=2)
+
+    with pytest.raises(TransientError, match="unreachable"):
+        closed.post_asset_event(MODEL, {})
+
+
+def test_unreachable_airflow_is_transient_error_when_calling_the_api() -> None:
+    closed = AirflowRest(f"http://127.0.0.1:{free_port()}", "admin", "admin", timeout=2)
+    closed.access_token = forged_token(expires_in=3600)
+
+    with pytest.raises(TransientError, match=r"trigger_dag_run.*unreachable"):
+        closed.trigger_dag_run(TRIGGERED, "run", {})
+
+
+class Refusing(BaseHTTPRequestHandler):
+    """Hands out tokens, then answers every API call with the server's status and headers."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path == "/auth/token":
+            self.answer(201, {"access_token": forged_token(expires_in=3600)}, {})
+        else:
+            server: RefusingServer = self.server  # type: ignore[assignment]
+            self.answer(server.status, {"detail": server.detail}, server.headers)
+
+    def answer(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        for name, value in {**headers, "Content-Type": "application/json"}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class RefusingServer(ThreadingHTTPServer):
+    status = 503
+    detail = "refused"
+    headers: dict[str, str] = {}  # noqa: RUF012
+
+
+@pytest.fixture
+def refusing() -> Iterator[RefusingServer]:
+    server = RefusingServer(("127.0.0.1", 0), Refusing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def refused_trigger(server: RefusingServer) -> None:
+    AirflowRest(f"http://127.0.0.1:{server.server_port}", "admin", "admin").trigger_dag_run(
+        TRIGGERED, "run", {}
+    )
+
+
+def test_too_many_requests_is_transient_error_with_retry_after(refusing: RefusingServer) -> None:
+    refusing.status, refusing.headers = 429, {"Retry-After": "7"}
+
+    with pytest.raises(TransientError, match="HTTP 429") as raised:
+        refused_trigger(refusing)
+
+    assert raised.value.retry_after == 7.0
+
+
+def test_server_error_is_transient_error_with_airflow_detail(refusing: RefusingServer) -> None:
+    refusing.status, refusing.detail = 503, "database is locked"
+
+    with pytest.raises(TransientError, match=r"HTTP 503: database is locked"):
+        refused_trigger(refusing)
+
+
+def test_forbidden_is_permanent_error_with_airflow_detail(refusing: RefusingServer) -> None:
+    refusing.status, refusing.detail = 403, "Forbidden for role viewer"
+
+    with pytest.raises(PermanentError, match=r"trigger_dag_run.*HTTP 403: Forbidden for role"):
+        refused_trigger(refusing)
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------------
+
+
+def test_burst_of_50_asset_events_on_postgres_all_recorded(tmp_path: Path) -> None:
+    database = fresh_postgres_database("bridge_burst")
+    with LocalAirflow(tmp_path / "airflow", DAGS, database_url=database) as airflow:
+        print(f"Airflow (PostgreSQL) healthy {airflow.started_in:.1f}s after start")
+        airflow.wait_for_dags([CONSUMER], timeout=60)
+        adapter = AirflowRest(airflow.base_url, airflow.username, airflow.password)
+        adapter.asset_id(MODEL)  # the one lookup, outside the timed burst
+        effects = [effect_id() for _ in range(50)]
+
+        latencies = []
+        for effect in effects:
+            began = time.monotonic()
+            adapter.post_asset_event(MODEL, {"effect_id": effect})
+            latencies.append(time.monotonic() - began)
+
+        median, worst = statistics.median(latencies) * 1000, max(latencies) * 1000
+        print(
+            f"50 asset events in {sum(latencies):.2f}s ({50 / sum(latencies):.0f}/s), "
+            f"median {median:.0f} ms, max {worst:.0f} ms"
+        )
+        assert effect_ids_on(airflow, MODEL) >= set(effects)
+        groups = airflow.process_groups
+    assert not postgres_database_exists(database)
+    assert [group for group in groups if process_group_alive(group)] == []
+
+
+def process_group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
