@@ -50,7 +50,7 @@ unit: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest tests/unit
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check bridge function_app.py tests bench examples
+	$(VENV)/bin/ruff check bridge function_app.py tests examples
 	$(VENV)/bin/ruff format --check bridge function_app.py
 	$(VENV)/bin/mypy
 
