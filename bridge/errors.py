@@ -7,6 +7,9 @@ message is answered as handled, because no retry will ever make it succeed.
 
 from __future__ import annotations
 
+import email.utils
+from datetime import UTC, datetime
+
 
 class BridgeError(Exception):
     """Base of every error the bridge raises on purpose."""
@@ -22,6 +25,23 @@ class TransientError(BridgeError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds to wait from an HTTP Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 class InvalidSubmission(PermanentError):

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import json
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from bridge.errors import ConfigurationError, PermanentError, TransientError
+from bridge.errors import (
+    ConfigurationError,
+    PermanentError,
+    TransientError,
+    retry_after_seconds,
+)
 
 if TYPE_CHECKING:
     from airflow_client.client import ApiClient, AssetResponse
@@ -206,7 +209,7 @@ class AirflowRest:
         if status == 429 or status >= 500:
             raise TransientError(
                 f"Airflow at {self.base_url} could not issue a token (HTTP {status})",
-                retry_after=retry_after(response.headers.get("Retry-After")),
+                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
             )
         try:
             return str(json.loads(payload)["access_token"])
@@ -247,7 +250,9 @@ class AirflowRest:
         detail = airflow_detail(exc.body)
         message = f"Airflow {what} failed with HTTP {status}: {detail}"
         if status == 429:
-            return TransientError(message, retry_after=retry_after(header(exc, "Retry-After")))
+            return TransientError(
+                message, retry_after=retry_after_seconds(header(exc, "Retry-After"))
+            )
         if status == 0 or status >= 500:
             return TransientError(message)
         return PermanentError(message)
@@ -270,23 +275,6 @@ def airflow_detail(body: str | None) -> str:
     except (ValueError, AttributeError):
         return body[:500]
     return detail if isinstance(detail, str) else json.dumps(detail)[:500]
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def jwt_expiry(token: str) -> float | None:

@@ -13,8 +13,6 @@ import json
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -28,7 +26,7 @@ from azure.core.exceptions import (
 )
 
 from bridge.contracts import CommandJob, JobInput, Submission, YamlJob
-from bridge.errors import InvalidSubmission, PermanentError, TransientError
+from bridge.errors import InvalidSubmission, PermanentError, TransientError, retry_after_seconds
 from bridge.ports import CreatedJob
 
 if TYPE_CHECKING:
@@ -275,14 +273,4 @@ def _leaves(node: Any, where: str) -> list[tuple[str, str]]:
 
 def _retry_after(exc: HttpResponseError) -> float | None:
     headers: Mapping[str, str] = getattr(exc.response, "headers", None) or {}
-    value = headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError):
-        return None
+    return retry_after_seconds(headers.get("Retry-After"))

@@ -6,9 +6,8 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
-from bridge.local.process import Service, free_port, port_ready
+from bridge.local.process import Lifecycle, Service, free_port, port_ready
 
 ACCOUNT = "devstoreaccount1"
 # Azurite's well-known development key, published in Microsoft's documentation: not a secret.
@@ -29,7 +28,7 @@ def azurite_binary() -> str:
 
 
 @dataclass
-class Azurite:
+class Azurite(Lifecycle):
     """A running Azurite with Table and Queue services on fresh loopback ports."""
 
     workdir: Path
@@ -81,14 +80,3 @@ class Azurite:
         if self._service is not None:
             self._service.stop(grace=5)
             self._service = None
-
-    def __enter__(self) -> Azurite:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

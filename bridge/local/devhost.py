@@ -15,12 +15,12 @@ import threading
 from collections.abc import Callable
 from contextlib import suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, QueueMessage
 
 from bridge.errors import TransientError
+from bridge.local.process import Lifecycle
 from bridge.provider.senders import QueueEnvelope
 from bridge.service import Bridge
 from bridge.settings import Settings
@@ -29,7 +29,7 @@ from bridge.webhook import Reply, answer
 log = logging.getLogger("bridge.devhost")
 
 
-class DevHost:
+class DevHost(Lifecycle):
     def __init__(
         self,
         bridge_factory: Callable[[], Bridge],
@@ -85,17 +85,6 @@ class DevHost:
             thread.join(timeout=10)
         self.queue.close()
         self.poison.close()
-
-    def __enter__(self) -> DevHost:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # The queue worker: the stand-in for the Service Bus trigger.
 

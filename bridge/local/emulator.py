@@ -25,12 +25,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from bridge.local.event_grid import DEFAULT_RETRY_DELAYS, Delivery, EventGridTopic, Schema
-from bridge.local.process import Service
+from bridge.local.process import Lifecycle, Service
 
 RUN_STATUS_CHANGED = "Microsoft.MachineLearningServices.RunStatusChanged"
 RUN_COMPLETED = "Microsoft.MachineLearningServices.RunCompleted"
@@ -105,7 +104,7 @@ class EmulatedJob:
         return self.folder / "user_logs" / "std_log.txt"
 
 
-class AzureMLEmulator:
+class AzureMLEmulator(Lifecycle):
     SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000000"
     RESOURCE_GROUP = "bridge-local"
     WORKSPACE = "local-workspace"
@@ -161,17 +160,6 @@ class AzureMLEmulator:
         for process in running:
             process.stop(grace=1)
         self._topic.stop()
-
-    def __enter__(self) -> AzureMLEmulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- what tests and the dev host use ---------------------------------------------------------
 

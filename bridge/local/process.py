@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 
 def free_port() -> int:
@@ -49,11 +50,32 @@ def port_ready(port: int) -> Callable[[], bool]:
     return probe
 
 
+class Lifecycle:
+    """A part of the local stack that `with` starts and stops, whatever happens in between."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
 class ServiceFailed(RuntimeError):
     """A local server exited or did not become ready; the message carries its log's tail."""
 
 
-class Service:
+class Service(Lifecycle):
     """One child process (and everything it forks) with a log file and a readiness probe."""
 
     def __init__(
@@ -123,14 +145,3 @@ class Service:
             os.killpg(process.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)
-
-    def __enter__(self) -> Service:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

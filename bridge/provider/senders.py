@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bridge.contracts import SCHEMA_ID, Submission, describe
-from bridge.errors import ConfigurationError, InvalidSubmission, PermanentError, TransientError
+from bridge.errors import (
+    ConfigurationError,
+    InvalidSubmission,
+    PermanentError,
+    TransientError,
+    retry_after_seconds,
+)
 
 if TYPE_CHECKING:
     from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential, TokenCredential
@@ -299,11 +305,7 @@ def _service_bus_errors(namespace: str, queue_name: str) -> Iterator[None]:
 
 def _retry_after(exc: HttpResponseError) -> float | None:
     headers = getattr(exc.response, "headers", None) or {}
-    value = headers.get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    return retry_after_seconds(headers.get("Retry-After"))
 
 
 __all__ = [
