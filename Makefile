@@ -6,7 +6,7 @@ AIRFLOW_VERSION := 3.3.2
 INFRA_VENV := .venv-infra
 BRIDGE := $(VENV)/bin/bridge
 
-.PHONY: setup demo dev test unit lint schema clean
+.PHONY: setup demo dev test unit lint schema bench clean
 
 setup: $(VENV)/.installed $(AIRFLOW_VENV)/.installed node_modules/.installed $(INFRA_VENV)/.installed
 
@@ -50,9 +50,13 @@ unit: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest tests/unit
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check bridge function_app.py tests examples
+	$(VENV)/bin/ruff check bridge function_app.py tests examples bench
 	$(VENV)/bin/ruff format --check bridge function_app.py
 	$(VENV)/bin/mypy
+
+# Speed targets are measured here, against a baseline in the same run, never in timed tests.
+bench: setup
+	$(VENV)/bin/python bench/submit_latency.py
 
 schema: $(VENV)/.installed
 	$(BRIDGE) schema --write

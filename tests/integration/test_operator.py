@@ -204,16 +204,16 @@ def test_failing_example_routes_its_failure_to_the_failure_asset(
     assert submission.on.failed == [TRAINING_FAILED]
 
 
-def test_submit_task_executes_in_well_under_a_second(
+def test_submit_task_reports_its_send_time_once(
     example_runs: dict[str, DagRunResult],
 ) -> None:
+    """The figure itself is measured in bench/submit_latency.py, not asserted here."""
     timings = {dag_id: run.execute_ms() for dag_id, run in example_runs.items()}
     durations = {
         dag_id: run.task("submit_training")["duration"] for dag_id, run in example_runs.items()
     }
     sys.stderr.write(f"\nexecute ms: {timings}; task instance seconds: {durations}\n")
     assert all(len(ms) == 1 for ms in timings.values()), timings
-    assert max(ms for [ms] in timings.values()) < 500
 
 
 # --- operator arguments beyond the examples, and invalid jobs ----------------------------------
