@@ -20,11 +20,10 @@ import urllib.request
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlparse
 
-from bridge.local.process import Service, ServiceFailed, free_port
+from bridge.local.process import Lifecycle, Service, ServiceFailed, free_port
 
 if TYPE_CHECKING:
     from airflow_client.client import ApiClient, DAGRunResponse
@@ -102,7 +101,7 @@ def _postgres_admin(statement: str, venv: Path) -> str:
     return done.stdout.strip()
 
 
-class LocalAirflow:
+class LocalAirflow(Lifecycle):
     """Airflow 3 on a fresh loopback port, its three servers each in its own process group."""
 
     def __init__(
@@ -154,7 +153,7 @@ class LocalAirflow:
         """The process group of each running server (its leader's pid)."""
         return [s.process.pid for s in self._services if s.process is not None]
 
-    def start(self, timeout: float = 120) -> LocalAirflow:
+    def start(self, timeout: float = 120) -> Self:
         if self.running:
             raise RuntimeError(f"Airflow in {self.home} is already running at {self.base_url}")
         began = time.monotonic()
@@ -187,17 +186,9 @@ class LocalAirflow:
         if self.database_url in _DISPOSABLE_DATABASES:
             drop_postgres_database(self.database_url, venv=self.venv)
 
-    def __enter__(self) -> LocalAirflow:
+    def __enter__(self) -> Self:
         # `with LocalAirflow(...)` starts it; `with airflow.start()` keeps the running one.
         return self if self.running else self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def environment(self) -> dict[str, str]:
         """What every Airflow process of one start sees (a fresh JWT secret each time)."""
