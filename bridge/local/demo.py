@@ -7,6 +7,7 @@ succeeded. Exits 0 only when the consumer succeeded and its log shows the job's 
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +22,8 @@ PRODUCER = "azureml_train"
 CONSUMER = "azureml_model_ready"
 PRODUCER_TASK = "submit_training"
 CONSUMER_TASK = "announce_model"
+# The operator's own log line: its execute time, without Airflow's task start-up.
+SUBMITTED_IN = re.compile(r"Submitted Azure ML job \S+ \(experiment [^)]*\) in (\d+) ms")
 T = TypeVar("T")
 
 
@@ -95,8 +98,13 @@ def _timeline(
     submit = TaskInstanceApi(airflow.client()).get_task_instance(PRODUCER, run_id, PRODUCER_TASK)
     if submit.start_date and submit.end_date:
         took = (submit.end_date - submit.start_date).total_seconds()
+        log_text = airflow.task_log(PRODUCER, run_id, PRODUCER_TASK)
+        sent = SUBMITTED_IN.search(log_text)
+        operator = f"operator {sent.group(1)} ms, " if sent else ""
         steps.append(Step(submit.start_date, "submit task started on an Airflow worker"))
-        steps.append(Step(submit.end_date, f"submission queued, submit task done ({took:.2f}s)"))
+        steps.append(
+            Step(submit.end_date, f"submission queued ({operator}task instance {took:.2f}s)")
+        )
     record = stack.bridge.ledger.get_job(job_name)
     if record and record.accepted_at:
         steps.append(Step(_parse(record.accepted_at), "bridge accepted the submission (policy ok)"))
