@@ -111,14 +111,6 @@ class Settings:
         }
         return {name: value for name, value in values.items() if value}
 
-    @property
-    def workspace_id(self) -> str:
-        return (
-            f"/subscriptions/{self.azureml_subscription_id}/resourceGroups/"
-            f"{self.azureml_resource_group}/providers/Microsoft.MachineLearningServices/"
-            f"workspaces/{self.azureml_workspace}"
-        )
-
     def problems(self) -> list[str]:
         """Configuration problems, each naming the setting and never showing a value."""
         found = []

@@ -177,12 +177,10 @@ class LocalAirflow(Lifecycle):
         return self
 
     def stop(self) -> None:
-        groups = self.process_groups
         services, self._services = self._services, []
         # Stopped together: each may take seconds to drain, and they do not depend on each other.
         with ThreadPoolExecutor(max(1, len(services))) as pool:
             list(pool.map(lambda service: service.stop(grace=10), services))
-        _wait_until_gone(groups, timeout=10)
         if self.database_url in _DISPOSABLE_DATABASES:
             drop_postgres_database(self.database_url, venv=self.venv)
 
@@ -409,18 +407,3 @@ class LocalAirflow(Lifecycle):
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"after {timeout:.0f}s: {why()}")
             time.sleep(0.25)
-
-
-def _wait_until_gone(groups: Collection[int], timeout: float) -> None:
-    """Until no process of these groups is left: workers the leader forked die a moment after it."""
-    deadline = time.monotonic() + timeout
-    while any(_group_alive(group) for group in groups) and time.monotonic() < deadline:
-        time.sleep(0.1)
-
-
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True

@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from bridge.local.event_grid import DEFAULT_RETRY_DELAYS, Delivery, EventGridTopic, Schema
+from bridge.events import RUN_COMPLETED, RUN_STATUS_CHANGED, Schema
+from bridge.local.event_grid import DEFAULT_RETRY_DELAYS, Delivery, EventGridTopic
 from bridge.local.process import Lifecycle, Service
 
-RUN_STATUS_CHANGED = "Microsoft.MachineLearningServices.RunStatusChanged"
-RUN_COMPLETED = "Microsoft.MachineLearningServices.RunCompleted"
 TERMINAL = frozenset({"Completed", "Failed", "Canceled"})
 _JOB_ROUTE = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"

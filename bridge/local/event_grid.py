@@ -20,7 +20,6 @@ from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import AzureError, HttpResponseError
 from azure.eventgrid import EventGridPublisherClient
 
-Schema = Literal["eventgrid", "cloudevents"]
 Outcome = Literal["pending", "delivered", "dead-lettered", "not-subscribed"]
 
 DEFAULT_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)

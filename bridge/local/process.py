@@ -50,6 +50,15 @@ def port_ready(port: int) -> Callable[[], bool]:
     return probe
 
 
+def group_alive(group: int) -> bool:
+    """Whether any process of this process group is still there."""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 class Lifecycle:
     """A part of the local stack that `with` starts and stops, whatever happens in between."""
 
@@ -145,3 +154,6 @@ class Service(Lifecycle):
             os.killpg(process.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)
+        deadline = time.monotonic() + 5
+        while group_alive(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)  # killed workers are reaped by init a moment after the leader

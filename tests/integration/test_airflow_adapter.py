@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import statistics
 import threading
@@ -25,7 +24,7 @@ from airflow_client.client import AssetApi
 from bridge.adapters.airflow import AirflowRest
 from bridge.errors import ConfigurationError, PermanentError, TransientError
 from bridge.local.airflow import LocalAirflow, fresh_postgres_database, postgres_database_exists
-from bridge.local.process import free_port
+from bridge.local.process import free_port, group_alive
 
 pytestmark = pytest.mark.integration
 
@@ -333,12 +332,4 @@ def test_burst_of_50_asset_events_on_postgres_all_recorded(tmp_path: Path) -> No
         assert effect_ids_on(airflow, MODEL) >= set(effects)
         groups = airflow.process_groups
     assert not postgres_database_exists(database)
-    assert [group for group in groups if process_group_alive(group)] == []
-
-
-def process_group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    assert [group for group in groups if group_alive(group)] == []

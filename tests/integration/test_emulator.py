@@ -17,8 +17,9 @@ import pytest
 
 from bridge.adapters.azureml import AzureMLJobs
 from bridge.contracts import TAG_SUBMISSION, Submission
+from bridge.events import RUN_COMPLETED, RUN_STATUS_CHANGED
 from bridge.local.credential import LOCAL_TOKEN, LocalCredential
-from bridge.local.emulator import RUN_COMPLETED, RUN_STATUS_CHANGED, AzureMLEmulator
+from bridge.local.emulator import AzureMLEmulator
 from bridge.local.process import free_port
 
 pytestmark = pytest.mark.integration
