@@ -28,7 +28,7 @@ def loop_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(options) as stack:
         assert stack.airflow is not None
         stack.airflow.wait_for_dags(
-            ["azureml_train", "azureml_model_ready", "loop_on_completed", "loop_triggered"],
+            ["azureml_train", "azureml_model_ready", "loop_assets", "loop_triggered"],
             timeout=90,
         )
         yield stack
