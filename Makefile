@@ -38,10 +38,10 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 demo: setup
-	$(BRIDGE) demo $(if $(KEEP),--keep) $(if $(CLOUDEVENTS),--cloudevents)
+	$(BRIDGE) demo $(if $(KEEP),--keep) $(if $(CLOUDEVENTS),--cloudevents) $(if $(AZURE),--azure $(AZURE))
 
 dev: setup
-	$(BRIDGE) dev $(if $(DAGS),--dags $(DAGS))
+	$(BRIDGE) dev $(if $(DAGS),--dags $(DAGS)) $(if $(AZURE),--azure $(AZURE))
 
 test: setup lint
 	$(VENV)/bin/python -m pytest

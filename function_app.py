@@ -24,6 +24,12 @@ def on_azureml_event(event: func.EventGridEvent) -> None:
     functions.on_azureml_event(event)
 
 
+@app.function_name("reconcile")
+@app.timer_trigger(arg_name="timer", schedule="%BRIDGE_RECONCILE_SCHEDULE%")
+def reconcile(timer: func.TimerRequest) -> None:
+    functions.reconcile(timer)
+
+
 @app.function_name("events_webhook")
 @app.route(route="events", methods=["POST", "OPTIONS"])
 def events_webhook(req: func.HttpRequest) -> func.HttpResponse:

@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--dags", type=Path, help="your DAGs folder (default: examples/dags)")
     dev.set_defaults(run=_dev)
 
+    reconcile = commands.add_parser(
+        "reconcile", help="sweep once for jobs whose outcome is overdue (settings from the env)"
+    )
+    reconcile.add_argument("--verbose", "-v", action="store_true", help="log each job's check")
+    reconcile.set_defaults(run=_reconcile)
+
     schema = commands.add_parser("schema", help="print the submission v1 JSON Schema")
     schema.add_argument("--write", action="store_true", help=f"write it to {SCHEMA_FILE.name}")
     schema.set_defaults(run=_schema)
@@ -57,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
 def _stack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url", help="Airflow metadata DB (PostgreSQL); default SQLite")
     parser.add_argument("--cloudevents", action="store_true", help="emit CloudEvents 1.0")
+    parser.add_argument(
+        "--azure",
+        choices=["documented", "observed", "lossy"],
+        default="documented",
+        help="how the Azure ML emulator sends events: as documented, as public payloads show "
+        "(no event for a canceled job), or losing some (default: documented)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="log the bridge's work")
 
 
@@ -66,6 +79,7 @@ def _options(args: argparse.Namespace) -> StackOptions:
     options = StackOptions(
         database_url=args.database_url,
         event_schema="cloudevents" if args.cloudevents else "eventgrid",
+        azure_profile=args.azure,
     )
     if getattr(args, "dags", None):
         options.dags_folder = args.dags.resolve()
@@ -95,6 +109,23 @@ def _dev(args: argparse.Namespace) -> int:
                 time.sleep(3600)
     except KeyboardInterrupt:
         print("\nStopped.")
+    return 0
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    import os
+
+    from bridge.composition import build
+    from bridge.reconcile import Reconciler
+    from bridge.settings import Settings
+
+    try:
+        report = Reconciler(build(Settings.from_env(os.environ))).sweep()
+    except BridgeError as exc:
+        print(f"reconcile failed: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"due": report.due, "actions": dict(report.actions), "jobs": report.jobs},
+                     indent=2, sort_keys=True))  # fmt: skip
     return 0
 
 

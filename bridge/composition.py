@@ -51,6 +51,7 @@ def build(settings: Settings) -> Bridge:
         policy=Policy.from_json(settings.policy_json),
         signing_key=settings.signing_key,
         workspace=settings.azureml_workspace,
+        reconcile_after=settings.reconcile_after_seconds,
     )
 
 

@@ -31,6 +31,10 @@ MAX_SUBMISSION_BYTES = 192 * 1024
 TAG_SUBMISSION = "bridge_submission"
 TAG_SIGNATURE = "bridge_signature"
 TAG_DAG_ID = "bridge_dag_id"
+# Every job name ends so, and the Event Grid subscription filters on `subjectEndsWith` it: the
+# subject (`experiments/{id}/runs/{job name}`) is an envelope field whose spelling Azure fixes,
+# unlike the tags key in `data` (`runTags` or `RunTags`), which a filter would have to name.
+JOB_NAME_SUFFIX = "-airflow"
 
 _NAME_PREFIX_LENGTH = 40
 _NAME_HASH_LENGTH = 20
@@ -254,14 +258,15 @@ def job_name(origin: Origin) -> str:
     """A valid, readable, deterministic Azure ML job name for one Airflow task instance.
 
     The DAG id gives a readable prefix; a hash of the whole origin makes it unique, so a resent
-    submission (or a retried task) names the same job and never creates a second one.
+    submission (or a retried task) names the same job and never creates a second one. The suffix
+    marks the job as the bridge's for the Event Grid subscription's subject filter.
     """
     key = "\x1f".join((origin.dag_id, origin.run_id, origin.task_id, str(origin.map_index)))
     digest = hashlib.sha256(key.encode()).hexdigest()[:_NAME_HASH_LENGTH]
     prefix = re.sub(r"[^a-z0-9_]+", "_", origin.dag_id.lower()).strip("_")[:_NAME_PREFIX_LENGTH]
     if not prefix or not prefix[0].isalpha():
         prefix = f"job_{prefix}".rstrip("_")
-    return f"{prefix}-{digest}"
+    return f"{prefix}-{digest}{JOB_NAME_SUFFIX}"
 
 
 def json_schema() -> dict[str, Any]:

@@ -35,6 +35,7 @@ class Fact:
     event_id: str | None = None
     event_time: str | None = None
     reason: str | None = None
+    via: str = "event"  # who found the outcome: "event", "reconcile", or "submission"
 
     def extra(self) -> dict[str, Any]:
         extra: dict[str, Any] = {
@@ -47,6 +48,7 @@ class Fact:
             "event_time": self.event_time,
             "submission_id": self.job_name,
             "origin": self.origin.model_dump(),
+            "via": self.via,
         }
         if self.reason:
             extra["reason"] = self.reason

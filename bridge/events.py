@@ -83,63 +83,108 @@ class Validation:
     code: str
 
 
+@dataclass(frozen=True)
+class Malformed:
+    """An event that cannot be read. It is recorded with its reason; the rest of its batch goes on.
+
+    Event Grid never retries a 400, so refusing a whole batch for one bad event would lose the
+    good ones beside it.
+    """
+
+    index: int
+    reason: str
+    raw: Any
+    id: str | None = None
+
+
 Parsed = JobEvent | Ignored | Validation
 
 
-def parse_body(body: bytes | str) -> list[dict[str, Any]]:
-    """A delivery body as a list of events (Event Grid array, CloudEvents single or batch)."""
+def parse_body(body: bytes | str) -> list[Any]:
+    """A delivery body as a list of items (Event Grid array, CloudEvents single or batch).
+
+    Raises `InvalidEvent` only when the body holds no event object at all; single items that are
+    not objects are judged, like every event, by `parse_events`.
+    """
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidEvent(f"body is not JSON: {exc}") from exc
-    events = data if isinstance(data, list) else [data]
-    if not events:
+    items = data if isinstance(data, list) else [data]
+    if not items:
         raise InvalidEvent("body is an empty array: expected at least one event")
-    for index, event in enumerate(events):
-        if not isinstance(event, dict):
-            raise InvalidEvent(f"event [{index}] is not a JSON object")
-    return events
+    if not any(isinstance(item, dict) for item in items):
+        raise InvalidEvent("body holds no JSON object: expected Event Grid events or CloudEvents")
+    return items
 
 
 def parse_event(raw: Mapping[str, Any]) -> Parsed:
-    """One event object, in either schema, as a `JobEvent`, an `Ignored`, or a `Validation`."""
-    if "specversion" in raw:
-        return _parse(raw, schema="cloudevents", type_key="type", source_key="source",
+    """One event object, in either schema, as a `JobEvent`, an `Ignored`, or a `Validation`.
+
+    Envelope and `data` keys are matched case-insensitively (real RunCompleted payloads spell
+    `RunTags`, RunStatusChanged spells `runTags`); a `data` that arrives as a JSON string is
+    decoded. Anything else out of shape raises `InvalidEvent` naming the field.
+    """
+    fields = _Keys(raw)
+    if "specversion" in fields:
+        return _parse(fields, schema="cloudevents", type_key="type", source_key="source",
                       time_key="time")  # fmt: skip
-    if "eventType" in raw:
-        return _parse(raw, schema="eventgrid", type_key="eventType", source_key="topic",
+    if "eventtype" in fields:
+        return _parse(fields, schema="eventgrid", type_key="eventType", source_key="topic",
                       time_key="eventTime")  # fmt: skip
     raise InvalidEvent(
         "not an event: expected 'eventType' (Event Grid schema) or 'specversion' (CloudEvents)"
     )
 
 
-def parse_events(body: bytes | str) -> list[Parsed]:
-    """A whole delivery body; any malformed event rejects the delivery, naming it by index."""
-    parsed = []
+def parse_events(body: bytes | str) -> list[Parsed | Malformed]:
+    """A whole delivery body, each event judged alone: a bad one becomes `Malformed`."""
+    parsed: list[Parsed | Malformed] = []
     for index, raw in enumerate(parse_body(body)):
+        if not isinstance(raw, dict):
+            parsed.append(Malformed(index, f"event [{index}] is not a JSON object", raw))
+            continue
         try:
             parsed.append(parse_event(raw))
         except InvalidEvent as exc:
-            raise InvalidEvent(f"event [{index}]: {exc}") from exc
+            event_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+            parsed.append(Malformed(index, f"event [{index}]: {exc}", raw, event_id))
     return parsed
 
 
-def _parse(
-    raw: Mapping[str, Any], *, schema: Schema, type_key: str, source_key: str, time_key: str
-) -> Parsed:
+class _Keys:
+    """A mapping read case-insensitively; an exact spelling wins over another casing."""
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self._exact = raw
+        self._folded: dict[str, Any] = {}
+        for key, value in raw.items():
+            folded = str(key).lower()
+            if folded not in self._folded or self._folded[folded] in (None, "", {}):
+                self._folded[folded] = value
+
+    def __contains__(self, key: str) -> bool:
+        return key.lower() in self._folded
+
+    def get(self, key: str) -> Any:
+        if key in self._exact and self._exact[key] not in (None, "", {}):
+            return self._exact[key]
+        return self._folded.get(key.lower())
+
+
+def _parse(raw: _Keys, *, schema: Schema, type_key: str, source_key: str, time_key: str) -> Parsed:
     event_id = _text(raw, "id")
     event_type = _text(raw, type_key)
-    data = raw.get("data")
+    source, subject, time = (_envelope(raw, key) for key in (source_key, "subject", time_key))
     if event_type == SUBSCRIPTION_VALIDATION:
+        data = raw.get("data")
         code = data.get("validationCode") if isinstance(data, dict) else None
         if not isinstance(code, str) or not code:
             raise InvalidEvent("SubscriptionValidationEvent without data.validationCode")
         return Validation(code)
     if event_type not in RUN_EVENT_TYPES:
         return Ignored(event_id, event_type, "not an Azure ML run event")
-    if not isinstance(data, dict):
-        raise InvalidEvent(f"{event_type} {event_id}: 'data' must be an object")
+    data = _Keys(_data_object(raw.get("data"), f"{event_type} {event_id}"))
     job_name = data.get("runId")
     if not isinstance(job_name, str) or not job_name:
         raise InvalidEvent(f"{event_type} {event_id}: data.runId is missing")
@@ -149,29 +194,48 @@ def _parse(
     tags = data.get("runTags") or {}
     if not isinstance(tags, dict):
         raise InvalidEvent(f"{event_type} {event_id}: data.runTags must be an object")
-    time = raw.get(time_key)
     return JobEvent(
         id=event_id,
         type=event_type,
-        source=str(raw.get(source_key) or ""),
-        subject=str(raw.get("subject") or ""),
-        time=str(time) if time is not None else None,
+        source=source or "",
+        subject=subject or "",
+        time=time,
         job_name=job_name,
         status=normalise_status(status) if status else None,
         experiment_name=_optional_text(data, "experimentName"),
         experiment_id=_optional_text(data, "experimentId"),
-        tags={str(key): str(value) for key, value in tags.items()},
+        tags={str(key): str(value) for key, value in tags.items() if value is not None},
         schema=schema,
     )
 
 
-def _text(raw: Mapping[str, Any], key: str) -> str:
+def _data_object(data: Any, what: str) -> Mapping[str, Any]:
+    """`data` as an object; some publishers send it as a JSON string."""
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise InvalidEvent(f"{what}: 'data' is a string but not JSON ({exc.msg})") from exc
+    if not isinstance(data, dict):
+        raise InvalidEvent(f"{what}: 'data' must be an object")
+    return data
+
+
+def _text(raw: _Keys, key: str) -> str:
     value = raw.get(key)
     if not isinstance(value, str) or not value:
         raise InvalidEvent(f"'{key}' is missing or not a string")
     return value
 
 
-def _optional_text(raw: Mapping[str, Any], key: str) -> str | None:
+def _envelope(raw: _Keys, key: str) -> str | None:
+    """An optional envelope field: absent is fine; anything but a string is a malformed event."""
+    value = raw.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InvalidEvent(f"'{key}' must be a string, not {type(value).__name__}")
+    return value or None
+
+
+def _optional_text(raw: _Keys, key: str) -> str | None:
     value = raw.get(key)
     return value if isinstance(value, str) and value else None

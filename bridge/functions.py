@@ -19,6 +19,7 @@ from bridge.composition import runtime
 from bridge.errors import ConfigurationError, InvalidEvent
 from bridge.events import JobEvent, parse_event
 from bridge.policy import Policy
+from bridge.reconcile import Reconciler
 from bridge.settings import Settings
 from bridge.webhook import answer
 
@@ -38,12 +39,17 @@ def on_azureml_event(event: func.EventGridEvent) -> None:
         parsed = parse_event(raw)
     except InvalidEvent as exc:
         # Retrying a malformed event for 24 h cannot fix it: record it and answer success.
-        runtime().ledger.reject_message(f"event:{event.id}", str(exc), json.dumps(raw).encode())
-        log.error("malformed event %s: %s", event.id, exc)
+        runtime().reject_event(event.id, str(exc), raw)
         return
     if isinstance(parsed, JobEvent):
         report = runtime().handle(parsed)
         log.info("event %s: %s %s", event.id, report.result, report.detail)
+
+
+def reconcile(timer: func.TimerRequest) -> None:
+    if timer.past_due:
+        log.info("reconcile timer is past due; sweeping now")
+    Reconciler(runtime()).sweep()
 
 
 def events_webhook(request: func.HttpRequest) -> func.HttpResponse:

@@ -8,11 +8,14 @@ are recorded with their reason and answered as handled.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from bridge import signing
 from bridge.contracts import TAG_DAG_ID, TAG_SIGNATURE, TAG_SUBMISSION, Outcome, Submission
@@ -30,6 +33,21 @@ _TERMINAL_STATE = {
     Outcome.FAILED: JobState.FAILED,
     Outcome.CANCELED: JobState.CANCELED,
 }
+_FINISHED = {state: outcome for outcome, state in _TERMINAL_STATE.items()}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A job's terminal status as someone found it: an Azure ML event, or reconciliation."""
+
+    outcome: Outcome
+    status: str
+    via: str  # "event" or "reconcile"
+    event_id: str | None = None
+    event_time: str | None = None
+    experiment: str | None = None
+    workspace: str | None = None
+    reason: str | None = None
 
 
 class Result(StrEnum):
@@ -59,6 +77,7 @@ class Bridge:
         signing_key: str,
         workspace: str,
         lease_seconds: float = 120.0,
+        reconcile_after: float = 600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ledger = ledger
@@ -68,6 +87,7 @@ class Bridge:
         self.signing_key = signing_key
         self.workspace = workspace
         self.lease_seconds = lease_seconds
+        self.reconcile_after = reconcile_after  # grace before reconciliation looks at a job
         self.clock = clock
 
     # Airflow → Azure ML
@@ -79,18 +99,24 @@ class Bridge:
             self.ledger.reject_message(message_id, str(exc), body)
             log.error("rejected message %s: %s", message_id, exc)
             return Report(Result.REJECTED, detail=str(exc))
+        # Watched before it is recorded: whatever happens next, reconciliation will look at it.
+        self.ledger.watch(submission.id, self.clock() + self.reconcile_after)
         try:
             self.policy.check(submission)
         except PolicyViolation as exc:
             return self._reject(submission, f"policy: {exc}")
         record, inserted = self.ledger.add_job(JobRecord(submission, JobState.ACCEPTED))
         if not inserted and record.state is JobState.REJECTED:
-            self._tell_rejection(record)  # finish what a crashed attempt may have left undone
+            self.tell_rejection(record)  # finish what a crashed attempt may have left undone
             return Report(Result.DUPLICATE, submission.id, record.reason or "")
         if not inserted and record.state is not JobState.ACCEPTED:
             log.info("duplicate submission %s (%s)", submission.id, record.state)
             return Report(Result.DUPLICATE, submission.id, record.state.value)
         return self._create(submission, recovering=not inserted)
+
+    def resume(self, record: JobRecord) -> Report:
+        """Finish a submission left ACCEPTED (its worker died between record and create)."""
+        return self._create(record.submission, recovering=True)
 
     def _create(self, submission: Submission, *, recovering: bool) -> Report:
         existing = self.jobs.find(submission.id) if recovering else None
@@ -112,19 +138,25 @@ class Bridge:
         }
 
     def _reject(self, submission: Submission, reason: str) -> Report:
-        record = JobRecord(submission, JobState.REJECTED, reason=reason, finished_at=now_iso())
+        record = JobRecord(
+            submission, JobState.REJECTED, reason=reason, finished_at=now_iso(), via="submission"
+        )
         stored, inserted = self.ledger.add_job(record)
         if not inserted:
             if stored.state not in (JobState.ACCEPTED, JobState.REJECTED):
                 return Report(Result.DUPLICATE, submission.id, stored.state.value)
             self.ledger.update_job(
-                submission.id, JobState.REJECTED, reason=reason, finished_at=now_iso()
+                submission.id,
+                JobState.REJECTED,
+                reason=reason,
+                finished_at=now_iso(),
+                via="submission",
             )
         log.warning("rejected submission %s: %s", submission.id, reason)
-        performed = self._tell_rejection(record)
+        performed = self.tell_rejection(record)
         return Report(Result.REJECTED, submission.id, reason, performed)
 
-    def _tell_rejection(self, record: JobRecord) -> int:
+    def tell_rejection(self, record: JobRecord) -> int:
         """A refused submission is a failure its DAG must hear of at once, on its failure route."""
         submission = record.submission
         fact = Fact(
@@ -136,8 +168,11 @@ class Bridge:
             studio_url=None,
             origin=submission.origin,
             reason=record.reason,
+            via="submission",
         )
-        return self._perform_all(plan(fact, submission.route(Outcome.FAILED)))
+        performed = self._perform_all(plan(fact, submission.route(Outcome.FAILED)))
+        self.ledger.unwatch(submission.id)
+        return performed
 
     # Azure ML → Airflow
 
@@ -152,24 +187,61 @@ class Bridge:
             )
             return Report(Result.IGNORED, event.job_name, "not submitted by the bridge")
         signature = event.tags.get(TAG_SIGNATURE)
-        if signature and not signing.verify(self.signing_key, record.name, signature):
-            log.warning("event %s for job %s has a bad signature: ignored", event.id, record.name)
-            return Report(Result.IGNORED, event.job_name, "signature does not verify")
-        fact = Fact(
-            job_name=record.name,
+        if not (signature and signing.verify(self.signing_key, record.name, signature)):
+            # Not trusted, but not lost either: reconciliation reads the job from Azure ML itself.
+            why = "signature does not verify" if signature else "event carries no signature tag"
+            log.warning("event %s for job %s: %s; ignored", event.id, record.name, why)
+            return Report(Result.IGNORED, event.job_name, why)
+        finding = Finding(
             outcome=outcome,
             status=event.status or outcome.value.title(),
-            experiment=event.experiment_name or record.submission.experiment_name,
-            workspace=event.workspace or self.workspace,
-            studio_url=record.studio_url,
-            origin=record.submission.origin,
+            via="event",
             event_id=event.id,
             event_time=event.time,
+            experiment=event.experiment_name,
+            workspace=event.workspace,
         )
-        performed = self._perform_all(plan(fact, record.submission.route(outcome)))
-        if record.state is not _TERMINAL_STATE[outcome]:
-            self.ledger.update_job(record.name, _TERMINAL_STATE[outcome], finished_at=now_iso())
-        return Report(Result.HANDLED, record.name, outcome.value, performed)
+        return self.conclude(record, finding)
+
+    def conclude(self, record: JobRecord, finding: Finding) -> Report:
+        """Route a job's terminal outcome once, whoever found it (an event or reconciliation)."""
+        finished = _FINISHED.get(record.state)
+        if finished is not None:
+            # The first outcome routed is the job's outcome: a late or contradicting one is not.
+            if finished is finding.outcome:
+                return Report(Result.DUPLICATE, record.name, f"already {record.state}")
+            detail = f"already {record.state}; a later {finding.status} changes nothing"
+            log.warning("job %s: %s (via %s)", record.name, detail, finding.via)
+            return Report(Result.IGNORED, record.name, detail)
+        if record.state is JobState.REJECTED:
+            return Report(Result.IGNORED, record.name, "the submission was rejected: no job ran")
+        fact = Fact(
+            job_name=record.name,
+            outcome=finding.outcome,
+            status=finding.status,
+            experiment=finding.experiment or record.submission.experiment_name,
+            workspace=finding.workspace or self.workspace,
+            studio_url=record.studio_url,
+            origin=record.submission.origin,
+            event_id=finding.event_id,
+            event_time=finding.event_time,
+            reason=finding.reason,
+            via=finding.via,
+        )
+        performed = self._perform_all(plan(fact, record.submission.route(finding.outcome)))
+        self.ledger.update_job(
+            record.name, _TERMINAL_STATE[finding.outcome], finished_at=now_iso(), via=finding.via
+        )
+        self.ledger.unwatch(record.name)
+        return Report(Result.HANDLED, record.name, finding.outcome.value, performed)
+
+    def reject_event(self, event_id: str | None, reason: str, raw: Any) -> Report:
+        """Record an event that cannot be read, so it is never silently lost; never retried."""
+        body = json.dumps(raw, default=str).encode()
+        key = f"event:{event_id or hashlib.sha256(body).hexdigest()}"
+        self.ledger.reject_message(key, reason, body)
+        log.error("malformed event recorded as %s: %s", key, reason)
+        return Report(Result.REJECTED, detail=reason)
 
     # Effect-once
 

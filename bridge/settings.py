@@ -7,15 +7,19 @@ checks that Bicep sets exactly these. Values are never logged or reported, only 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from bridge.errors import ConfigurationError
+from bridge.ncrontab import Schedule
 
 # Read by function_app.py's decorators (the Functions host resolves them), not by Settings.
 SUBMISSION_QUEUE = "BRIDGE_SUBMISSION_QUEUE"
 SERVICEBUS_CONNECTION = "BRIDGE_SERVICEBUS"  # prefix: BRIDGE_SERVICEBUS__fullyQualifiedNamespace
+# Read by the timer trigger's decorator too; the dev host reads it to fire the same sweep.
+RECONCILE_SCHEDULE = "BRIDGE_RECONCILE_SCHEDULE"
 
 AZUREML_SUBSCRIPTION_ID = "BRIDGE_AZUREML_SUBSCRIPTION_ID"
 AZUREML_RESOURCE_GROUP = "BRIDGE_AZUREML_RESOURCE_GROUP"
@@ -29,6 +33,7 @@ AIRFLOW_USERNAME = "BRIDGE_AIRFLOW_USERNAME"
 AIRFLOW_PASSWORD = "BRIDGE_AIRFLOW_PASSWORD"
 SIGNING_KEY = "BRIDGE_SIGNING_KEY"
 POLICY = "BRIDGE_POLICY"
+RECONCILE_AFTER_SECONDS = "BRIDGE_RECONCILE_AFTER_SECONDS"
 MANAGED_IDENTITY_CLIENT_ID = "AZURE_CLIENT_ID"
 
 # Every setting the Function App's code reads, with whether Azure must set it.
@@ -50,7 +55,11 @@ SETTINGS: Mapping[str, bool] = {
     SIGNING_KEY: True,
     POLICY: False,
     MANAGED_IDENTITY_CLIENT_ID: True,
+    RECONCILE_SCHEDULE: True,
+    RECONCILE_AFTER_SECONDS: True,
 }
+DEFAULT_RECONCILE_SCHEDULE = "0 */5 * * * *"  # every 5 minutes
+DEFAULT_RECONCILE_AFTER_SECONDS = 600.0
 
 _SECRET_SETTINGS = (AIRFLOW_PASSWORD, SIGNING_KEY, LEDGER_CONNECTION_STRING)
 
@@ -70,6 +79,8 @@ class Settings:
     signing_key: str = field(default="", repr=False)
     policy_json: str | None = None
     managed_identity_client_id: str | None = None
+    reconcile_schedule: str = DEFAULT_RECONCILE_SCHEDULE
+    reconcile_after_seconds: float = DEFAULT_RECONCILE_AFTER_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -90,6 +101,8 @@ class Settings:
             signing_key=get(SIGNING_KEY),
             policy_json=get(POLICY) or None,
             managed_identity_client_id=get(MANAGED_IDENTITY_CLIENT_ID) or None,
+            reconcile_schedule=get(RECONCILE_SCHEDULE) or DEFAULT_RECONCILE_SCHEDULE,
+            reconcile_after_seconds=_seconds(get(RECONCILE_AFTER_SECONDS)),
         )
 
     def environment(self) -> dict[str, str]:
@@ -108,6 +121,8 @@ class Settings:
             SIGNING_KEY: self.signing_key,
             POLICY: self.policy_json,
             MANAGED_IDENTITY_CLIENT_ID: self.managed_identity_client_id,
+            RECONCILE_SCHEDULE: self.reconcile_schedule,
+            RECONCILE_AFTER_SECONDS: repr(self.reconcile_after_seconds),
         }
         return {name: value for name, value in values.items() if value}
 
@@ -146,9 +161,25 @@ class Settings:
                 json.loads(self.policy_json)
             except json.JSONDecodeError as exc:
                 found.append(f"{POLICY} is not valid JSON ({exc.msg} at {exc.pos})")
+        try:
+            Schedule.parse(self.reconcile_schedule)
+        except ConfigurationError as exc:
+            found.append(f"{RECONCILE_SCHEDULE}: {exc}")
+        if not (math.isfinite(self.reconcile_after_seconds) and self.reconcile_after_seconds > 0):
+            found.append(f"{RECONCILE_AFTER_SECONDS} is not a positive number of seconds")
         return found
 
     def require(self) -> None:
         problems = self.problems()
         if problems:
             raise ConfigurationError("; ".join(problems))
+
+
+def _seconds(text: str) -> float:
+    """A positive number of seconds; NaN (reported by `problems`) when the text is not a number."""
+    if not text:
+        return DEFAULT_RECONCILE_AFTER_SECONDS
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan

@@ -3,7 +3,9 @@
 Handles both handshakes (Event Grid's SubscriptionValidation, CloudEvents' OPTIONS) and
 deliveries in both schemas. The handshakes and input validation need no backend: the bridge is
 only built (by `bridge_factory`) once a delivery holds a run event. Status codes follow Event
-Grid's retry rules: 400 is never retried (the delivery is malformed), 503 is retried.
+Grid's retry rules: 400 is never retried, so it is kept for a body that holds no event object at
+all; each event is judged alone, and an unreadable one is recorded with its reason while the rest
+of its batch goes on. 503 is retried.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.errors import BridgeError, ConfigurationError, InvalidEvent, TransientError
-from bridge.events import Ignored, JobEvent, Validation, parse_events
+from bridge.events import Ignored, JobEvent, Malformed, Parsed, Validation, parse_events
 from bridge.service import Bridge
 
 log = logging.getLogger("bridge.webhook")
@@ -57,16 +59,15 @@ def _cloudevents_handshake(headers: Mapping[str, str]) -> Reply:
     return Reply(200, None, {"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*"})
 
 
-def _deliver(
-    parsed: list[JobEvent | Ignored | Validation], bridge_factory: Callable[[], Bridge]
-) -> Reply:
+def _deliver(parsed: list[Parsed | Malformed], bridge_factory: Callable[[], Bridge]) -> Reply:
     events = [item for item in parsed if isinstance(item, JobEvent)]
+    malformed = [item for item in parsed if isinstance(item, Malformed)]
     results: list[dict[str, Any]] = [
         {"id": item.id, "result": "ignored", "detail": item.reason}
         for item in parsed
         if isinstance(item, Ignored)
     ]
-    if not events:
+    if not events and not malformed:
         return Reply(200, {"results": results})
     try:
         bridge = bridge_factory()
@@ -74,17 +75,21 @@ def _deliver(
         log.error("bridge is misconfigured: %s", exc)
         return Reply(500, {"error": f"bridge is misconfigured: {exc}"})
     retry: TransientError | None = None
-    for event in events:
+    judged: list[Malformed | JobEvent] = [*malformed, *events]
+    for item in judged:
         try:
-            report = bridge.handle(event)
-            results.append({"id": event.id, "result": report.result.value, "detail": report.detail})
+            if isinstance(item, Malformed):
+                report = bridge.reject_event(item.id, item.reason, item.raw)
+            else:
+                report = bridge.handle(item)
+            results.append({"id": item.id, "result": report.result.value, "detail": report.detail})
         except TransientError as exc:
-            log.warning("event %s will be retried: %s", event.id, exc)
+            log.warning("event %s will be retried: %s", item.id, exc)
             retry = retry or exc
-            results.append({"id": event.id, "result": "retry", "detail": str(exc)})
+            results.append({"id": item.id, "result": "retry", "detail": str(exc)})
         except BridgeError as exc:
-            log.error("event %s rejected: %s", event.id, exc)
-            results.append({"id": event.id, "result": "rejected", "detail": str(exc)})
+            log.error("event %s rejected: %s", item.id, exc)
+            results.append({"id": item.id, "result": "rejected", "detail": str(exc)})
     if retry is not None:
         after = {"Retry-After": str(round(retry.retry_after))} if retry.retry_after else {}
         return Reply(503, {"error": str(retry), "results": results}, after)

@@ -49,6 +49,13 @@ param submissionQueueName string = 'submissions'
 @description('Name of the ledger table.')
 param ledgerTableName string = 'bridgeledger'
 
+@description('NCRONTAB schedule of the reconcile sweep (BRIDGE_RECONCILE_SCHEDULE): every 5 minutes.')
+param reconcileSchedule string = '0 */5 * * * *'
+
+@description('Seconds after acceptance before the sweep first reads a job (BRIDGE_RECONCILE_AFTER_SECONDS).')
+@minValue(30)
+param reconcileAfterSeconds int = 600
+
 @minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40
@@ -180,6 +187,8 @@ module functionApp 'modules/functionapp.bicep' = {
     airflowUrl: airflowUrl
     airflowUsername: airflowUsername
     policyJson: empty(policyJson) ? '{}' : policyJson
+    reconcileSchedule: reconcileSchedule
+    reconcileAfterSeconds: reconcileAfterSeconds
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
   }

@@ -4,6 +4,11 @@ Modelled on AWS Lambda Powertools' idempotency records. A job record per submiss
 record per (job, outcome, target) that moves IN_PROGRESS (with a lease) → COMPLETED or FAILED.
 Every transition is a conditional write, so two workers racing on the same event cannot both
 perform it; a claim whose lease lapsed (its worker died) may be taken over.
+
+The watch list is the secondary index that reconciliation reads: one small entry per job whose
+outcome the bridge has not routed yet, with the time it is next due for a check. A job enters it
+before its record is written and leaves it once its outcome is routed, so reading it costs
+O(open jobs), never a scan of the ledger's history.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class JobRecord:
     accepted_at: str | None = None
     created_at: str | None = None
     finished_at: str | None = None
+    via: str | None = None  # who found the outcome: "event", "reconcile" or "submission"
 
     @property
     def name(self) -> str:
@@ -87,6 +93,15 @@ class EffectRecord:
     updated_at: str | None
 
 
+@dataclass(frozen=True)
+class Watch:
+    """A job whose outcome the bridge has not routed yet, next due for a check at `due_at`."""
+
+    job_name: str
+    due_at: float  # epoch seconds
+    checks: int  # how many times reconciliation found it still running
+
+
 class Ledger(Protocol):
     def add_job(self, record: JobRecord) -> tuple[JobRecord, bool]:
         """Insert if absent. Returns the stored record and whether this call inserted it."""
@@ -115,3 +130,19 @@ class Ledger(Protocol):
         ...
 
     def rejected_messages(self) -> list[dict[str, Any]]: ...
+
+    # The watch list (reconciliation's index of open jobs)
+
+    def watch(self, name: str, due_at: float) -> None:
+        """Put the job on the watch list unless it is there already (a resend keeps its backoff)."""
+        ...
+
+    def due(self, now: float, limit: int) -> list[Watch]:
+        """Up to `limit` watched jobs due at `now`, earliest first."""
+        ...
+
+    def postpone(self, name: str, due_at: float, checks: int) -> None: ...
+
+    def unwatch(self, name: str) -> None:
+        """Take the job off the watch list; already gone is fine."""
+        ...

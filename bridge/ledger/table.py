@@ -1,9 +1,11 @@
 """The ledger on Azure Table Storage (`azure-data-tables`); Azurite locally.
 
 Layout: partition = job name. Row "job" is the job record; one row per effect, keyed by the
-effect's id. Rejected non-submissions live in partition "rejected-messages". Inserts are
-insert-if-absent (409 means someone was first) and updates carry the ETag they read (412 means
-someone changed it since): no check-then-write races.
+effect's id. Rejected non-submissions live in partition "rejected-messages". The watch list is
+partition "open-jobs", one row per job whose outcome is not routed yet (row key = job name):
+Table Storage has no secondary index, so this partition is one, and reading it costs O(open
+jobs). Inserts are insert-if-absent (409 means someone was first) and updates carry the ETag
+they read (412 means someone changed it since): no check-then-write races.
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ from bridge.ledger import (
     JobRecord,
     JobState,
     Settled,
+    Watch,
     now_iso,
 )
 
 JOB_ROW = "job"
 REJECTED_PARTITION = "rejected-messages"
+WATCH_PARTITION = "open-jobs"
 # A string property holds at most 64 KiB (32K UTF-16 characters); a submission may be larger.
 _CHUNK = 30_000
 _MAX_CHUNKS = 7
@@ -192,6 +196,51 @@ class TableLedger:
             )
             return [dict(row) for row in rows]
 
+    # The watch list
+
+    def watch(self, name: str, due_at: float) -> None:
+        self.ensure_table()
+        entity = {
+            "PartitionKey": WATCH_PARTITION,
+            "RowKey": name,
+            "due_at": float(due_at),
+            "checks": 0,
+            "watched_at": now_iso(),
+        }
+        with _transient("watch a job"), suppress(ResourceExistsError):
+            self._table.create_entity(entity)
+
+    def due(self, now: float, limit: int) -> list[Watch]:
+        self.ensure_table()
+        query = "PartitionKey eq @p and due_at le @now"
+        with _transient("read the watch list"):
+            rows = self._table.query_entities(
+                query,
+                parameters={"p": WATCH_PARTITION, "now": float(now)},
+                select=["RowKey", "due_at", "checks"],
+                results_per_page=min(limit, 1000),
+            )
+            found: list[Watch] = []
+            for row in rows:  # pages are read lazily: stop once enough are found
+                found.append(Watch(row["RowKey"], float(row["due_at"]), int(row["checks"] or 0)))
+                if len(found) >= limit:
+                    break
+        return sorted(found, key=lambda watch: watch.due_at)
+
+    def postpone(self, name: str, due_at: float, checks: int) -> None:
+        entity = {
+            "PartitionKey": WATCH_PARTITION,
+            "RowKey": name,
+            "due_at": float(due_at),
+            "checks": checks,
+        }
+        with _transient("postpone a watched job"), suppress(ResourceNotFoundError):
+            self._table.update_entity(entity, mode=UpdateMode.MERGE)
+
+    def unwatch(self, name: str) -> None:
+        with _transient("unwatch a job"), suppress(ResourceNotFoundError):
+            self._table.delete_entity(WATCH_PARTITION, name)
+
     def _settle(self, claim: Claim, state: EffectState, reason: str | None) -> None:
         entity = {
             "PartitionKey": claim.effect.fact.job_name,
@@ -240,6 +289,7 @@ def _job_fields(record: JobRecord) -> dict[str, Any]:
         accepted_at=record.accepted_at or now_iso(),
         created_at=record.created_at or "",
         finished_at=record.finished_at or "",
+        via=record.via or "",
         dag_id=record.submission.origin.dag_id,
     )
     return fields
@@ -262,4 +312,5 @@ def _job_record(entity: dict[str, Any]) -> JobRecord:
         accepted_at=opt("accepted_at"),
         created_at=opt("created_at"),
         finished_at=opt("finished_at"),
+        via=opt("via"),
     )

@@ -2,7 +2,10 @@
 
 Starts the local stack, triggers the producer DAG through Airflow's REST API, and follows the
 submission: queued, Azure ML job created, running, completed, asset event posted, consumer DAG run
-succeeded. Exits 0 only when the consumer succeeded and its log shows the job's details.
+succeeded. Then a second act: a long job that someone cancels in Azure ML Studio, followed to the
+DAG scheduled on the failure asset. Each asset event says who found the outcome: an Azure ML event,
+or the reconcile sweep (with `AZURE=observed` Azure ML raises no event for a canceled job). Exits
+0 only when both consumers succeeded and their logs show the jobs.
 """
 
 from __future__ import annotations
@@ -15,13 +18,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from bridge.adapters.azureml import AzureMLJobs
 from bridge.ledger import EffectState
+from bridge.local.airflow import LocalAirflow
+from bridge.local.credential import LocalCredential
 from bridge.local.stack import Stack, StackOptions, running_stack
 
 PRODUCER = "azureml_train"
 CONSUMER = "azureml_model_ready"
 PRODUCER_TASK = "submit_training"
 CONSUMER_TASK = "announce_model"
+LONG_PRODUCER = "azureml_train_long"
+FAILURE_CONSUMER = "azureml_training_failed"
+FAILURE_TASK = "report_failure"
+_FOUND_BY = {
+    "event": "by an Azure ML event",
+    "reconcile": "by the reconcile sweep: no event told it",
+    "submission": "by the bridge itself",
+}
 # The operator's own log line: its execute time, without Airflow's task start-up.
 SUBMITTED_IN = re.compile(r"Submitted Azure ML job \S+ \(experiment [^)]*\) in (\d+) ms")
 T = TypeVar("T")
@@ -43,14 +57,18 @@ def run(options: StackOptions, *, keep: bool = False, timeout: float = 150.0) ->
     try:
         with running_stack(options) as stack:
             print(f"  stack up in {time.monotonic() - started:.1f}s")
+            print(f"  Azure ML emulator profile: {stack.emulator.profile.name}")
             try:
                 steps, details = follow_one_job(stack, timeout)
+                print_timeline(steps)
+                print(f"\nThe consumer DAG logged: {details}")
+                steps, details = follow_a_cancellation(stack, timeout)
+                print_timeline(steps, "A long job, canceled in Azure ML Studio")
+                print(f"\nThe failure DAG logged: {details}")
             except DemoFailed as exc:
                 print(f"\nDEMO FAILED: {exc}", file=sys.stderr)
                 _explore(stack, keep)
                 return 1
-            print_timeline(steps)
-            print(f"\nThe consumer DAG logged: {details}")
             _explore(stack, keep)
     except KeyboardInterrupt:
         print("\nStopped.")
@@ -84,11 +102,99 @@ def follow_one_job(stack: Stack, timeout: float) -> tuple[list[Step], str]:
     )
     if line is None:
         raise DemoFailed(f"the consumer's log does not mention job {job_name}")
-    return _timeline(stack, t0, run_id, job_name, consumer), line.strip()
+    return _timeline(stack, t0, run_id, job_name, consumer.dag_run_id), line.strip()
+
+
+def follow_a_cancellation(stack: Stack, timeout: float) -> tuple[list[Step], str]:
+    """Submit a long job, cancel it as a user would in Studio, follow it to the failure DAG."""
+    airflow = stack.airflow
+    assert airflow is not None
+    airflow.wait_for_dags([LONG_PRODUCER, FAILURE_CONSUMER], timeout=60)
+    before = {run.dag_run_id for run in airflow.runs(FAILURE_CONSUMER)}
+    t0 = _now()
+    run_id = airflow.trigger(LONG_PRODUCER)
+    print(f"\nTriggered {LONG_PRODUCER} (run {run_id}); canceling its job once it runs...")
+    if airflow.wait_for_run(LONG_PRODUCER, run_id, timeout=60) != "success":
+        raise DemoFailed(f"producer run {run_id} did not succeed; see the Airflow UI")
+    job_name = str(airflow.xcom(LONG_PRODUCER, run_id, PRODUCER_TASK, "return_value"))
+    try:
+        stack.emulator.wait_for_status(job_name, ["Running"], timeout=30)
+    except TimeoutError as exc:
+        raise DemoFailed(str(exc)) from exc
+    canceled_at = _now()
+    _studio(stack).cancel(job_name)
+    consumer = _wait(
+        lambda: next(
+            (r for r in airflow.runs(FAILURE_CONSUMER) if r.dag_run_id not in before), None
+        ),
+        timeout,
+        f"no {FAILURE_CONSUMER} run appeared for job {job_name}",
+    )
+    state = airflow.wait_for_run(FAILURE_CONSUMER, consumer.dag_run_id, timeout=60)
+    if state != "success":
+        raise DemoFailed(f"{FAILURE_CONSUMER} run {consumer.dag_run_id} ended {state}")
+    log_text = airflow.task_log(FAILURE_CONSUMER, consumer.dag_run_id, FAILURE_TASK)
+    line = next((ln for ln in log_text.splitlines() if job_name in ln), None)
+    if line is None:
+        raise DemoFailed(f"the failure DAG's log does not mention job {job_name}")
+    steps = [
+        Step(t0, f"producer DAG {LONG_PRODUCER} triggered"),
+        Step(canceled_at, "a user cancels the job in Azure ML Studio"),
+        *_job_steps(stack, job_name, statuses=("Running", "CancelRequested", "Canceled")),
+        *_run_steps(airflow, FAILURE_CONSUMER, consumer.dag_run_id, "logged the cancellation"),
+    ]
+    return sorted(steps, key=lambda step: step.at), line.strip()
+
+
+def _studio(stack: Stack) -> AzureMLJobs:
+    """What a user's Studio session does to a job: the same jobs API, through azure-ai-ml."""
+    settings = stack.settings
+    return AzureMLJobs(
+        subscription_id=settings.azureml_subscription_id,
+        resource_group=settings.azureml_resource_group,
+        workspace=settings.azureml_workspace,
+        credential=LocalCredential(),
+        endpoint=settings.azureml_endpoint,
+    )
+
+
+def _job_steps(stack: Stack, job_name: str, statuses: tuple[str, ...]) -> list[Step]:
+    """What the bridge and Azure ML did for one job, each asset event with who found it."""
+    steps = []
+    record = stack.bridge.ledger.get_job(job_name)
+    if record and record.accepted_at:
+        steps.append(Step(_parse(record.accepted_at), "bridge accepted the submission (policy ok)"))
+    job = stack.emulator.job(job_name)
+    if job is not None:
+        steps.append(Step(_parse(job.created_at), f"Azure ML job {job_name} created"))
+        for status, _, wall in job.history:
+            if status in statuses:
+                at = datetime.fromtimestamp(wall, UTC)
+                steps.append(Step(at, f"job {_spoken(status)} in Azure ML"))
+    found_by = _FOUND_BY.get(record.via or "", "") if record else ""
+    for effect in stack.bridge.ledger.effects(job_name):
+        if effect.state is EffectState.COMPLETED and effect.updated_at:
+            what = f"asset event posted on {effect.target}"
+            steps.append(Step(_parse(effect.updated_at), f"{what} ({found_by})"))
+    return steps
+
+
+def _run_steps(airflow: LocalAirflow, dag_id: str, run_id: str, did: str) -> list[Step]:
+    run = next((r for r in airflow.runs(dag_id) if r.dag_run_id == run_id), None)
+    steps = []
+    if run is not None and run.start_date:
+        steps.append(Step(run.start_date, f"consumer DAG {dag_id} started"))
+    if run is not None and run.end_date:
+        steps.append(Step(run.end_date, f"consumer DAG {dag_id} succeeded and {did}"))
+    return steps
+
+
+def _spoken(status: str) -> str:
+    return {"CancelRequested": "cancel requested"}.get(status, status.lower())
 
 
 def _timeline(
-    stack: Stack, t0: datetime, run_id: str, job_name: str, consumer: object
+    stack: Stack, t0: datetime, run_id: str, job_name: str, consumer_run: str
 ) -> list[Step]:
     airflow = stack.airflow
     assert airflow is not None
@@ -105,37 +211,14 @@ def _timeline(
         steps.append(
             Step(submit.end_date, f"submission queued ({operator}task instance {took:.2f}s)")
         )
-    record = stack.bridge.ledger.get_job(job_name)
-    if record and record.accepted_at:
-        steps.append(Step(_parse(record.accepted_at), "bridge accepted the submission (policy ok)"))
-    job = stack.emulator.job(job_name)
-    if job is not None:
-        steps.append(Step(_parse(job.created_at), f"Azure ML job {job_name} created"))
-        for status, _, wall in job.history:
-            if status in ("Running", "Completed", "Failed", "Canceled"):
-                at = datetime.fromtimestamp(wall, UTC)
-                steps.append(Step(at, f"job {status.lower()} (Azure ML event)"))
-    for effect in stack.bridge.ledger.effects(job_name):
-        if effect.state is EffectState.COMPLETED and effect.updated_at:
-            steps.append(Step(_parse(effect.updated_at), f"asset event posted on {effect.target}"))
-    start = getattr(consumer, "start_date", None)
-    end = getattr(consumer, "end_date", None)
-    refreshed = next(
-        (r for r in airflow.runs(CONSUMER) if r.dag_run_id == getattr(consumer, "dag_run_id", "")),
-        None,
-    )
-    start = getattr(refreshed, "start_date", start)
-    end = getattr(refreshed, "end_date", end)
-    if start:
-        steps.append(Step(start, f"consumer DAG {CONSUMER} started"))
-    if end:
-        steps.append(Step(end, f"consumer DAG {CONSUMER} succeeded and logged the job"))
+    steps += _job_steps(stack, job_name, statuses=("Running", "Completed", "Failed", "Canceled"))
+    steps += _run_steps(airflow, CONSUMER, consumer_run, "logged the job")
     return sorted(steps, key=lambda step: step.at)
 
 
-def print_timeline(steps: list[Step]) -> None:
+def print_timeline(steps: list[Step], title: str = "Timeline") -> None:
     t0 = steps[0].at
-    print("\nTimeline")
+    print(f"\n{title}")
     for step in steps:
         print(f"  +{(step.at - t0).total_seconds():6.2f}s  {step.what}")
 

@@ -6,6 +6,8 @@
   `Bridge.submit` as `on_submission`: the message is deleted when the call returns, left to
   reappear after its visibility timeout when it raises (like an abandoned Service Bus message),
   and moved to `<queue>-poison` after `max_deliveries` (like Service Bus dead-lettering).
+- The reconcile timer fires the same sweep as the Function App's `reconcile`, on the same
+  NCRONTAB schedule (`BRIDGE_RECONCILE_SCHEDULE`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import threading
 from collections.abc import Callable
 from contextlib import suppress
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from azure.core.exceptions import ResourceExistsError
@@ -21,7 +24,9 @@ from azure.storage.queue import QueueClient, QueueMessage
 
 from bridge.errors import TransientError
 from bridge.local.process import Lifecycle
+from bridge.ncrontab import Schedule
 from bridge.provider.senders import QueueEnvelope
+from bridge.reconcile import Reconciler, SweepReport
 from bridge.service import Bridge
 from bridge.settings import Settings
 from bridge.webhook import Reply, answer
@@ -56,6 +61,8 @@ class DevHost(Lifecycle):
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.schedule = Schedule.parse(settings.reconcile_schedule)
+        self.sweeps: list[tuple[datetime, SweepReport]] = []  # what each timer firing did
 
     @property
     def port(self) -> int:
@@ -72,6 +79,7 @@ class DevHost(Lifecycle):
         self._threads = [
             threading.Thread(target=self._server.serve_forever, name="webhook", daemon=True),
             threading.Thread(target=self._work, name="queue-worker", daemon=True),
+            threading.Thread(target=self._reconcile, name="reconcile-timer", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
@@ -128,6 +136,21 @@ class DevHost(Lifecycle):
             return
         self.queue.delete_message(message)
         log.info("submission %s: %s %s", message_id, report.result, report.detail)
+
+    # The reconcile timer: the stand-in for the Functions timer trigger.
+
+    def _reconcile(self) -> None:
+        while not self._stopping.is_set():
+            now = datetime.now(UTC)
+            fire_at = self.schedule.next_after(now)
+            if self._stopping.wait((fire_at - now).total_seconds()):
+                return
+            try:
+                report = Reconciler(self.bridge_factory()).sweep()
+            except Exception:  # the Functions host logs a failed invocation and fires again later
+                log.exception("reconcile sweep failed")
+                continue
+            self.sweeps.append((fire_at, report))
 
     # The webhook: the stand-in for the Functions HTTP trigger.
 

@@ -4,12 +4,16 @@ Events are posted with azure-eventgrid's own publisher, so the webhook receives 
 on the wire (header `aeg-sas-key`, a JSON array, CloudEvents as a batch). Delivery follows Event
 Grid's rules on a much shorter schedule: 200-204 is success; a connection error or another status
 is retried; 400, 401, 403 and 413 are not; when the retries run out the event is dead-lettered.
-One worker delivers in publication order (Event Grid promises no order; tests like one).
+One worker delivers in publication order (Event Grid promises no order; tests like one), unless a
+`Loss` is set: then a seeded share of events is dropped, delivered twice, or held back so that
+later events overtake it, as at-least-once delivery in no guaranteed order allows.
 """
 
 from __future__ import annotations
 
-import queue
+import heapq
+import itertools
+import random
 import threading
 import time
 from collections.abc import Sequence
@@ -20,7 +24,7 @@ from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import AzureError, HttpResponseError
 from azure.eventgrid import EventGridPublisherClient
 
-Outcome = Literal["pending", "delivered", "dead-lettered", "not-subscribed"]
+Outcome = Literal["pending", "delivered", "dead-lettered", "not-subscribed", "dropped"]
 
 DEFAULT_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 # Event Grid drops (or dead-letters) these at once: no retry can change the answer.
@@ -28,6 +32,17 @@ _NOT_RETRIED = frozenset({400, 401, 403, 413})
 _SUCCESS = range(200, 205)
 # What Event Grid adds to every delivery (a handshake says SubscriptionValidation instead).
 _NOTIFICATION = {"aeg-event-type": "Notification"}
+
+
+@dataclass(frozen=True)
+class Loss:
+    """What the local Event Grid does wrong, each a share of published events, seeded."""
+
+    drop: float = 0.0
+    duplicate: float = 0.0  # delivered a second time, same event id, as a redelivery
+    delay: float = 0.0  # held back so that later events overtake it
+    max_delay: float = 0.0  # seconds a delayed or duplicated event is held back, at most
+    seed: int = 0
 
 
 @dataclass
@@ -38,6 +53,7 @@ class Delivery:
     outcome: Outcome = "pending"
     attempts: list[str] = field(default_factory=list)  # "200", "500", "ServiceRequestError", ...
     done: threading.Event = field(default_factory=threading.Event, repr=False)
+    fault: str | None = None  # "duplicate" or "delayed Ns" when a Loss chose it
 
 
 class EventGridTopic:
@@ -49,15 +65,29 @@ class EventGridTopic:
         access_key: str,
         webhook_url: str | None = None,
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        loss: Loss | None = None,
     ) -> None:
         self.webhook_url = webhook_url
         self.access_key = access_key
         self.retry_delays = tuple(retry_delays)
         self.deliveries: list[Delivery] = []
-        self._lock = threading.Lock()
-        self._pending: queue.Queue[Delivery | None] = queue.Queue()
+        self._loss = loss or Loss()
+        self._random = random.Random(self._loss.seed)
+        self._changed = threading.Condition()
+        self._pending: list[tuple[float, int, Delivery]] = []  # a heap by due time
+        self._order = itertools.count()
         self._stopping = threading.Event()
         self._worker: threading.Thread | None = None
+
+    @property
+    def loss(self) -> Loss:
+        return self._loss
+
+    @loss.setter
+    def loss(self, loss: Loss) -> None:
+        with self._changed:
+            self._loss = loss
+            self._random = random.Random(loss.seed)
 
     def start(self) -> EventGridTopic:
         self._stopping.clear()
@@ -67,16 +97,29 @@ class EventGridTopic:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
-        self._pending.put(None)
+        with self._changed:
+            self._changed.notify_all()
         if self._worker is not None:
             self._worker.join(timeout)
             self._worker = None
 
     def publish(self, event: dict[str, Any]) -> Delivery:
         delivery = Delivery(event)
-        with self._lock:
+        with self._changed:
             self.deliveries.append(delivery)
-        self._pending.put(delivery)
+            loss, chance = self._loss, self._random.random
+            if chance() < loss.drop:
+                delivery.outcome = "dropped"
+                delivery.done.set()
+                return delivery
+            delay = chance() * loss.max_delay if chance() < loss.delay else 0.0
+            if delay:
+                delivery.fault = f"delayed {delay:.1f}s"
+            self._enqueue(delivery, delay)
+            if chance() < loss.duplicate:
+                twin = Delivery(event, fault="duplicate")
+                self.deliveries.append(twin)
+                self._enqueue(twin, chance() * loss.max_delay)
         return delivery
 
     def settled(self, count: int, timeout: float) -> list[Delivery]:
@@ -91,8 +134,26 @@ class EventGridTopic:
             raise TimeoutError(f"{count} events not settled after {timeout}s: {self.deliveries}")
         return chosen
 
+    def _enqueue(self, delivery: Delivery, delay: float) -> None:
+        heapq.heappush(self._pending, (time.monotonic() + delay, next(self._order), delivery))
+        self._changed.notify_all()
+
+    def _next(self) -> Delivery | None:
+        with self._changed:
+            while not self._stopping.is_set():
+                if self._pending:
+                    due, _, delivery = self._pending[0]
+                    wait = due - time.monotonic()
+                    if wait <= 0:
+                        heapq.heappop(self._pending)
+                        return delivery
+                    self._changed.wait(wait)
+                else:
+                    self._changed.wait()
+        return None
+
     def _deliver_all(self) -> None:
-        while (delivery := self._pending.get()) is not None:
+        while (delivery := self._next()) is not None:
             url = self.webhook_url
             if url is None:
                 delivery.outcome = "not-subscribed"

@@ -20,9 +20,9 @@ from typing import Literal
 
 from bridge.composition import build
 from bridge.local.airflow import LocalAirflow
+from bridge.local.azureml import DOCUMENTED, PROFILES, AzureMLEmulator
 from bridge.local.azurite import Azurite
 from bridge.local.devhost import DevHost
-from bridge.local.emulator import AzureMLEmulator
 from bridge.local.process import free_port
 from bridge.service import Bridge
 from bridge.settings import Settings
@@ -30,6 +30,8 @@ from bridge.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_DAGS = REPO / "examples" / "dags"
 QUEUE = "submissions"
+LOCAL_RECONCILE_SCHEDULE = "*/2 * * * * *"  # every 2 seconds
+LOCAL_RECONCILE_AFTER_SECONDS = 5.0
 log = logging.getLogger("bridge.stack")
 
 
@@ -42,6 +44,12 @@ class StackOptions:
     policy_json: str | None = None
     airflow: bool = True
     extra_airflow_env: Mapping[str, str] = field(default_factory=dict)
+    # Reconciliation as the Function App runs it, only sooner than Azure's defaults (every 5
+    # minutes, 10 minutes' grace), so that an outcome no event told shows up within seconds.
+    reconcile_schedule: str = LOCAL_RECONCILE_SCHEDULE
+    reconcile_after_seconds: float = LOCAL_RECONCILE_AFTER_SECONDS
+    # How the Azure ML emulator behaves: documented, observed or lossy (bridge.local.azureml).
+    azure_profile: str = DOCUMENTED.name
 
 
 @dataclass
@@ -77,7 +85,10 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
         event_key = secrets.token_urlsafe(16)
         emulator = stack.enter_context(
             AzureMLEmulator(
-                workdir / "azureml", event_schema=options.event_schema, access_key=event_key
+                workdir / "azureml",
+                event_schema=options.event_schema,
+                access_key=event_key,
+                profile=PROFILES[options.azure_profile],
             )
         )
         settings = Settings(
@@ -91,6 +102,8 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
             airflow_password="admin",
             signing_key=secrets.token_hex(32),
             policy_json=options.policy_json,
+            reconcile_schedule=options.reconcile_schedule,
+            reconcile_after_seconds=options.reconcile_after_seconds,
         )
         bridge = build(settings)
         devhost = stack.enter_context(

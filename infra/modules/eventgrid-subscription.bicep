@@ -3,12 +3,19 @@
 // Filters (all string comparisons in Event Grid are case-insensitive, so "failed" and "Failed"
 // match alike):
 // - event types RunCompleted and RunStatusChanged;
-// - data.runTags.bridge_submission IsNotNull: only jobs the bridge created (the tag name has no
-//   dot, which Event Grid filter keys cannot address);
+// - subjectEndsWith the bridge's job-name suffix: the subject is experiments/{id}/runs/{job name}
+//   and every job the bridge creates is named <dag>-<hash>-airflow (bridge/contracts.py). The
+//   subject is an envelope field whose spelling Azure fixes. A filter on the submission tag would
+//   have to name data.runTags, which real RunCompleted payloads spell RunTags, and whether filter
+//   keys match case-insensitively is not documented. A foreign job whose name happens to end so
+//   costs one function call and one ledger read, and is ignored;
 // - data.runStatus StringNotIn <the statuses known to be non-terminal>. StringNotIn is the one
 //   string operator that matches when the key is absent, so RunCompleted (which has no runStatus)
-//   still passes, and a status Azure ML adds later is delivered rather than silently dropped;
-//   on_azureml_event ignores whatever it cannot route.
+//   still passes, and so would a RunStatusChanged whose key were spelled otherwise: the doubt
+//   costs a delivery, never an event. A status Azure ML adds later is delivered rather than
+//   silently dropped; on_azureml_event ignores whatever it cannot route.
+// What this filter lets slip (no event for Canceled, a dead-lettered delivery) the reconcile
+// timer finds.
 
 param topicName string
 
@@ -21,7 +28,9 @@ param functionName string
 param deadLetterStorageAccountId string
 param deadLetterContainerName string
 
-var submissionTagKey = 'data.runTags.bridge_submission'
+// The suffix of every job name the bridge gives (bridge/contracts.py JOB_NAME_SUFFIX; a test
+// keeps the two equal).
+var jobNameSuffix = '-airflow'
 var nonTerminalStatuses = [
   'NotStarted'
   'Starting'
@@ -56,12 +65,10 @@ resource toBridge 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-1
         'Microsoft.MachineLearningServices.RunCompleted'
         'Microsoft.MachineLearningServices.RunStatusChanged'
       ]
+      subjectEndsWith: jobNameSuffix
+      isSubjectCaseSensitive: false
       enableAdvancedFilteringOnArrays: false
       advancedFilters: [
-        {
-          operatorType: 'IsNotNull'
-          key: submissionTagKey
-        }
         {
           operatorType: 'StringNotIn'
           key: 'data.runStatus'

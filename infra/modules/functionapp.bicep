@@ -39,6 +39,12 @@ param airflowUsername string
 @description('Governance policy JSON (BRIDGE_POLICY).')
 param policyJson string
 
+@description('NCRONTAB schedule of the reconcile timer function (BRIDGE_RECONCILE_SCHEDULE).')
+param reconcileSchedule string
+
+@description('Grace before reconciliation first reads a job (BRIDGE_RECONCILE_AFTER_SECONDS).')
+param reconcileAfterSeconds int
+
 @minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int
@@ -117,6 +123,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'BRIDGE_AIRFLOW_PASSWORD', value: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${airflowPasswordSecretName}/)' }
         { name: 'BRIDGE_SIGNING_KEY', value: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${signingKeySecretName}/)' }
         { name: 'BRIDGE_POLICY', value: policyJson }
+        { name: 'BRIDGE_RECONCILE_SCHEDULE', value: reconcileSchedule }
+        { name: 'BRIDGE_RECONCILE_AFTER_SECONDS', value: string(reconcileAfterSeconds) }
         { name: 'AZURE_CLIENT_ID', value: identityClientId }
       ]
     }

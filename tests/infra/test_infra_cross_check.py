@@ -24,7 +24,9 @@ HOST_SETTINGS = {
 # Read by the code but only on the local stack: set in Azure they would bypass identities.
 LOCAL_ONLY_SETTINGS = {settings.AZUREML_ENDPOINT, settings.LEDGER_CONNECTION_STRING}
 SECRET_SETTINGS = {settings.AIRFLOW_PASSWORD, settings.SIGNING_KEY}
-TRIGGERS_THE_TEMPLATES_WIRE = {"serviceBusTrigger", "eventGridTrigger", "httpTrigger"}
+TRIGGERS_THE_TEMPLATES_WIRE = {
+    "serviceBusTrigger", "eventGridTrigger", "httpTrigger", "timerTrigger",
+}  # fmt: skip
 
 
 def trigger(bindings: list[dict[str, Any]]) -> dict[str, Any]:
@@ -78,7 +80,8 @@ def test_function_app_registers_only_triggers_the_templates_wire(
 
 
 def test_service_bus_trigger_reads_the_queue_and_connection_bicep_sets(
-    functions: Mapping[str, list[dict[str, Any]]], templates: Templates,
+    functions: Mapping[str, list[dict[str, Any]]],
+    templates: Templates,
 ) -> None:
     queue_triggers = [
         trigger(b) for b in functions.values() if trigger(b)["type"] == "serviceBusTrigger"
@@ -102,7 +105,8 @@ def test_queue_setting_names_the_queue_bicep_creates_and_grants(templates: Templ
 
 
 def test_event_subscription_delivers_to_the_event_grid_triggered_function(
-    functions: Mapping[str, list[dict[str, Any]]], templates: Templates,
+    functions: Mapping[str, list[dict[str, Any]]],
+    templates: Templates,
 ) -> None:
     subscription_module = templates.module("eventSubscription")
     function_name = templates.value("main.bicep", subscription_module["params"]["functionName"])
@@ -110,15 +114,42 @@ def test_event_subscription_delivers_to_the_event_grid_triggered_function(
     assert trigger(functions[function_name])["type"] == "eventGridTrigger"
 
     destination = templates.resource("modules/eventgrid-subscription.bicep", "toBridge")[
-        "properties"]["destination"]
+        "properties"
+    ]["destination"]
     assert destination["endpointType"] == "AzureFunction"
     assert destination["properties"]["resourceId"] == "${functionAppId}/functions/${functionName}"
 
 
 def test_every_event_grid_trigger_has_a_subscription(
-    functions: Mapping[str, list[dict[str, Any]]], templates: Templates,
+    functions: Mapping[str, list[dict[str, Any]]],
+    templates: Templates,
 ) -> None:
     event_functions = {n for n, b in functions.items() if trigger(b)["type"] == "eventGridTrigger"}
     subscribed = templates.value(
-        "main.bicep", templates.module("eventSubscription")["params"]["functionName"])
+        "main.bicep", templates.module("eventSubscription")["params"]["functionName"]
+    )
     assert event_functions == {subscribed}
+
+
+def test_reconcile_timer_reads_its_schedule_from_the_setting_bicep_sets(
+    functions: Mapping[str, list[dict[str, Any]]],
+    templates: Templates,
+) -> None:
+    timers = {n: trigger(b) for n, b in functions.items() if trigger(b)["type"] == "timerTrigger"}
+    assert set(timers) == {"reconcile"}, "function_app.py registers no reconcile timer"
+    assert timers["reconcile"]["schedule"] == f"%{settings.RECONCILE_SCHEDULE}%"
+    app_settings = templates.app_settings()
+    assert app_settings[settings.RECONCILE_SCHEDULE] == "reconcileSchedule"
+    after = app_settings[settings.RECONCILE_AFTER_SECONDS]
+    assert after["function"]["parameters"]["value_to_convert"] == "reconcileAfterSeconds"
+
+
+def test_default_reconcile_settings_in_bicep_match_the_code(templates: Templates) -> None:
+    from bridge.ncrontab import Schedule
+
+    main = templates.parsed["main.bicep"]["parameters"]
+    schedule = main["reconcileSchedule"]["default"]
+    assert schedule == settings.DEFAULT_RECONCILE_SCHEDULE
+    Schedule.parse(schedule)
+    after = float(main["reconcileAfterSeconds"]["default"])
+    assert after == settings.DEFAULT_RECONCILE_AFTER_SECONDS

@@ -12,6 +12,7 @@ from bridge.local.stack import EXAMPLE_DAGS, Stack, StackOptions, running_stack
 
 HERE = Path(__file__).parent
 LOOP_POLICY = '{"allowed_computes": ["cpu-cluster"], "max_instance_count": 4}'
+RECONCILE_AFTER_SECONDS = 2.0
 T = TypeVar("T")
 
 
@@ -24,7 +25,14 @@ def loop_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     for source in [*EXAMPLE_DAGS.glob("*.py"), *(HERE / "loop_dags").glob("*.py")]:
         shutil.copy(source, dags / source.name)
     (root / "jobs").symlink_to(EXAMPLE_DAGS.parent / "jobs")  # the examples' ../jobs/*.yml
-    options = StackOptions(workdir=root / "stack", dags_folder=dags, policy_json=LOOP_POLICY)
+    options = StackOptions(
+        workdir=root / "stack",
+        dags_folder=dags,
+        policy_json=LOOP_POLICY,
+        # Reconciliation as in Azure, only sooner: a sweep every second, 2 s after acceptance.
+        reconcile_schedule="* * * * * *",
+        reconcile_after_seconds=RECONCILE_AFTER_SECONDS,
+    )
     with running_stack(options) as stack:
         assert stack.airflow is not None
         stack.airflow.wait_for_dags(
@@ -52,4 +60,20 @@ def asset_events(stack: Stack, uri: str) -> list[Any]:
     assert stack.airflow is not None
     api = AssetApi(stack.airflow.client())
     asset_id = stack.airflow.rest().asset_id(uri)
-    return list(api.get_asset_events(asset_id=asset_id, limit=100).asset_events)
+    found: list[Any] = []
+    while True:  # every page: a session's tests post hundreds of events on the same assets
+        page = api.get_asset_events(asset_id=asset_id, limit=100, offset=len(found)).asset_events
+        found += page
+        if len(page) < 100:
+            return found
+
+
+def job_events(stack: Stack, uri: str, job_name: str) -> list[Any]:
+    """The asset events Airflow holds on `uri` for one job."""
+    return [e for e in asset_events(stack, uri) if e.extra.get("job_name") == job_name]
+
+
+def job_tags(stack: Stack, job_name: str) -> dict[str, str]:
+    """The tags the bridge put on a job (signature included), as Azure ML received them."""
+    job = eventually(lambda: stack.emulator.job(job_name), what=f"job {job_name} created")
+    return dict(job.properties.get("tags") or {})

@@ -3,17 +3,18 @@ service's answers become the bridge's errors."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
 from bridge.adapters.azureml import AzureMLJobs
 from bridge.contracts import TAG_DAG_ID, TAG_SIGNATURE, TAG_SUBMISSION, Submission
 from bridge.errors import InvalidSubmission, PermanentError, TransientError
+from bridge.local.azureml import AzureMLEmulator
 from bridge.local.credential import LocalCredential
-from bridge.local.emulator import AzureMLEmulator
 from bridge.local.process import free_port
 
 pytestmark = pytest.mark.integration
@@ -155,19 +156,29 @@ def test_yaml_sweep_job_is_one_put(emulator: AzureMLEmulator, jobs: AzureMLJobs)
     assert body["tags"] == BRIDGE_TAGS
 
 
-def test_resent_submission_returns_the_existing_job(
-    emulator: AzureMLEmulator, jobs: AzureMLJobs
+@pytest.mark.parametrize(
+    ("repeat_put", "requests"),
+    [("200", ["PUT", "PUT"]), ("409", ["PUT", "PUT", "GET"]), ("400", ["PUT", "PUT", "GET"])],
+)
+def test_resent_submission_returns_the_existing_job_unaltered_whatever_azure_answers(
+    tmp_path: Path, repeat_put: Literal["200", "409", "400"], requests: list[str]
 ) -> None:
-    sub = submission(command_job())
-    first = jobs.create(sub, BRIDGE_TAGS)
+    with AzureMLEmulator(tmp_path, repeat_put=repeat_put) as emulator:
+        jobs = jobs_at(emulator.endpoint)
+        sub = submission(command_job())
+        first = jobs.create(sub, BRIDGE_TAGS)
+        stored = emulator.job(sub.id)
+        assert stored is not None
+        original = json.dumps(stored.put_body, sort_keys=True)
 
-    again = jobs.create(sub, BRIDGE_TAGS)
+        again = jobs.create(sub, {**BRIDGE_TAGS, TAG_SIGNATURE: "another"})
 
-    assert again.name == first.name == sub.id
-    assert again.studio_url == first.studio_url
-    assert emulator.job(sub.id) is not None
-    assert [r.method for r in emulator.requests] == ["PUT", "PUT", "GET"]
-    assert len({r.path for r in emulator.requests}) == 1
+        assert again.name == first.name == sub.id
+        assert again.studio_url == first.studio_url
+        assert [r.method for r in emulator.requests] == requests
+        assert len({r.path for r in emulator.requests}) == 1
+        job = emulator.job(sub.id)
+        assert job is stored and json.dumps(job.put_body, sort_keys=True) == original
 
 
 def test_find_reports_status_and_studio_url(emulator: AzureMLEmulator, jobs: AzureMLJobs) -> None:

@@ -18,8 +18,8 @@ import pytest
 from bridge.adapters.azureml import AzureMLJobs
 from bridge.contracts import TAG_SUBMISSION, Submission
 from bridge.events import RUN_COMPLETED, RUN_STATUS_CHANGED
+from bridge.local.azureml import AzureMLEmulator
 from bridge.local.credential import LOCAL_TOKEN, LocalCredential
-from bridge.local.emulator import AzureMLEmulator
 from bridge.local.process import free_port
 
 pytestmark = pytest.mark.integration
@@ -192,22 +192,38 @@ def test_failing_command_sends_failed_and_no_run_completed(
     assert len(events) == 2
 
 
-def test_cancel_stops_the_command_and_sends_canceled(
+def test_cancel_answers_202_and_passes_through_cancel_requested_as_the_spec_says(
     emulator: AzureMLEmulator, receiver: Receiver
 ) -> None:
     name = submit(emulator, "sleep 30")
     emulator.wait_for_status(name, ["Running"], timeout=10)
 
     started = time.monotonic()
+    jobs_of(emulator).cancel(name)  # azure-ai-ml polls the Location until the job is Canceled
+    assert emulator.job(name) is not None and emulator.job(name).status == "Canceled"  # type: ignore[union-attr]
+    assert time.monotonic() - started < 5
+    polls = [r for r in emulator.requests if "/mfeOperationResults/jc:" + name in r.path]
+    assert polls and all(r.method == "GET" for r in polls)
+    receiver.wait_for(3)
+    time.sleep(0.3)  # the killed process must not turn the job into Failed afterwards
+    assert status_events(receiver.events()) == ["Running", "CancelRequested", "Canceled"]
+    job = emulator.job(name)
+    assert job is not None and [status for status, _, _ in job.history][-2:] == [
+        "CancelRequested", "Canceled",
+    ]  # fmt: skip
+
+
+def test_cancel_answered_200_at_once_is_understood_too(
+    start_emulator: EmulatorFactory, receiver: Receiver
+) -> None:
+    emulator = start_emulator(cancel_answer="200")
+    name = submit(emulator, "sleep 30")
+    emulator.wait_for_status(name, ["Running"], timeout=10)
     jobs_of(emulator).cancel(name)
     assert emulator.wait_for_status(name, ["Canceled"], timeout=5) == "Canceled"
-    assert time.monotonic() - started < 3
+    assert not [r for r in emulator.requests if "mfeOperationResults" in r.path]
     receiver.wait_for(2)
-    time.sleep(0.3)  # the killed process must not turn the job into Failed afterwards
     assert status_events(receiver.events()) == ["Running", "Canceled"]
-    job = emulator.job(name)
-    assert job is not None and job.status == "Canceled"
-    assert [status for status, _, _ in job.history][-1] == "Canceled"
 
 
 def test_job_running_past_its_timeout_fails(emulator: AzureMLEmulator) -> None:

@@ -20,7 +20,7 @@ from bridge.composition import runtime
 from bridge.contracts import Submission
 from bridge.ledger import JobState
 from bridge.local.stack import Stack
-from tests.integration.conftest import asset_events, eventually
+from tests.integration.conftest import asset_events, eventually, job_tags
 
 pytestmark = pytest.mark.integration
 
@@ -59,8 +59,11 @@ def service_bus_message(job: Submission, *, delivery_count: int = 1) -> ServiceB
     )
 
 
-def event_grid_event(job: Submission, event_type: str, status: str | None) -> func.EventGridEvent:
-    data: dict[str, object] = {"experimentName": "functions", "runId": job.id, "runTags": {}}
+def event_grid_event(
+    stack: Stack, job: Submission, event_type: str, status: str | None
+) -> func.EventGridEvent:
+    tags = job_tags(stack, job.id)
+    data: dict[str, object] = {"experimentName": "functions", "runId": job.id, "runTags": tags}
     if status:
         data["runStatus"] = status
     return func.EventGridEvent(
@@ -89,9 +92,10 @@ def test_on_submission_creates_the_job_and_a_redelivery_creates_nothing(
 def test_on_azureml_event_posts_the_routed_asset_event_once(app_environment: Stack) -> None:
     job = long_job()
     function_app.on_submission(service_bus_message(job))
-    function_app.on_azureml_event(event_grid_event(job, "RunStatusChanged", "Running"))
-    function_app.on_azureml_event(event_grid_event(job, "RunStatusChanged", "COMPLETED"))
-    function_app.on_azureml_event(event_grid_event(job, "RunCompleted", None))
+    stack = app_environment
+    function_app.on_azureml_event(event_grid_event(stack, job, "RunStatusChanged", "Running"))
+    function_app.on_azureml_event(event_grid_event(stack, job, "RunStatusChanged", "COMPLETED"))
+    function_app.on_azureml_event(event_grid_event(stack, job, "RunCompleted", None))
     events = [e for e in asset_events(app_environment, DONE) if e.extra["job_name"] == job.id]
     assert len(events) == 1 and events[0].extra["status"] == "Completed"
     record = app_environment.bridge.ledger.get_job(job.id)
@@ -118,12 +122,13 @@ def test_malformed_event_grid_event_is_recorded_not_retried(app_environment: Sta
 def test_events_webhook_handles_a_delivery_through_the_http_trigger(app_environment: Stack) -> None:
     job = long_job()
     function_app.on_submission(service_bus_message(job))
+    tags = job_tags(app_environment, job.id)
     body = [{
         "id": secrets.token_hex(8), "topic": "/subscriptions/s/workspaces/local-workspace",
         "subject": f"experiments/e/runs/{job.id}", "dataVersion": "", "metadataVersion": "1",
         "eventType": "Microsoft.MachineLearningServices.RunStatusChanged",
         "eventTime": "2026-11-25T10:00:00Z",
-        "data": {"runId": job.id, "runStatus": "failed", "runTags": {}},
+        "data": {"runId": job.id, "runStatus": "failed", "runTags": tags},
     }]  # fmt: skip
     request = func.HttpRequest(
         "POST", "http://localhost/api/events", headers={"aeg-event-type": "Notification"},

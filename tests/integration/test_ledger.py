@@ -161,3 +161,36 @@ def test_ledger_down_is_transient(tmp_path: Path) -> None:
     )
     with pytest.raises(TransientError, match="ledger: could not create the ledger table"):
         table.get_job("x")
+
+
+def test_watch_list_returns_only_due_jobs_earliest_first(ledger: TableLedger) -> None:
+    ledger.watch("late", 300.0)
+    ledger.watch("early", 100.0)
+    ledger.watch("middle", 200.0)
+    assert [w.job_name for w in ledger.due(250.0, limit=10)] == ["early", "middle"]
+    assert ledger.due(50.0, limit=10) == []
+    assert len(ledger.due(1000.0, limit=2)) == 2
+
+
+def test_watching_again_keeps_the_backoff_a_resend_must_not_reset(ledger: TableLedger) -> None:
+    ledger.watch("job-a", 100.0)
+    ledger.postpone("job-a", 700.0, checks=3)
+    ledger.watch("job-a", 150.0)  # the same submission, redelivered
+    [watch] = ledger.due(1000.0, limit=10)
+    assert (watch.job_name, watch.due_at, watch.checks) == ("job-a", 700.0, 3)
+
+
+def test_unwatched_job_is_gone_and_unwatching_twice_is_fine(ledger: TableLedger) -> None:
+    ledger.watch("job-b", 100.0)
+    ledger.unwatch("job-b")
+    ledger.unwatch("job-b")
+    ledger.postpone("job-b", 200.0, checks=1)  # a sweep racing the unwatch adds nothing back
+    assert ledger.due(1000.0, limit=10) == []
+
+
+def test_watch_list_is_its_own_partition_apart_from_job_records(ledger: TableLedger) -> None:
+    job = submission("watched")
+    ledger.watch(job.id, 100.0)
+    ledger.add_job(JobRecord(job, JobState.ACCEPTED))
+    assert [w.job_name for w in ledger.due(1000.0, limit=10)] == [job.id]
+    assert ledger.effects(job.id) == []

@@ -15,7 +15,7 @@ from bridge.ledger import JobState
 from bridge.local import demo
 from bridge.local.stack import Stack
 from bridge.provider.senders import StorageQueueSender
-from tests.integration.conftest import asset_events, eventually
+from tests.integration.conftest import asset_events, eventually, job_tags
 
 pytestmark = pytest.mark.integration
 
@@ -70,14 +70,16 @@ def post(stack: Stack, events: list[dict[str, Any]], content_type: str) -> tuple
         return response.status, json.loads(response.read())
 
 
-def documented_event(job_name: str, event_type: str, status: str | None) -> dict[str, Any]:
+def documented_event(
+    job_name: str, event_type: str, status: str | None, tags: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Shaped like Azure's documentation sample (shared/REFERENCE.md), for our job."""
     data: dict[str, Any] = {
         "experimentId": "0fa9dfaa-cba3-4fa7-b590-23e48548f5c1",
         "experimentName": "loop",
         "runId": job_name,
         "runType": None,
-        "runTags": {},
+        "runTags": tags or {},
         "runProperties": {},
     }
     if status is not None:
@@ -126,9 +128,9 @@ def test_azure_ml_received_what_azure_ai_ml_really_sends(loop_stack: Stack) -> N
     created(loop_stack, job)
     puts = [r for r in loop_stack.emulator.requests if r.method == "PUT" and job.id in r.path]
     assert len(puts) == 1
-    assert puts[0].path.endswith(
-        f"/workspaces/local-workspace/jobs/{job.id}"
-    ) and puts[0].path.startswith("/subscriptions/00000000-0000-0000-0000-000000000000/")
+    assert puts[0].path.endswith(f"/workspaces/local-workspace/jobs/{job.id}") and puts[
+        0
+    ].path.startswith("/subscriptions/00000000-0000-0000-0000-000000000000/")
     properties = puts[0].body["properties"]
     assert properties["jobType"] == "Command"
     assert properties["command"] == "sleep 300"
@@ -149,10 +151,11 @@ def test_documented_events_in_a_batch_produce_exactly_the_routed_effects(
     job = submission()
     send(loop_stack, job)
     created(loop_stack, job)
+    tags = job_tags(loop_stack, job.id)
     batch = [
-        documented_event(job.id, "RunStatusChanged", "Running"),
-        documented_event(job.id, "RunStatusChanged", "completed"),
-        documented_event(job.id, "RunCompleted", None),
+        documented_event(job.id, "RunStatusChanged", "Running", tags),
+        documented_event(job.id, "RunStatusChanged", "completed", tags),
+        documented_event(job.id, "RunCompleted", None, tags),
     ]
     content_type = "application/json"
     if schema == "cloudevents":

@@ -8,7 +8,7 @@ import sys
 
 def test_importing_the_azureml_adapter_does_not_import_azure_ai_ml() -> None:
     probe = (
-        "import sys, bridge.adapters.azureml, bridge.local.emulator, bridge.local.credential\n"
+        "import sys, bridge.adapters.azureml, bridge.local.azureml, bridge.local.credential\n"
         "print(sorted(name for name in sys.modules if name.startswith('azure.ai.ml')))"
     )
     result = subprocess.run(

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from bridge.contracts import (
+    JOB_NAME_SUFFIX,
     MAX_SUBMISSION_BYTES,
     CommandJob,
     Origin,
@@ -50,7 +51,7 @@ def test_job_name_is_deterministic_valid_and_readable() -> None:
     name = job_name(origin)
     assert name == job_name(origin.model_copy())
     assert AZUREML_NAME.match(name), name
-    assert name.startswith("train_model_v2-")
+    assert name.startswith("train_model_v2-") and name.endswith(JOB_NAME_SUFFIX)
 
 
 def test_job_name_differs_per_task_instance() -> None:
@@ -71,7 +72,7 @@ def test_job_name_of_a_dag_id_starting_with_a_digit_starts_with_a_letter() -> No
 
 def test_long_dag_id_keeps_job_name_short() -> None:
     name = job_name(Origin(dag_id="x" * 250, run_id="r", task_id="t"))
-    assert len(name) <= 61
+    assert len(name) <= 61 + len(JOB_NAME_SUFFIX)
 
 
 def test_experiment_defaults_to_dag_id(submission_dict: dict[str, Any]) -> None:

@@ -62,13 +62,16 @@ def test_extra_carries_everything_a_consumer_reads() -> None:
         "event_time": "2026-11-25T10:00:00Z",
         "submission_id": "train-abc",
         "origin": {"dag_id": "train", "run_id": "manual__1", "task_id": "submit", "map_index": -1},
+        "via": "event",
         "effect_id": f"train-abc/{effect.id}",
     }
     json.dumps(extra)  # Airflow stores it as JSON
 
 
 def test_rejection_reason_is_in_extra() -> None:
-    extra = plan(fact(status="Rejected", reason="policy: nope"), Route(assets=("a://f",)))[0].extra()
+    extra = plan(fact(status="Rejected", reason="policy: nope"), Route(assets=("a://f",)))[
+        0
+    ].extra()
     assert extra["status"] == "Rejected" and extra["reason"] == "policy: nope"
 
 

@@ -13,14 +13,14 @@ from bridge.events import (
     RUN_STATUS_CHANGED,
     Ignored,
     JobEvent,
+    Malformed,
     Validation,
     parse_event,
     parse_events,
 )
 
 TOPIC = (
-    "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.MachineLearningServices/"
-    "workspaces/ws"
+    "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"
 )
 
 
@@ -116,14 +116,72 @@ def test_subscription_validation_is_recognised() -> None:
     [
         (b"{not json", "not JSON"),
         (b"[]", "empty array"),
-        (b"[1]", "event [0] is not a JSON object"),
-        (json.dumps([{"hello": 1}]).encode(), "event [0]: not an event"),
-        (json.dumps([{**event_grid(), "data": "x"}]).encode(), "'data' must be an object"),
-        (json.dumps([event_grid(runId=None)]).encode(), "data.runId is missing"),
-        (json.dumps([{**event_grid(), "id": None}]).encode(), "'id' is missing"),
-        (json.dumps([event_grid(runStatus=3)]).encode(), "runStatus must be a string"),
+        (b"[1, 2]", "no JSON object"),
+        (b'"a string"', "no JSON object"),
     ],
 )
-def test_malformed_delivery_error_names_the_problem(body: bytes, named: str) -> None:
+def test_a_body_with_no_event_object_is_refused_naming_the_problem(body: bytes, named: str) -> None:
     with pytest.raises(InvalidEvent, match=re.escape(named)):
         parse_events(body)
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        (1, "event [1] is not a JSON object"),
+        ({"hello": 1}, "event [1]: not an event"),
+        ({**event_grid(), "data": "x"}, "'data' is a string but not JSON"),
+        ({**event_grid(), "data": [1]}, "'data' must be an object"),
+        (event_grid(runId=None), "data.runId is missing"),
+        ({**event_grid(), "id": None}, "'id' is missing"),
+        (event_grid(runStatus=3), "runStatus must be a string"),
+        (event_grid(runTags=["a"]), "runTags must be an object"),
+        ({**event_grid(), "eventTime": 1498502460}, "'eventTime' must be a string, not int"),
+        ({**event_grid(), "subject": {"runs": 1}}, "'subject' must be a string, not dict"),
+        ({**event_grid(), "topic": 7}, "'topic' must be a string, not int"),
+        ({**cloud_event(), "source": ["x"]}, "'source' must be a string, not list"),
+    ],
+)
+def test_each_event_is_judged_alone_and_a_bad_one_names_its_problem(raw: Any, named: str) -> None:
+    good = event_grid(RUN_COMPLETED)
+    parsed = parse_events(json.dumps([good, raw, good]))
+    assert [type(item).__name__ for item in parsed] == ["JobEvent", "Malformed", "JobEvent"]
+    bad = parsed[1]
+    assert isinstance(bad, Malformed)
+    assert named in bad.reason and bad.raw == raw and bad.index == 1
+
+
+@pytest.mark.parametrize("tags_key", ["runTags", "RunTags", "RUNTAGS"])
+def test_data_keys_are_read_whatever_their_casing(tags_key: str) -> None:
+    raw = event_grid(RUN_COMPLETED)
+    data = raw["data"]
+    raw["data"] = {
+        "ExperimentName": "exp",
+        "RunId": data["runId"],
+        tags_key: {"bridge_signature": "sig"},
+    }
+    event = parse_event(raw)
+    assert isinstance(event, JobEvent)
+    assert (event.job_name, event.experiment_name) == ("my-job-name", "exp")
+    assert event.tags == {"bridge_signature": "sig"}
+
+
+def test_an_empty_spelling_does_not_hide_the_filled_one() -> None:
+    event = parse_event(event_grid(RUN_COMPLETED, runTags={}, RunTags={"bridge_signature": "s"}))
+    assert isinstance(event, JobEvent) and event.tags == {"bridge_signature": "s"}
+
+
+def test_data_sent_as_a_json_string_is_decoded() -> None:
+    raw = event_grid(runStatus="Failed")
+    raw["data"] = json.dumps(raw["data"])
+    event = parse_event(raw)
+    assert isinstance(event, JobEvent) and event.outcome is Outcome.FAILED
+    assert event.tags == {"bridge_submission": "my-job-name"}
+
+
+def test_cloudevent_with_specversion_in_another_casing_is_read() -> None:
+    raw = cloud_event(runStatus="failed")
+    raw["specVersion"] = raw.pop("specversion")
+    event = parse_event(raw)
+    assert isinstance(event, JobEvent) and event.schema == "cloudevents"
+    assert event.outcome is Outcome.FAILED

@@ -44,3 +44,20 @@ def test_environment_round_trips_and_covers_only_known_settings() -> None:
     settings = Settings.from_env(COMPLETE)
     assert Settings.from_env(settings.environment()) == settings
     assert set(settings.environment()) <= set(SETTINGS)
+
+
+def test_reconcile_defaults_to_every_five_minutes_after_ten() -> None:
+    settings = Settings.from_env(COMPLETE)
+    assert (settings.reconcile_schedule, settings.reconcile_after_seconds) == ("0 */5 * * * *", 600)
+
+
+def test_bad_reconcile_settings_are_named() -> None:
+    env = {
+        **COMPLETE,
+        "BRIDGE_RECONCILE_SCHEDULE": "*/5 * * * *",
+        "BRIDGE_RECONCILE_AFTER_SECONDS": "ten minutes",
+    }
+    problems = Settings.from_env(env).problems()
+    assert problems[0].startswith("BRIDGE_RECONCILE_SCHEDULE: schedule '*/5 * * * *' has 5 fields")
+    assert problems[1] == "BRIDGE_RECONCILE_AFTER_SECONDS is not a positive number of seconds"
+    assert len(problems) == 2

@@ -11,11 +11,12 @@ from airflow.sdk import Asset, dag, task
 
 DONE = Asset("azureml://bridge-tests/loop/completed")
 FAILED = Asset("azureml://bridge-tests/loop/failed")
+CANCELED = Asset("azureml://bridge-tests/loop/canceled")
 
 
 @dag(schedule=None)
 def loop_assets() -> None:
-    @task(outlets=[DONE, FAILED])
+    @task(outlets=[DONE, FAILED, CANCELED])
     def declare() -> None:
         """Never triggered: it only makes the assets known to Airflow."""
 

@@ -6,9 +6,14 @@ named compute is one `PUT .../jobs/{name}`; `jobs.get` is one GET; `jobs.begin_c
 `.../jobs/{name}/cancel`. Every other route answers 404 with an Azure error body and is recorded,
 so a test sees an unexpected call.
 
+The ARM answers follow the REST API spec's examples (stable 2025-09-01): a PUT of an existing name
+answers 200 with the existing job, unchanged; cancel answers 202 with a `Location` to poll, and the
+job passes through CancelRequested to Canceled. Where real Azure is unverified the other answers
+can be chosen (`repeat_put="409"`, `cancel_answer="200"`).
+
 Command jobs run as local shell commands in `workdir/jobs/{name}`; every other job type goes
-Running -> Completed without running anything. Status changes are published as Azure ML's Event
-Grid events (`RunStatusChanged`, plus `RunCompleted` on success) through `EventGridTopic`.
+Running -> Completed without running anything. Each status change is handed to the
+`JobEventPublisher`, whose profile decides which events Azure ML would raise for it.
 """
 
 from __future__ import annotations
@@ -28,25 +33,29 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from bridge.events import RUN_COMPLETED, RUN_STATUS_CHANGED, Schema
+from bridge.events import Schema
+from bridge.local.azureml.profiles import DOCUMENTED, Profile
+from bridge.local.azureml.publisher import JobEventPublisher
 from bridge.local.event_grid import DEFAULT_RETRY_DELAYS, Delivery, EventGridTopic
 from bridge.local.process import Lifecycle, Service
 
 TERMINAL = frozenset({"Completed", "Failed", "Canceled"})
+API_VERSION = "2025-09-01"
 _JOB_ROUTE = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
     r"Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)/jobs/(?P<name>[^/]+)"
     r"(?P<cancel>/cancel)?$",
     re.IGNORECASE,
 )
+# Where a 202 from cancel points: Azure ML's long-running operation results.
+_OPERATION_ROUTE = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.MachineLearningServices/locations/"
+    r"(?P<location>[^/]+)/mfeOperationResults/jc:(?P<name>[^/]+)$",
+    re.IGNORECASE,
+)
 _PLACEHOLDER = re.compile(r"\$\{\{\s*(inputs|outputs)\.(\w+)\s*\}\}")
 _DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 _DATASTORE_URI = re.compile(r"^azureml://datastores/(?P<store>[^/]+)/paths/(?P<path>.*)$")
-_RUN_TYPES = {
-    "Command": "azureml.scriptrun",
-    "Pipeline": "azureml.PipelineRun",
-    "Sweep": "hyperdrive",
-}
 
 
 @dataclass(frozen=True)
@@ -118,18 +127,33 @@ class AzureMLEmulator(Lifecycle):
         port: int = 0,
         status_case: Literal["title", "lower"] = "title",
         retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS,
+        profile: Profile = DOCUMENTED,
+        repeat_put: Literal["200", "409", "400"] = "200",
+        cancel_answer: Literal["202", "200"] = "202",
+        cancel_seconds: float = 0.5,
     ) -> None:
         self.workdir = workdir
-        self.event_schema = event_schema
-        self.status_case = status_case
         self.port = port
+        self.repeat_put = repeat_put
+        self.cancel_answer = cancel_answer
+        self.cancel_seconds = cancel_seconds  # CancelRequested -> Canceled
         self.workspace_id = (
             f"/subscriptions/{self.SUBSCRIPTION_ID}/resourceGroups/{self.RESOURCE_GROUP}"
             f"/providers/Microsoft.MachineLearningServices/workspaces/{self.WORKSPACE}"
         )
         self.requests: list[RecordedRequest] = []
         self._topic = EventGridTopic(
-            access_key=access_key, webhook_url=webhook_url, retry_delays=retry_delays
+            access_key=access_key,
+            webhook_url=webhook_url,
+            retry_delays=retry_delays,
+            loss=profile.loss,
+        )
+        self._publisher = JobEventPublisher(
+            self._topic,
+            self.workspace_id,
+            profile=profile,
+            schema=event_schema,
+            status_case=status_case,
         )
         self._jobs: dict[str, EmulatedJob] = {}
         self._failures: list[Answer] = []
@@ -175,6 +199,20 @@ class AzureMLEmulator(Lifecycle):
         self._topic.webhook_url = url
 
     @property
+    def profile(self) -> Profile:
+        return self._publisher.profile
+
+    @profile.setter
+    def profile(self, profile: Profile) -> None:
+        """Switch profiles on a running emulator: for jobs' later status changes."""
+        self._publisher.profile = profile
+        self._topic.loss = profile.loss
+
+    @property
+    def event_schema(self) -> Schema:
+        return self._publisher.schema
+
+    @property
     def events(self) -> list[Delivery]:
         """Every event published, in order, exactly as sent, with its delivery outcome."""
         return list(self._topic.deliveries)
@@ -211,6 +249,13 @@ class AzureMLEmulator(Lifecycle):
             )
         return current
 
+    def forget(self, name: str) -> None:
+        """Delete the job, as a workspace's retention or a user would: it reads as 404 from now."""
+        with self._changed:
+            job = self._jobs.pop(name, None)
+        if job is not None and job.process is not None:
+            job.process.stop(grace=1)
+
     def fail_next(
         self,
         status: int,
@@ -240,6 +285,9 @@ class AzureMLEmulator(Lifecycle):
                 return self._failures.pop(0)
         if not headers.get("authorization", "").startswith("Bearer "):
             return azure_error(401, "AuthenticationFailed", "no bearer token in Authorization")
+        operation = _OPERATION_ROUTE.match(url.path)
+        if operation is not None and method == "GET":
+            return self._operation(operation["name"])
         route = _JOB_ROUTE.match(url.path)
         if route is None:
             return azure_error(404, "NotFound", f"the emulator does not serve {method} {url.path}")
@@ -265,7 +313,7 @@ class AzureMLEmulator(Lifecycle):
         job = EmulatedJob(name, body, self.workdir / "jobs" / name)
         with self._changed:
             if name in self._jobs:
-                return azure_error(409, "UserError", f"a job named {name} already exists")
+                return self._repeated_put(self._jobs[name])
             self._jobs[name] = job
             self._set_status(job, "NotStarted")
             answer = Answer(201, self._resource(job))  # as created, before the run moves on
@@ -278,13 +326,43 @@ class AzureMLEmulator(Lifecycle):
             return azure_error(404, "UserError", f"job {name} not found")
         return Answer(200, self._resource(job))
 
+    def _repeated_put(self, existing: EmulatedJob) -> Answer:
+        """A PUT of a name that exists: the spec's 200 with the job as it is, or a refusal."""
+        if self.repeat_put == "409":
+            return azure_error(409, "UserError", f"a job named {existing.name} already exists")
+        if self.repeat_put == "400":
+            message = f"job {existing.name} exists; its properties cannot be changed"
+            return azure_error(400, "UserError", message)
+        return Answer(200, self._resource(existing))
+
     def _cancel(self, name: str) -> Answer:
         job = self.job(name)
         if job is None:
             return azure_error(404, "UserError", f"job {name} not found")
+        if self.cancel_answer == "200":
+            self._stop(job)
+            return Answer(200, {})
+        if self._set_status(job, "CancelRequested"):
+            threading.Timer(self.cancel_seconds, self._stop, args=(job,)).start()
+        location = (
+            f"{self.endpoint}subscriptions/{self.SUBSCRIPTION_ID}/providers/"
+            f"Microsoft.MachineLearningServices/locations/local/mfeOperationResults/jc:{name}"
+            f"?api-version={API_VERSION}"
+        )
+        return Answer(202, None, {"Location": location, "Retry-After": "1"})
+
+    def _operation(self, name: str) -> Answer:
+        """The cancel operation: 202 while the job is stopping, 200 once it is Canceled."""
+        job = self.job(name)
+        if job is None:
+            return azure_error(404, "UserError", f"job {name} not found")
+        if job.status in TERMINAL:
+            return Answer(200, None)
+        return Answer(202, None, {"Retry-After": "1"})
+
+    def _stop(self, job: EmulatedJob) -> None:
         if self._finish(job, "Canceled") and job.process is not None:
             job.process.stop(grace=1)
-        return Answer(200, {})
 
     def _resource(self, job: EmulatedJob) -> dict[str, Any]:
         properties = job.properties
@@ -307,7 +385,6 @@ class AzureMLEmulator(Lifecycle):
     def _run(self, job: EmulatedJob) -> None:
         if not (self._set_status(job, "Queued") and self._set_status(job, "Running")):
             return  # canceled while queued
-        self._publish_status(job, "Running")
         status = self._execute(job) if job.job_type == "Command" else "Completed"
         self._finish(job, status)
 
@@ -328,8 +405,8 @@ class AzureMLEmulator(Lifecycle):
             f"job {job.name}", ["/bin/sh", "-c", command], log=job.log_path, env=env, cwd=job.folder
         )
         with self._changed:
-            if job.status in TERMINAL:  # canceled before it started
-                return job.status
+            if job.status in TERMINAL or job.status == "CancelRequested":
+                return "Canceled"  # canceled before it started
             job.process = service.start()
         process = service.process
         assert process is not None
@@ -356,55 +433,31 @@ class AzureMLEmulator(Lifecycle):
         return str(self.datastore_path(uri) or uri)
 
     def _set_status(self, job: EmulatedJob, status: str) -> bool:
+        """Move the job on and tell the publisher; a job being canceled only moves to Canceled."""
         with self._changed:
             if job.status in TERMINAL:
                 return False
+            if job.status == "CancelRequested" and status not in TERMINAL:
+                return False
+            if job.status == "CancelRequested":
+                status = "Canceled"  # whatever the process did as it was stopped
             job.status = status
             job.history.append((status, time.monotonic(), time.time()))
             self._changed.notify_all()
+            self._publisher.status_changed(
+                job_name=job.name,
+                job_type=job.job_type,
+                experiment_id=self.experiment_id(job.experiment_name),
+                experiment_name=job.experiment_name,
+                tags=dict(job.properties.get("tags") or {}),
+                properties=dict(job.properties.get("properties") or {}),
+                status=status,
+            )
             return True
 
     def _finish(self, job: EmulatedJob, status: str) -> bool:
         """Reach a terminal status once: a canceled job stays canceled whatever its process did."""
-        if not self._set_status(job, status):
-            return False
-        self._publish_status(job, status)
-        return True
-
-    # -- events ----------------------------------------------------------------------------------
-
-    def _publish_status(self, job: EmulatedJob, status: str) -> None:
-        properties = job.properties
-        data: dict[str, Any] = {
-            "experimentId": self.experiment_id(job.experiment_name),
-            "experimentName": job.experiment_name,
-            "runId": job.name,
-            "runType": _RUN_TYPES.get(job.job_type),
-            "runTags": dict(properties.get("tags") or {}),
-            "runProperties": dict(properties.get("properties") or {}),
-        }
-        cased = status if self.status_case == "title" else status.lower()
-        self._topic.publish(self._event(job, RUN_STATUS_CHANGED, {**data, "runStatus": cased}))
-        if status == "Completed":
-            self._topic.publish(self._event(job, RUN_COMPLETED, data))
-
-    def _event(self, job: EmulatedJob, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
-        subject = f"experiments/{data['experimentId']}/runs/{job.name}"
-        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        event_id = str(uuid.uuid4())
-        if self.event_schema == "cloudevents":
-            return {
-                "specversion": "1.0",
-                "id": event_id,
-                "source": self.workspace_id,
-                "type": event_type,
-                "subject": subject,
-                "time": now,
-                "data": data,
-            }
-        return {"id": event_id, "topic": self.workspace_id, "subject": subject,
-                "eventType": event_type, "eventTime": now, "data": data,
-                "dataVersion": "", "metadataVersion": "1"}  # fmt: skip
+        return self._set_status(job, status)
 
 
 class _Server(ThreadingHTTPServer):

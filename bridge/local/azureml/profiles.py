@@ -1,0 +1,56 @@
+"""Emulator profiles: the Azure ML that the documentation describes, the one public payloads show,
+and one that loses events on the way.
+
+Where Azure's documentation and its public evidence disagree, or the evidence is silent, the
+emulator can behave each way, and the bridge must converge under all of them
+(docs/azure-behaviour.md lists the sources):
+
+- `documented`: RunStatusChanged on the way (Running, CancelRequested) and for every terminal status
+  (the current schema page: "raised when a run status changes"), RunCompleted on success, tags
+  under `runTags`, the documentation sample's `dataVersion` "".
+- `observed`: what payloads from Azure's own SDK test suites and a user's capture show. RunCompleted
+  spells its tags `RunTags` and its time with `+00:00`; RunStatusChanged is seen only for
+  NotStarted, Running and Failed, never for Completed or Canceled; a canceled job raises no event
+  at all; 7-digit fractional seconds; `dataVersion` "2"; `runType` null.
+- `lossy`: `documented`'s events, of which a seeded share is dropped, duplicated (same id, as an
+  Event Grid redelivery) or held back so that later ones overtake it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bridge.local.event_grid import Loss
+
+# What the emulator has always published: Running on the way, every terminal status at the end.
+DOCUMENTED_STATUSES: frozenset[str] = frozenset(
+    {"Running", "CancelRequested", "Completed", "Failed", "Canceled"}
+)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    status_changed: frozenset[str]  # statuses that raise RunStatusChanged
+    run_completed: bool = True  # RunCompleted on success
+    run_completed_tags_key: str = "runTags"
+    time_style: Literal["python", "azure"] = "python"  # azure: 7 fractional digits
+    data_version: str = ""
+    loss: Loss = field(default_factory=Loss)
+
+
+DOCUMENTED = Profile("documented", status_changed=DOCUMENTED_STATUSES)
+OBSERVED = Profile(
+    "observed",
+    status_changed=frozenset({"NotStarted", "Running", "Failed"}),
+    run_completed_tags_key="RunTags",
+    time_style="azure",
+    data_version="2",
+)
+LOSSY = Profile(
+    "lossy",
+    status_changed=DOCUMENTED_STATUSES,
+    loss=Loss(drop=0.25, duplicate=0.25, delay=0.25, max_delay=2.0, seed=20261126),
+)
+PROFILES = {profile.name: profile for profile in (DOCUMENTED, OBSERVED, LOSSY)}

@@ -1,0 +1,129 @@
+"""Every outcome reaches Airflow exactly once, whatever Azure ML actually sends.
+
+The same scenarios (complete, fail, cancel, reject) run with the emulator behaving as the
+documentation describes (`documented`), as public payloads show (`observed`: RunTags, no
+RunStatusChanged for Completed or Canceled, no event at all for a canceled job) and losing events
+(`lossy`: dropped, duplicated, delayed and reordered deliveries). Submissions go through the queue
+and the dev host, events through the local Event Grid to the webhook, and the dev host's reconcile
+timer sweeps every second with a 2 s grace: events first, reconciliation as the net.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from bridge.adapters.azureml import AzureMLJobs
+from bridge.contracts import Submission
+from bridge.local.azureml import DOCUMENTED, PROFILES, Profile
+from bridge.local.credential import LocalCredential
+from bridge.local.stack import Stack
+from bridge.provider.senders import StorageQueueSender
+from tests.integration.conftest import eventually, job_events
+
+pytestmark = pytest.mark.integration
+
+DONE = "azureml://bridge-tests/loop/completed"
+FAILED = "azureml://bridge-tests/loop/failed"
+CANCELED = "azureml://bridge-tests/loop/canceled"
+ROUTES = (DONE, FAILED, CANCELED)
+# scenario: (command, compute, the one route it must reach, the status Airflow must be told)
+SCENARIOS = {
+    "complete": ("echo trained", "cpu-cluster", DONE, "Completed"),
+    "fail": ("echo 'bad data' >&2; exit 3", "cpu-cluster", FAILED, "Failed"),
+    "cancel": ("sleep 120", "cpu-cluster", CANCELED, "Canceled"),
+    "reject": ("echo never", "gpu-monster", FAILED, "Rejected"),
+}
+
+
+@pytest.fixture
+def profile(loop_stack: Stack, request: pytest.FixtureRequest) -> Iterator[Profile]:
+    chosen = PROFILES[request.param]
+    loop_stack.emulator.profile = chosen
+    yield chosen
+    loop_stack.emulator.profile = DOCUMENTED
+
+
+def submission(scenario: str, command: str, compute: str) -> Submission:
+    return Submission.model_validate(
+        {
+            "origin": {"dag_id": f"profile_{scenario}", "run_id": secrets.token_hex(6),
+                       "task_id": "submit"},
+            "job": {"command": command, "environment": "azureml:env:1", "compute": compute,
+                    "experiment_name": "profiles"},
+            "on": {"completed": [DONE], "failed": [FAILED], "canceled": [CANCELED]},
+            "trigger": {"completed": [{"dag_id": "loop_triggered", "conf": {"from": scenario}}]},
+        }
+    )  # fmt: skip
+
+
+def cancel_when_running(stack: Stack, job: Submission) -> None:
+    eventually(lambda: stack.emulator.job(job.id), what=f"job {job.id} created")
+    stack.emulator.wait_for_status(job.id, ["Running"], timeout=20)
+    emulator = stack.emulator
+    AzureMLJobs(
+        subscription_id=emulator.SUBSCRIPTION_ID,
+        resource_group=emulator.RESOURCE_GROUP,
+        workspace=emulator.WORKSPACE,
+        credential=LocalCredential(),
+        endpoint=emulator.endpoint,
+    ).cancel(job.id)  # as a user in Studio would
+
+
+def settled(stack: Stack, names: set[str]) -> bool:
+    """No job left on the watch list, every event about them delivered or lost for good."""
+    watched = {w.job_name for w in stack.bridge.ledger.due(math.inf, 10_000)}
+    pending = [
+        d for d in stack.emulator.events
+        if d.event["data"].get("runId") in names and not d.done.is_set()
+    ]  # fmt: skip
+    return not (watched & names) and not pending
+
+
+@pytest.mark.parametrize("profile", ["documented", "observed", "lossy"], indirect=True)
+def test_every_outcome_reaches_airflow_exactly_once(loop_stack: Stack, profile: Profile) -> None:
+    jobs = {name: submission(name, command, compute)
+            for name, (command, compute, _, _) in SCENARIOS.items()}  # fmt: skip
+    sender = StorageQueueSender(loop_stack.azurite.connection_string, loop_stack.queue_name)
+    try:
+        for job in jobs.values():
+            sender.send(job)
+    finally:
+        sender.close()
+    cancel_when_running(loop_stack, jobs["cancel"])
+
+    for name, (_, _, route, _) in SCENARIOS.items():
+        job = jobs[name]
+        eventually(lambda job=job, route=route: job_events(loop_stack, route, job.id),
+                   timeout=60, what=f"{profile.name}: {name} reaches {route}")  # fmt: skip
+    names = {job.id for job in jobs.values()}
+    eventually(lambda: settled(loop_stack, names), timeout=30, what="every job settled")
+    time.sleep(2.5)  # two more sweeps, and any late duplicate the lossy topic still holds
+
+    via = {}
+    for name, (_, _, route, status) in SCENARIOS.items():
+        job = jobs[name]
+        counts = {uri: len(job_events(loop_stack, uri, job.id)) for uri in ROUTES}
+        assert counts == {uri: int(uri == route) for uri in ROUTES}, (profile.name, name, counts)
+        [routed] = job_events(loop_stack, route, job.id)
+        assert routed.extra["status"] == status
+        via[name] = routed.extra["via"]
+    airflow = loop_stack.airflow
+    assert airflow is not None
+    triggered = [r.dag_run_id for r in airflow.runs("loop_triggered") if r.dag_run_id in {
+        f"azureml__{job.id}__completed" for job in jobs.values()}]  # fmt: skip
+    assert triggered == [f"azureml__{jobs['complete'].id}__completed"]
+    assert via["reject"] == "submission"
+    if profile.name == "lossy":  # the profile did lose, double or hold back some of these events
+        faults = [d for d in loop_stack.emulator.events
+                  if d.event["data"].get("runId") in names
+                  and (d.outcome == "dropped" or d.fault is not None)]  # fmt: skip
+        assert faults, "the lossy topic delivered every event once, in order: nothing was proven"
+    if profile.name == "observed":
+        # RunCompleted (tags under RunTags) and RunStatusChanged(Failed) arrive, well within the
+        # 2 s grace; a canceled job raises nothing, so only the sweep can have routed it.
+        assert (via["complete"], via["fail"], via["cancel"]) == ("event", "event", "reconcile")

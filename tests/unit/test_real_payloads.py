@@ -1,0 +1,109 @@
+"""Real public Azure ML event payloads (tests/fixtures/events, sources in SOURCES.md) parse to the
+right job, status, outcome and tags, in both schemas and whatever casing each source used."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.contracts import Outcome
+from bridge.events import Ignored, JobEvent, Malformed, parse_event, parse_events
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "events"
+AUTOML = "AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc"
+SDK_TAGS = {"experiment_status": "ModelSelection",
+            "experiment_status_descr": "Beginning model selection."}  # fmt: skip
+SDK_WORKSPACE = "jenns-canary"
+SPEC_WORKSPACE = "{workspace-name}"
+
+# file: (schema, job name, status, outcome, tags, workspace)
+RUN_EVENTS: dict[str, tuple[str, str, str, Outcome | None, dict[str, str], str]] = {
+    "eventgrid-run-completed.sdk-net.json":
+        ("eventgrid", AUTOML, "Completed", Outcome.COMPLETED, SDK_TAGS, SDK_WORKSPACE),
+    "eventgrid-run-status-changed.sdk-net.json":
+        ("eventgrid", AUTOML, "Running", None, SDK_TAGS, SDK_WORKSPACE),
+    "cloudevent-run-completed.sdk-go.json":
+        ("cloudevents", AUTOML, "Completed", Outcome.COMPLETED, SDK_TAGS, SDK_WORKSPACE),
+    "cloudevent-run-status-changed.sdk-go.json":
+        ("cloudevents", AUTOML, "Running", None, SDK_TAGS, SDK_WORKSPACE),
+    "eventgrid-run-completed.rest-specs.json":
+        ("eventgrid", f"{AUTOML}_5", "Completed", Outcome.COMPLETED, {}, SPEC_WORKSPACE),
+    "eventgrid-run-status-changed.rest-specs.json":
+        ("eventgrid", f"{AUTOML}_5", "Failed", Outcome.FAILED, {}, SPEC_WORKSPACE),
+    "cloudevent-run-completed.rest-specs.json":
+        ("cloudevents", f"{AUTOML}_5", "Completed", Outcome.COMPLETED, {}, SPEC_WORKSPACE),
+    "cloudevent-run-status-changed.rest-specs.json":
+        ("cloudevents", f"{AUTOML}_5", "Failed", Outcome.FAILED, {}, SPEC_WORKSPACE),
+    # The specs' example spells `specVersion`: most likely a typo, read all the same.
+    "cloudevent-run-status-changed.rest-specs.specVersion.json":
+        ("cloudevents", f"{AUTOML}_5", "Failed", Outcome.FAILED, {}, SPEC_WORKSPACE),
+}  # fmt: skip
+OTHER_EVENTS = [
+    "eventgrid-model-registered.sdk-net.json",
+    "eventgrid-model-registered.rest-specs.json",
+    "cloudevent-model-registered.sdk-go.json",
+]
+
+
+def fixture(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def test_every_fixture_is_listed_with_its_source() -> None:
+    sources = (FIXTURES / "SOURCES.md").read_text()
+    files = sorted(path.name for path in FIXTURES.glob("*.json"))
+    assert files and all(f"`{name}`" in sources for name in files)
+    assert set(RUN_EVENTS) | set(OTHER_EVENTS) <= set(files)
+
+
+@pytest.mark.parametrize("name", sorted(RUN_EVENTS))
+def test_real_run_event_parses_to_its_job_status_and_tags(name: str) -> None:
+    schema, job, status, outcome, tags, workspace = RUN_EVENTS[name]
+    [event] = parse_events(fixture(name))
+    assert isinstance(event, JobEvent), event
+    assert (event.schema, event.job_name, event.status) == (schema, job, status)
+    assert event.outcome is outcome
+    assert dict(event.tags) == tags
+    assert event.workspace == workspace
+    assert event.subject.endswith(f"/runs/{job}")
+    assert event.time is not None and event.time.startswith(("2017-", "2019-", "2020-"))
+
+
+@pytest.mark.parametrize("name", OTHER_EVENTS)
+def test_real_non_run_event_is_ignored_not_refused(name: str) -> None:
+    [event] = parse_events(fixture(name))
+    assert isinstance(event, Ignored) and event.reason == "not an Azure ML run event"
+
+
+def test_run_completed_from_a_real_workspace_keeps_its_tags_under_RunTags() -> None:  # noqa: N802
+    raw = json.loads(fixture("eventgrid-run-completed.sdk-net.json"))[0]
+    assert "RunTags" in raw["data"] and "runTags" not in raw["data"]
+    raw["data"]["RunTags"] = {"bridge_submission": "j-1", "bridge_signature": "abc"}
+    event = parse_event(raw)
+    assert isinstance(event, JobEvent)
+    assert event.tags["bridge_signature"] == "abc"
+
+
+def test_data_without_an_envelope_is_malformed_and_a_wrapped_one_is_read() -> None:
+    data: dict[str, Any] = json.loads(
+        fixture("data-only.run-status-changed-notstarted.docs-pr-59351.json")
+    )
+    [bare] = parse_events(json.dumps(data))
+    assert isinstance(bare, Malformed) and "not an event" in bare.reason
+    wrapped = {
+        "id": "e-1",
+        "eventType": "Microsoft.MachineLearningServices.RunStatusChanged",
+        "subject": f"experiments/{data['experimentId']}/runs/{data['runId']}",
+        "topic": "/subscriptions/s/resourceGroups/r/providers/"
+        "Microsoft.MachineLearningServices/workspaces/w",
+        "eventTime": "2020-07-20T10:00:00.0000000Z",
+        "data": data,
+        "dataVersion": "2",
+    }
+    event = parse_event(wrapped)
+    assert isinstance(event, JobEvent)
+    assert (event.status, event.outcome) == ("NotStarted", None)
+    assert event.tags["azureml.pipelineComponent"] == "pipelinerun"
