@@ -4,6 +4,7 @@ to a webhook through azure-eventgrid's publisher. The webhook here is a real HTT
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -18,8 +19,9 @@ import pytest
 from bridge.adapters.azureml import AzureMLJobs
 from bridge.contracts import TAG_SUBMISSION, Submission
 from bridge.events import RUN_COMPLETED, RUN_STATUS_CHANGED
-from bridge.local.azureml import AzureMLEmulator
+from bridge.local.azureml import DOCUMENTED, LOSSY, OBSERVED, AzureMLEmulator
 from bridge.local.credential import LOCAL_TOKEN, LocalCredential
+from bridge.local.event_grid import EventGridTopic, Loss
 from bridge.local.process import free_port
 
 pytestmark = pytest.mark.integration
@@ -118,8 +120,8 @@ def submission(command: str, run_id: str = "run-1", **job: Any) -> Submission:
     )
 
 
-def submit(emulator: AzureMLEmulator, command: str, **job: Any) -> str:
-    sub = submission(command, **job)
+def submit(emulator: AzureMLEmulator, command: str, run_id: str = "run-1", **job: Any) -> str:
+    sub = submission(command, run_id, **job)
     jobs_of(emulator).create(sub, {TAG_SUBMISSION: sub.id})
     return sub.id
 
@@ -394,3 +396,79 @@ def test_command_naming_an_undeclared_input_is_refused(emulator: AzureMLEmulator
     assert status == 400
     assert "inputs.missing" in answer["error"]["message"]
     assert emulator.job("j2") is None
+
+
+# --- profiles: Azure as documented, as observed, and losing events ------------------------------
+
+
+def test_observed_profile_sends_what_public_payloads_show(
+    start_emulator: EmulatorFactory, receiver: Receiver
+) -> None:
+    emulator = start_emulator(profile=OBSERVED)
+    done = submit(emulator, "true")
+    emulator.wait_for_status(done, ["Completed"], timeout=10)
+    completed = [e for e in receiver.wait_for(3) if e["data"]["runId"] == done]
+
+    # NotStarted and Running as RunStatusChanged, then only RunCompleted: no Completed status event.
+    assert [e["eventType"] for e in completed] == [RUN_STATUS_CHANGED] * 2 + [RUN_COMPLETED]
+    assert status_events(completed) == ["NotStarted", "Running"]
+    finished = completed[-1]
+    assert finished["data"]["RunTags"] == {TAG_SUBMISSION: done}
+    assert "runTags" not in finished["data"]
+    assert finished["dataVersion"] == "2" and finished["data"]["runType"] is None
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}\+00:00", finished["eventTime"])
+    assert re.fullmatch(r".*T\d\d:\d\d:\d\d\.\d{7}Z", completed[0]["eventTime"])
+
+
+def test_observed_profile_sends_nothing_for_a_canceled_job(
+    start_emulator: EmulatorFactory, receiver: Receiver
+) -> None:
+    emulator = start_emulator(profile=OBSERVED, webhook_url=receiver.url)
+    name = submission("sleep 30", run_id="to-cancel").id
+    jobs_of(emulator).create(submission("sleep 30", run_id="to-cancel"), {TAG_SUBMISSION: name})
+    emulator.wait_for_status(name, ["Running"], timeout=10)
+    jobs_of(emulator).cancel(name)
+    job = emulator.job(name)
+    assert job is not None and job.status == "Canceled"
+    time.sleep(0.3)
+    assert status_events(receiver.events()) == ["NotStarted", "Running"]
+
+
+def test_a_failed_job_raises_run_status_changed_under_every_profile(
+    start_emulator: EmulatorFactory, receiver: Receiver
+) -> None:
+    for index, profile in enumerate((DOCUMENTED, OBSERVED)):
+        emulator = start_emulator(profile=profile)
+        name = submit(emulator, "exit 1", run_id=f"fails-{index}")
+        emulator.wait_for_status(name, ["Failed"], timeout=10)
+        assert "Failed" in status_events(receiver.wait_for(2 + index * 3))
+
+
+def test_lossy_topic_drops_doubles_and_delays_a_seeded_share() -> None:
+    topic_fates = []
+    for _ in range(2):  # the same seed decides the same fates
+        topic = EventGridTopic(access_key="k", loss=LOSSY.loss)
+        fates = [topic.publish({"id": str(i)}) for i in range(200)]
+        topic_fates.append([(d.outcome, d.fault) for d in fates])
+        kinds = {
+            "dropped": sum(d.outcome == "dropped" for d in topic.deliveries),
+            "duplicated": sum(d.fault == "duplicate" for d in topic.deliveries),
+            "delayed": sum(str(d.fault).startswith("delayed") for d in topic.deliveries),
+        }
+        assert all(15 <= count <= 90 for count in kinds.values()), kinds  # of 200
+    assert topic_fates[0] == topic_fates[1]
+
+
+def test_delayed_events_are_overtaken_by_later_ones(receiver: Receiver) -> None:
+    topic = EventGridTopic(
+        access_key="k", webhook_url=receiver.url, loss=Loss(delay=1.0, max_delay=0.5, seed=3)
+    ).start()
+    try:
+        for index in range(6):
+            topic.publish({"id": f"e{index}", "eventType": "x", "subject": "s", "data": {},
+                           "eventTime": "2026-11-26T10:00:00Z", "dataVersion": "1"})  # fmt: skip
+        topic.settled(6, timeout=10)
+    finally:
+        topic.stop()
+    arrived = [event["id"] for event in receiver.events()]
+    assert sorted(arrived) == [f"e{i}" for i in range(6)] and arrived != sorted(arrived)

@@ -250,3 +250,42 @@ def test_event_for_a_job_the_bridge_did_not_submit_changes_nothing(loop_stack: S
     assert status == 200
     assert body["results"][0]["result"] == "ignored"
     assert body["results"][0]["detail"] == "not submitted by the bridge"
+
+
+def test_an_unreadable_event_beside_a_run_event_costs_the_run_event_nothing(
+    loop_stack: Stack,
+) -> None:
+    job = submission()
+    send(loop_stack, job)
+    tags = job_tags(loop_stack, job.id)
+    unreadable = {**documented_event(job.id, "RunStatusChanged", "Failed", tags),
+                  "eventTime": 1498502460}  # fmt: skip
+    valid = documented_event(job.id, "RunStatusChanged", "Failed", tags)
+
+    status, body = post(loop_stack, [unreadable, valid], "application/json")
+
+    assert status == 200, body  # a 400 would make Event Grid drop the valid event too
+    results = {r["id"]: r["result"] for r in body["results"]}
+    assert results == {unreadable["id"]: "rejected", valid["id"]: "handled"}
+    [event] = events_of(loop_stack, FAILED, job.id)
+    assert event.extra["status"] == "Failed" and event.extra["event_id"] == valid["id"]
+    [recorded] = [r for r in loop_stack.bridge.ledger.rejected_messages()
+                  if r["message_id"] == f"event:{unreadable['id']}"]  # fmt: skip
+    assert "'eventTime' must be a string" in recorded["reason"]
+    assert json.loads(recorded["body"])["eventTime"] == 1498502460
+
+
+def test_event_without_the_bridge_signature_is_ignored_and_left_to_reconciliation(
+    loop_stack: Stack,
+) -> None:
+    job = submission()
+    send(loop_stack, job)
+    created(loop_stack, job)
+    forged = documented_event(job.id, "RunStatusChanged", "Failed", {"bridge_signature": "0" * 64})
+    unsigned = documented_event(job.id, "RunStatusChanged", "Failed", {})
+    status, body = post(loop_stack, [forged, unsigned], "application/json")
+    assert status == 200
+    assert [r["detail"] for r in body["results"]] == [
+        "signature does not verify", "event carries no signature tag",
+    ]  # fmt: skip
+    assert events_of(loop_stack, FAILED, job.id) == []
