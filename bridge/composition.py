@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from azure.core.credentials import TokenCredential
@@ -17,13 +18,15 @@ from bridge.policy import Policy
 from bridge.service import Bridge
 from bridge.settings import Settings
 
+if TYPE_CHECKING:
+    from bridge.adapters.azureml import AzureMLJobs
+
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def build(settings: Settings) -> Bridge:
     settings.require()
     from bridge.adapters.airflow import AirflowRest
-    from bridge.adapters.azureml import AzureMLJobs
     from bridge.ledger.table import TableLedger
 
     credential = _credential(settings)
@@ -38,13 +41,7 @@ def build(settings: Settings) -> Bridge:
         )
     return Bridge(
         ledger=ledger,
-        jobs=AzureMLJobs(
-            subscription_id=settings.azureml_subscription_id,
-            resource_group=settings.azureml_resource_group,
-            workspace=settings.azureml_workspace,
-            credential=credential,
-            endpoint=settings.azureml_endpoint,
-        ),
+        jobs=azureml_jobs(settings, credential),
         airflow=AirflowRest(
             settings.airflow_url, settings.airflow_username, settings.airflow_password
         ),
@@ -52,6 +49,20 @@ def build(settings: Settings) -> Bridge:
         signing_key=settings.signing_key,
         workspace=settings.azureml_workspace,
         reconcile_after=settings.reconcile_after_seconds,
+    )
+
+
+def azureml_jobs(settings: Settings, credential: TokenCredential | None = None) -> AzureMLJobs:
+    """The Azure ML adapter these settings name (the CLI and the local demo use it too)."""
+    from bridge.adapters.azureml import AzureMLJobs
+
+    return AzureMLJobs(
+        subscription_id=settings.azureml_subscription_id,
+        resource_group=settings.azureml_resource_group,
+        workspace=settings.azureml_workspace,
+        credential=credential or _credential(settings),
+        endpoint=settings.azureml_endpoint,
+        ca_file=settings.azureml_ca_file,
     )
 
 

@@ -52,12 +52,15 @@ class Policy(BaseModel):
             found.append(
                 f"job type {job.type!r} is not allowed ({', '.join(self.allowed_job_types)})"
             )
-        if self.allowed_computes is not None and job.compute not in self.allowed_computes:
-            found.append(f"compute {job.compute!r} is not allowed")
-        if self.allowed_environments is not None and not (
-            job.environment and job.environment.startswith(self.allowed_environments)
-        ):
-            found.append(f"environment {job.environment!r} is not allowed")
+        if self.allowed_computes is not None:
+            computes = self.allowed_computes
+            found += [f"{where}compute {compute!r} is not allowed"
+                      for where, compute in job.computes if compute not in computes]  # fmt: skip
+        if self.allowed_environments is not None:
+            prefixes = self.allowed_environments
+            found += [f"{where}environment {environment!r} is not allowed"
+                      for where, environment in job.environments
+                      if not (environment and environment.startswith(prefixes))]  # fmt: skip
         if job.instance_count > self.max_instance_count:
             found.append(
                 f"instance_count {job.instance_count} exceeds the maximum {self.max_instance_count}"
@@ -86,11 +89,15 @@ class Policy(BaseModel):
 
 
 class _JobFacts(BaseModel):
-    """What the policy looks at, read alike from a typed command job or a YAML job mapping."""
+    """What the policy looks at, read alike from a typed command job or a YAML job mapping.
+
+    A pipeline runs its steps where each says, or on `settings.default_compute`: every compute and
+    environment it names is checked, each labelled with the step (`jobs.train: `).
+    """
 
     type: str
-    compute: str | None
-    environment: str | None
+    computes: list[tuple[str, str | None]]  # (where, compute name)
+    environments: list[tuple[str, str | None]]
     instance_count: int
     timeout: int | None
     tags: dict[str, Any]
@@ -99,21 +106,48 @@ class _JobFacts(BaseModel):
     def of(cls, submission: Submission) -> _JobFacts:
         job = submission.job
         if isinstance(job, CommandJob):
-            return cls(type="command", compute=job.compute, environment=job.environment,
+            return cls(type="command", computes=[("", job.compute)],
+                       environments=[("", job.environment)],
                        instance_count=job.instance_count, timeout=job.timeout_seconds,
                        tags=job.tags)  # fmt: skip
         spec = job.spec
         resources = spec.get("resources") if isinstance(spec.get("resources"), dict) else {}
         limits = spec.get("limits") if isinstance(spec.get("limits"), dict) else {}
-        environment = spec.get("environment")
+        computes, environments = _placements(spec)
         return cls(
             type=job.job_type,
-            compute=_compute_name(spec.get("compute")),
-            environment=environment if isinstance(environment, str) else None,
+            computes=computes,
+            environments=environments,
             instance_count=int((resources or {}).get("instance_count") or 1),
             timeout=_int_or_none((limits or {}).get("timeout")),
             tags=spec["tags"] if isinstance(spec.get("tags"), dict) else {},
         )
+
+
+def _placements(spec: dict[str, Any]) -> tuple[list[Placement], list[Placement]]:
+    """Where a YAML job runs and on what: its own compute and environment, or its steps'."""
+    steps = spec.get("jobs") if isinstance(spec.get("jobs"), dict) else None
+    if spec.get("type") != "pipeline" or not steps:
+        trial = spec.get("trial") if isinstance(spec.get("trial"), dict) else {}
+        environment = _text(spec.get("environment")) or _text((trial or {}).get("environment"))
+        return [("", _compute_name(spec.get("compute")))], [("", environment)]
+    settings = spec.get("settings") if isinstance(spec.get("settings"), dict) else {}
+    default = (settings or {}).get("default_compute") or spec.get("compute")
+    computes: list[Placement] = []
+    environments: list[Placement] = []
+    for name, found in steps.items():
+        step = found if isinstance(found, dict) else {}
+        where = f"jobs.{name}: "
+        computes.append((where, _compute_name(step.get("compute") or default)))
+        environments.append((where, _text(step.get("environment"))))
+    return computes, environments
+
+
+Placement = tuple[str, str | None]
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _compute_name(compute: Any) -> str | None:

@@ -25,6 +25,7 @@ AZUREML_SUBSCRIPTION_ID = "BRIDGE_AZUREML_SUBSCRIPTION_ID"
 AZUREML_RESOURCE_GROUP = "BRIDGE_AZUREML_RESOURCE_GROUP"
 AZUREML_WORKSPACE = "BRIDGE_AZUREML_WORKSPACE"
 AZUREML_ENDPOINT = "BRIDGE_AZUREML_ENDPOINT"
+AZUREML_CA_FILE = "BRIDGE_AZUREML_CA_FILE"  # local only: the emulator's certificate authority
 LEDGER_ENDPOINT = "BRIDGE_LEDGER_ENDPOINT"
 LEDGER_CONNECTION_STRING = "BRIDGE_LEDGER_CONNECTION_STRING"
 LEDGER_TABLE = "BRIDGE_LEDGER_TABLE"
@@ -46,6 +47,7 @@ SETTINGS: Mapping[str, bool] = {
     AZUREML_RESOURCE_GROUP: True,
     AZUREML_WORKSPACE: True,
     AZUREML_ENDPOINT: False,
+    AZUREML_CA_FILE: False,
     LEDGER_ENDPOINT: True,
     LEDGER_CONNECTION_STRING: False,
     LEDGER_TABLE: True,
@@ -70,6 +72,7 @@ class Settings:
     azureml_resource_group: str = ""
     azureml_workspace: str = ""
     azureml_endpoint: str | None = None
+    azureml_ca_file: str | None = None
     ledger_endpoint: str | None = None
     ledger_connection_string: str | None = field(default=None, repr=False)
     ledger_table: str = "bridgeledger"
@@ -92,6 +95,7 @@ class Settings:
             azureml_resource_group=get(AZUREML_RESOURCE_GROUP),
             azureml_workspace=get(AZUREML_WORKSPACE),
             azureml_endpoint=get(AZUREML_ENDPOINT) or None,
+            azureml_ca_file=get(AZUREML_CA_FILE) or None,
             ledger_endpoint=get(LEDGER_ENDPOINT) or None,
             ledger_connection_string=get(LEDGER_CONNECTION_STRING) or None,
             ledger_table=get(LEDGER_TABLE) or "bridgeledger",
@@ -112,6 +116,7 @@ class Settings:
             AZUREML_RESOURCE_GROUP: self.azureml_resource_group,
             AZUREML_WORKSPACE: self.azureml_workspace,
             AZUREML_ENDPOINT: self.azureml_endpoint,
+            AZUREML_CA_FILE: self.azureml_ca_file,
             LEDGER_ENDPOINT: self.ledger_endpoint,
             LEDGER_CONNECTION_STRING: self.ledger_connection_string,
             LEDGER_TABLE: self.ledger_table,

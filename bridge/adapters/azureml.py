@@ -56,11 +56,13 @@ class AzureMLJobs:
         workspace: str,
         credential: TokenCredential,
         endpoint: str | None = None,
+        ca_file: str | None = None,
     ) -> None:
         self.subscription_id = subscription_id
         self.resource_group = resource_group
         self.workspace = workspace
         self.endpoint = endpoint
+        self.ca_file = ca_file  # trust only this CA (the emulator's), not the machine's store
         self._credential = credential
         self._client: Any = None
         self._client_lock = threading.Lock()
@@ -103,9 +105,11 @@ class AzureMLJobs:
         from azure.ai.ml import MLClient
 
         cloud: dict[str, Any] = {}
+        if self.ca_file:
+            cloud["connection_verify"] = self.ca_file  # every sub-client of MLClient takes it
         if self.endpoint:
             url = self.endpoint.rstrip("/") + "/"
-            cloud = {
+            cloud |= {
                 # azure-ai-ml registers a cloud name once per process and silently keeps the first
                 # metadata given for it: one name per endpoint, or a second emulator is never used.
                 "cloud": f"{CLOUD_NAME}@{urlsplit(url).netloc}",

@@ -1,19 +1,23 @@
-"""A credential for the local Azure ML emulator only: the emulator checks that a bearer token is
-sent, never what it says, so the token is a constant that no Azure service would accept."""
+"""A credential for the local Azure ML emulator only. The emulator checks that a bearer token is
+sent, never what it says; azure-ai-ml itself decodes the token it sends with a pipeline job (without
+checking its signature) and compares its audience with the workspace's resource id. So the token is
+an unsigned JWT naming the scope's resource as audience, which no Azure service would accept."""
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from typing import Any
 
 from azure.core.credentials import AccessToken
 
-LOCAL_TOKEN = "local-emulator-token-not-valid-in-azure"
+LOCAL_SUBJECT = "local-emulator-not-valid-in-azure"
 _LIFETIME_SECONDS = 24 * 3600
 
 
 class LocalCredential:
-    """azure-core's `TokenCredential` protocol, answering the same fake token for every scope."""
+    """azure-core's `TokenCredential` protocol, answering an unsigned JWT for every scope."""
 
     def get_token(
         self,
@@ -23,4 +27,12 @@ class LocalCredential:
         enable_cae: bool = False,
         **kwargs: Any,
     ) -> AccessToken:
-        return AccessToken(LOCAL_TOKEN, int(time.time()) + _LIFETIME_SECONDS)
+        expires = int(time.time()) + _LIFETIME_SECONDS
+        audience = scopes[0].removesuffix("/.default") if scopes else ""
+        header = _segment({"alg": "none", "typ": "JWT"})
+        payload = _segment({"aud": audience, "sub": LOCAL_SUBJECT, "exp": expires})
+        return AccessToken(f"{header}.{payload}.", expires)
+
+
+def _segment(claims: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()

@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from bridge.adapters.azureml import AzureMLJobs
+from bridge.composition import azureml_jobs
 from bridge.ledger import EffectState
 from bridge.local.airflow import LocalAirflow
-from bridge.local.credential import LocalCredential
 from bridge.local.stack import Stack, StackOptions, running_stack
 
 PRODUCER = "azureml_train"
@@ -148,14 +148,7 @@ def follow_a_cancellation(stack: Stack, timeout: float) -> tuple[list[Step], str
 
 def _studio(stack: Stack) -> AzureMLJobs:
     """What a user's Studio session does to a job: the same jobs API, through azure-ai-ml."""
-    settings = stack.settings
-    return AzureMLJobs(
-        subscription_id=settings.azureml_subscription_id,
-        resource_group=settings.azureml_resource_group,
-        workspace=settings.azureml_workspace,
-        credential=LocalCredential(),
-        endpoint=settings.azureml_endpoint,
-    )
+    return azureml_jobs(stack.settings)
 
 
 def _job_steps(stack: Stack, job_name: str, statuses: tuple[str, ...]) -> list[Step]:

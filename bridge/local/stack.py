@@ -96,6 +96,7 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
             azureml_resource_group=emulator.RESOURCE_GROUP,
             azureml_workspace=emulator.WORKSPACE,
             azureml_endpoint=emulator.endpoint,
+            azureml_ca_file=str(emulator.authority) if emulator.authority else None,
             ledger_connection_string=azurite.connection_string,
             airflow_url=f"http://127.0.0.1:{airflow_port}",
             airflow_username="admin",

@@ -22,7 +22,9 @@ HOST_SETTINGS = {
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 }
 # Read by the code but only on the local stack: set in Azure they would bypass identities.
-LOCAL_ONLY_SETTINGS = {settings.AZUREML_ENDPOINT, settings.LEDGER_CONNECTION_STRING}
+LOCAL_ONLY_SETTINGS = {
+    settings.AZUREML_ENDPOINT, settings.AZUREML_CA_FILE, settings.LEDGER_CONNECTION_STRING,
+}  # fmt: skip
 SECRET_SETTINGS = {settings.AIRFLOW_PASSWORD, settings.SIGNING_KEY}
 TRIGGERS_THE_TEMPLATES_WIRE = {
     "serviceBusTrigger", "eventGridTrigger", "httpTrigger", "timerTrigger",

@@ -1,7 +1,7 @@
 """Every outcome reaches Airflow exactly once, whatever Azure ML actually sends.
 
-The same scenarios (complete, fail, cancel, reject) run with the emulator behaving as the
-documentation describes (`documented`), as public payloads show (`observed`: RunTags, no
+The same scenarios (complete, fail, cancel, reject, a pipeline) run with the emulator behaving as
+the documentation describes (`documented`), as public payloads show (`observed`: RunTags, no
 RunStatusChanged for Completed or Canceled, no event at all for a canceled job) and losing events
 (`lossy`: dropped, duplicated, delayed and reordered deliveries). Submissions go through the queue
 and the dev host, events through the local Event Grid to the webhook, and the dev host's reconcile
@@ -14,13 +14,13 @@ import math
 import secrets
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from bridge.adapters.azureml import AzureMLJobs
+from bridge.composition import azureml_jobs
 from bridge.contracts import Submission
 from bridge.local.azureml import DOCUMENTED, PROFILES, Profile
-from bridge.local.credential import LocalCredential
 from bridge.local.stack import Stack
 from bridge.provider.senders import StorageQueueSender
 from tests.integration.conftest import eventually, job_events
@@ -31,12 +31,32 @@ DONE = "azureml://bridge-tests/loop/completed"
 FAILED = "azureml://bridge-tests/loop/failed"
 CANCELED = "azureml://bridge-tests/loop/canceled"
 ROUTES = (DONE, FAILED, CANCELED)
-# scenario: (command, compute, the one route it must reach, the status Airflow must be told)
-SCENARIOS = {
-    "complete": ("echo trained", "cpu-cluster", DONE, "Completed"),
-    "fail": ("echo 'bad data' >&2; exit 3", "cpu-cluster", FAILED, "Failed"),
-    "cancel": ("sleep 120", "cpu-cluster", CANCELED, "Canceled"),
-    "reject": ("echo never", "gpu-monster", FAILED, "Rejected"),
+PIPELINE = {
+    "kind": "yaml",
+    "spec": {
+        "type": "pipeline",
+        "experiment_name": "profiles",
+        "settings": {"default_compute": "azureml:cpu-cluster"},
+        "jobs": {
+            "prep": {"type": "command", "command": "echo prep", "environment": "azureml:env:1"},
+            "train": {"type": "command", "command": "echo train", "environment": "azureml:env:1"},
+        },
+    },
+}
+
+
+def command(line: str, compute: str = "cpu-cluster") -> dict[str, Any]:
+    return {"command": line, "environment": "azureml:env:1", "compute": compute,
+            "experiment_name": "profiles"}  # fmt: skip
+
+
+# scenario: (job, the one route it must reach, the status Airflow must be told)
+SCENARIOS: dict[str, tuple[dict[str, Any], str, str]] = {
+    "complete": (command("echo trained"), DONE, "Completed"),
+    "fail": (command("echo 'bad data' >&2; exit 3"), FAILED, "Failed"),
+    "cancel": (command("sleep 120"), CANCELED, "Canceled"),
+    "reject": (command("echo never", compute="gpu-monster"), FAILED, "Rejected"),
+    "pipeline": (PIPELINE, DONE, "Completed"),
 }
 
 
@@ -48,13 +68,12 @@ def profile(loop_stack: Stack, request: pytest.FixtureRequest) -> Iterator[Profi
     loop_stack.emulator.profile = DOCUMENTED
 
 
-def submission(scenario: str, command: str, compute: str) -> Submission:
+def submission(scenario: str, job: dict[str, Any]) -> Submission:
     return Submission.model_validate(
         {
             "origin": {"dag_id": f"profile_{scenario}", "run_id": secrets.token_hex(6),
                        "task_id": "submit"},
-            "job": {"command": command, "environment": "azureml:env:1", "compute": compute,
-                    "experiment_name": "profiles"},
+            "job": job,
             "on": {"completed": [DONE], "failed": [FAILED], "canceled": [CANCELED]},
             "trigger": {"completed": [{"dag_id": "loop_triggered", "conf": {"from": scenario}}]},
         }
@@ -64,14 +83,7 @@ def submission(scenario: str, command: str, compute: str) -> Submission:
 def cancel_when_running(stack: Stack, job: Submission) -> None:
     eventually(lambda: stack.emulator.job(job.id), what=f"job {job.id} created")
     stack.emulator.wait_for_status(job.id, ["Running"], timeout=20)
-    emulator = stack.emulator
-    AzureMLJobs(
-        subscription_id=emulator.SUBSCRIPTION_ID,
-        resource_group=emulator.RESOURCE_GROUP,
-        workspace=emulator.WORKSPACE,
-        credential=LocalCredential(),
-        endpoint=emulator.endpoint,
-    ).cancel(job.id)  # as a user in Studio would
+    azureml_jobs(stack.settings).cancel(job.id)  # as a user in Studio would
 
 
 def settled(stack: Stack, names: set[str]) -> bool:
@@ -86,8 +98,7 @@ def settled(stack: Stack, names: set[str]) -> bool:
 
 @pytest.mark.parametrize("profile", ["documented", "observed", "lossy"], indirect=True)
 def test_every_outcome_reaches_airflow_exactly_once(loop_stack: Stack, profile: Profile) -> None:
-    jobs = {name: submission(name, command, compute)
-            for name, (command, compute, _, _) in SCENARIOS.items()}  # fmt: skip
+    jobs = {name: submission(name, job) for name, (job, _, _) in SCENARIOS.items()}
     sender = StorageQueueSender(loop_stack.azurite.connection_string, loop_stack.queue_name)
     try:
         for job in jobs.values():
@@ -96,7 +107,7 @@ def test_every_outcome_reaches_airflow_exactly_once(loop_stack: Stack, profile: 
         sender.close()
     cancel_when_running(loop_stack, jobs["cancel"])
 
-    for name, (_, _, route, _) in SCENARIOS.items():
+    for name, (_, route, _) in SCENARIOS.items():
         job = jobs[name]
         eventually(lambda job=job, route=route: job_events(loop_stack, route, job.id),
                    timeout=60, what=f"{profile.name}: {name} reaches {route}")  # fmt: skip
@@ -105,7 +116,7 @@ def test_every_outcome_reaches_airflow_exactly_once(loop_stack: Stack, profile: 
     time.sleep(2.5)  # two more sweeps, and any late duplicate the lossy topic still holds
 
     via = {}
-    for name, (_, _, route, status) in SCENARIOS.items():
+    for name, (_, route, status) in SCENARIOS.items():
         job = jobs[name]
         counts = {uri: len(job_events(loop_stack, uri, job.id)) for uri in ROUTES}
         assert counts == {uri: int(uri == route) for uri in ROUTES}, (profile.name, name, counts)
@@ -116,7 +127,9 @@ def test_every_outcome_reaches_airflow_exactly_once(loop_stack: Stack, profile: 
     assert airflow is not None
     triggered = [r.dag_run_id for r in airflow.runs("loop_triggered") if r.dag_run_id in {
         f"azureml__{job.id}__completed" for job in jobs.values()}]  # fmt: skip
-    assert triggered == [f"azureml__{jobs['complete'].id}__completed"]
+    assert sorted(triggered) == sorted(
+        f"azureml__{jobs[name].id}__completed" for name in ("complete", "pipeline")
+    )
     assert via["reject"] == "submission"
     if profile.name == "lossy":  # the profile did lose, double or hold back some of these events
         faults = [d for d in loop_stack.emulator.events

@@ -32,19 +32,24 @@ def emulator(tmp_path: Path) -> Iterator[AzureMLEmulator]:
         yield emulator
 
 
-def jobs_at(endpoint: str) -> AzureMLJobs:
+def jobs_at(endpoint: str, ca_file: Path | None = None) -> AzureMLJobs:
     return AzureMLJobs(
         subscription_id=AzureMLEmulator.SUBSCRIPTION_ID,
         resource_group=AzureMLEmulator.RESOURCE_GROUP,
         workspace=AzureMLEmulator.WORKSPACE,
         credential=LocalCredential(),
         endpoint=endpoint,
+        ca_file=str(ca_file) if ca_file else None,
     )
+
+
+def jobs_of(emulator: AzureMLEmulator) -> AzureMLJobs:
+    return jobs_at(emulator.endpoint, emulator.authority)
 
 
 @pytest.fixture
 def jobs(emulator: AzureMLEmulator) -> AzureMLJobs:
-    return jobs_at(emulator.endpoint)
+    return jobs_of(emulator)
 
 
 def submission(job: dict[str, Any], dag_id: str = "train") -> Submission:
@@ -156,6 +161,51 @@ def test_yaml_sweep_job_is_one_put(emulator: AzureMLEmulator, jobs: AzureMLJobs)
     assert body["tags"] == BRIDGE_TAGS
 
 
+PIPELINE = {
+    "type": "pipeline",
+    "experiment_name": "pipelines",
+    "settings": {"default_compute": "azureml:cpu-cluster"},
+    "jobs": {
+        "prep": {"type": "command", "command": "echo prep", "environment": "azureml:py:3"},
+        "train": {"type": "command", "command": "echo train", "environment": "azureml:py:3"},
+    },
+}
+
+
+def test_yaml_pipeline_job_registers_its_steps_then_is_created_over_https(
+    emulator: AzureMLEmulator, jobs: AzureMLJobs
+) -> None:
+    sub = submission({"kind": "yaml", "spec": PIPELINE})
+
+    created = jobs.create(sub, BRIDGE_TAGS)
+
+    assert created.name == sub.id and created.studio_url
+    calls = [(r.method, r.path.split("/workspaces/local-workspace")[-1]) for r in emulator.requests]
+    components = [path for method, path in calls if method == "PUT" and "/components/" in path]
+    assert calls[0] == ("GET", "") and len(components) == 2  # the workspace, then one per step
+    assert calls[-1] == ("PUT", f"/jobs/{sub.id}")
+    body = emulator.requests[-1].body["properties"]
+    assert (body["jobType"], body["experimentName"]) == ("Pipeline", "pipelines")
+    assert body["tags"] == BRIDGE_TAGS
+    step_components = {step["componentId"] for step in body["jobs"].values()}
+    assert {c.rsplit("/workspaces/local-workspace", 1)[-1] for c in step_components} == set(
+        components
+    )
+    assert emulator.wait_for_status(sub.id, ["Completed"], timeout=10) == "Completed"
+    found = jobs.find(sub.id)
+    assert found is not None and found.status == "Completed"
+
+
+def test_resent_pipeline_submission_returns_the_existing_job(
+    emulator: AzureMLEmulator, jobs: AzureMLJobs
+) -> None:
+    sub = submission({"kind": "yaml", "spec": PIPELINE})
+    first = jobs.create(sub, BRIDGE_TAGS)
+    again = jobs.create(sub, BRIDGE_TAGS)
+    assert again.name == first.name == sub.id
+    assert len([r for r in emulator.requests if r.path.endswith(f"/jobs/{sub.id}")]) == 2
+
+
 @pytest.mark.parametrize(
     ("repeat_put", "requests"),
     [("200", ["PUT", "PUT"]), ("409", ["PUT", "PUT", "GET"]), ("400", ["PUT", "PUT", "GET"])],
@@ -164,7 +214,7 @@ def test_resent_submission_returns_the_existing_job_unaltered_whatever_azure_ans
     tmp_path: Path, repeat_put: Literal["200", "409", "400"], requests: list[str]
 ) -> None:
     with AzureMLEmulator(tmp_path, repeat_put=repeat_put) as emulator:
-        jobs = jobs_at(emulator.endpoint)
+        jobs = jobs_of(emulator)
         sub = submission(command_job())
         first = jobs.create(sub, BRIDGE_TAGS)
         stored = emulator.job(sub.id)

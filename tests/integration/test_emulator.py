@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import threading
 import time
 import urllib.error
@@ -20,7 +21,7 @@ from bridge.adapters.azureml import AzureMLJobs
 from bridge.contracts import TAG_SUBMISSION, Submission
 from bridge.events import RUN_COMPLETED, RUN_STATUS_CHANGED
 from bridge.local.azureml import DOCUMENTED, LOSSY, OBSERVED, AzureMLEmulator
-from bridge.local.credential import LOCAL_TOKEN, LocalCredential
+from bridge.local.credential import LocalCredential
 from bridge.local.event_grid import EventGridTopic, Loss
 from bridge.local.process import free_port
 
@@ -108,6 +109,7 @@ def jobs_of(emulator: AzureMLEmulator) -> AzureMLJobs:
         workspace=emulator.WORKSPACE,
         credential=LocalCredential(),
         endpoint=emulator.endpoint,
+        ca_file=str(emulator.authority),
     )
 
 
@@ -339,7 +341,8 @@ def test_events_are_recorded_when_no_webhook_is_subscribed(
 
 
 def call(emulator: AzureMLEmulator, method: str, path: str, body: Any = None,
-         token: str | None = LOCAL_TOKEN) -> tuple[int, Any]:  # fmt: skip
+         token: str | None = "any-token") -> tuple[int, Any]:  # fmt: skip
+    trusting = ssl.create_default_context(cafile=str(emulator.authority))
     request = urllib.request.Request(
         emulator.endpoint.rstrip("/") + path,
         method=method,
@@ -347,7 +350,7 @@ def call(emulator: AzureMLEmulator, method: str, path: str, body: Any = None,
         headers={"Authorization": f"Bearer {token}"} if token else {},
     )
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5, context=trusting) as response:
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())

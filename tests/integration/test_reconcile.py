@@ -20,11 +20,10 @@ from typing import Any
 import pytest
 
 from bridge.adapters.azureml import AzureMLJobs
-from bridge.composition import build
+from bridge.composition import azureml_jobs, build
 from bridge.contracts import Outcome, Submission
 from bridge.events import JobEvent
 from bridge.ledger import JobRecord, JobState
-from bridge.local.credential import LocalCredential
 from bridge.local.stack import Stack
 from bridge.reconcile import Reconciler
 from bridge.service import Bridge, Result
@@ -89,14 +88,7 @@ def submit(bridge: Bridge, job: Submission) -> None:
 
 
 def adapter(stack: Stack) -> AzureMLJobs:
-    emulator = stack.emulator
-    return AzureMLJobs(
-        subscription_id=emulator.SUBSCRIPTION_ID,
-        resource_group=emulator.RESOURCE_GROUP,
-        workspace=emulator.WORKSPACE,
-        credential=LocalCredential(),
-        endpoint=emulator.endpoint,
-    )
+    return azureml_jobs(stack.settings)
 
 
 def event(stack: Stack, job: Submission, status: str) -> JobEvent:

@@ -76,3 +76,29 @@ def test_policy_setting_errors_name_the_setting() -> None:
     with pytest.raises(ConfigurationError, match="BRIDGE_POLICY is invalid: max_instance_count"):
         Policy.from_json('{"max_instance_count": 0}')
     assert Policy.from_json(None) == Policy()
+
+
+def pipeline(submission_dict: dict[str, Any], train_compute: str | None) -> Submission:
+    train: dict[str, Any] = {"type": "command", "command": "echo", "environment": "azureml:ok:1"}
+    if train_compute:
+        train["compute"] = train_compute
+    spec = {
+        "type": "pipeline",
+        "settings": {"default_compute": "azureml:cpu-cluster"},
+        "jobs": {"prep": {"type": "command", "command": "echo", "environment": "azureml:x:1"},
+                 "train": train},
+    }  # fmt: skip
+    return parse({**submission_dict, "job": {"kind": "yaml", "spec": spec}})
+
+
+def test_pipeline_steps_on_the_default_compute_pass(submission_dict: dict[str, Any]) -> None:
+    policy = Policy(allowed_computes=("cpu-cluster",))
+    assert policy.violations(pipeline(submission_dict, None)) == []
+
+
+def test_each_pipeline_step_is_checked_and_named(submission_dict: dict[str, Any]) -> None:
+    policy = Policy(allowed_computes=("cpu-cluster",), allowed_environments=("azureml:ok:",))
+    assert policy.violations(pipeline(submission_dict, "azureml:gpu-monster")) == [
+        "jobs.train: compute 'gpu-monster' is not allowed",
+        "jobs.prep: environment 'azureml:x:1' is not allowed",
+    ]

@@ -11,6 +11,11 @@ answers 200 with the existing job, unchanged; cancel answers 202 with a `Locatio
 job passes through CancelRequested to Canceled. Where real Azure is unverified the other answers
 can be chosen (`repeat_put="409"`, `cancel_answer="200"`).
 
+It serves HTTPS, as Azure does, with a certificate of the stack's own authority (`authority`):
+azure-ai-ml refuses to send a bearer token over plain http for a pipeline job's workspace lookup.
+A pipeline's inline steps are registered as anonymous components first (PUT
+`.../components/{name}/versions/{version}`), then the job is PUT.
+
 Command jobs run as local shell commands in `workdir/jobs/{name}`; every other job type goes
 Running -> Completed without running anything. Each status change is handed to the
 `JobEventPublisher`, whose profile decides which events Azure ML would raise for it.
@@ -21,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import ssl
 import subprocess
 import threading
 import time
@@ -36,17 +42,20 @@ from urllib.parse import parse_qsl, urlsplit
 from bridge.events import Schema
 from bridge.local.azureml.profiles import DOCUMENTED, Profile
 from bridge.local.azureml.publisher import JobEventPublisher
+from bridge.local.certificate import LocalCertificate
 from bridge.local.event_grid import DEFAULT_RETRY_DELAYS, Delivery, EventGridTopic
 from bridge.local.process import Lifecycle, Service
 
 TERMINAL = frozenset({"Completed", "Failed", "Canceled"})
 API_VERSION = "2025-09-01"
-_JOB_ROUTE = re.compile(
+_WORKSPACE_ROUTE = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
-    r"Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)/jobs/(?P<name>[^/]+)"
-    r"(?P<cancel>/cancel)?$",
+    r"Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)(?P<rest>/.*)?$",
     re.IGNORECASE,
 )
+_JOB_ROUTE = re.compile(r"^/jobs/(?P<name>[^/]+)(?P<cancel>/cancel)?$", re.IGNORECASE)
+# Pipeline steps given inline are registered as anonymous components before the job's PUT.
+_COMPONENT_ROUTE = re.compile(r"^/components/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$")
 # Where a 202 from cancel points: Azure ML's long-running operation results.
 _OPERATION_ROUTE = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.MachineLearningServices/locations/"
@@ -131,8 +140,11 @@ class AzureMLEmulator(Lifecycle):
         repeat_put: Literal["200", "409", "400"] = "200",
         cancel_answer: Literal["202", "200"] = "202",
         cancel_seconds: float = 0.5,
+        tls: bool = True,
     ) -> None:
         self.workdir = workdir
+        self.tls = tls
+        self.certificate: LocalCertificate | None = None
         self.port = port
         self.repeat_put = repeat_put
         self.cancel_answer = cancel_answer
@@ -156,6 +168,7 @@ class AzureMLEmulator(Lifecycle):
             status_case=status_case,
         )
         self._jobs: dict[str, EmulatedJob] = {}
+        self._components: dict[str, dict[str, Any]] = {}
         self._failures: list[Answer] = []
         self._changed = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
@@ -165,6 +178,14 @@ class AzureMLEmulator(Lifecycle):
     def start(self) -> AzureMLEmulator:
         (self.workdir / "jobs").mkdir(parents=True, exist_ok=True)
         self._server = _Server(("127.0.0.1", self.port), _Handler, self)
+        if self.tls:
+            self.certificate = LocalCertificate.create(self.workdir / "tls")
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.certificate.certificate, self.certificate.key)
+            # The handshake happens in the request's own thread, not in the accepting one.
+            self._server.socket = context.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.port = int(self._server.server_address[1])
         serve = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="azureml", daemon=True
@@ -188,7 +209,12 @@ class AzureMLEmulator(Lifecycle):
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/"
+
+    @property
+    def authority(self) -> Path | None:
+        """The CA certificate a client must trust to reach the emulator over HTTPS."""
+        return self.certificate.authority if self.certificate else None
 
     @property
     def webhook_url(self) -> str | None:
@@ -288,15 +314,24 @@ class AzureMLEmulator(Lifecycle):
         operation = _OPERATION_ROUTE.match(url.path)
         if operation is not None and method == "GET":
             return self._operation(operation["name"])
-        route = _JOB_ROUTE.match(url.path)
-        if route is None:
+        workspace = _WORKSPACE_ROUTE.match(url.path)
+        if workspace is None:
             return azure_error(404, "NotFound", f"the emulator does not serve {method} {url.path}")
-        if (route["sub"], route["rg"].lower(), route["ws"].lower()) != (
+        if (workspace["sub"], workspace["rg"].lower(), workspace["ws"].lower()) != (
             self.SUBSCRIPTION_ID,
             self.RESOURCE_GROUP.lower(),
             self.WORKSPACE.lower(),
         ):
-            return azure_error(404, "ResourceNotFound", f"workspace {route['ws']} not found")
+            return azure_error(404, "ResourceNotFound", f"workspace {workspace['ws']} not found")
+        rest = workspace["rest"] or ""
+        if not rest and method == "GET":
+            return Answer(200, self._workspace())
+        component = _COMPONENT_ROUTE.match(rest)
+        if component is not None and method in ("PUT", "GET"):
+            return self._component(url.path, method, body)
+        route = _JOB_ROUTE.match(rest)
+        if route is None:
+            return azure_error(404, "NotFound", f"the emulator does not serve {method} {url.path}")
         name, cancel = route["name"], bool(route["cancel"])
         if method == "PUT" and not cancel:
             return self._create(name, body)
@@ -305,6 +340,30 @@ class AzureMLEmulator(Lifecycle):
         if method == "POST" and cancel:
             return self._cancel(name)
         return azure_error(405, "MethodNotAllowed", f"{method} is not supported on {url.path}")
+
+    def _workspace(self) -> dict[str, Any]:
+        return {
+            "id": self.workspace_id,
+            "name": self.WORKSPACE,
+            "type": "Microsoft.MachineLearningServices/workspaces",
+            "location": "local",
+            "properties": {"discoveryUrl": self.endpoint, "workspaceId": self.experiment_id("")},
+        }
+
+    def _component(self, path: str, method: str, body: Any) -> Answer:
+        """Anonymous components, as the SDK registers a pipeline's inline steps: kept as sent."""
+        with self._changed:
+            if method == "PUT":
+                if not isinstance(body, dict) or not isinstance(body.get("properties"), dict):
+                    return azure_error(400, "UserError", "a component needs 'properties'")
+                existed = path in self._components
+                self._components[path] = {"id": path, "name": path.rsplit("/", 1)[-1],
+                                          "properties": body["properties"]}  # fmt: skip
+                return Answer(200 if existed else 201, self._components[path])
+            found = self._components.get(path)
+        if found is None:
+            return azure_error(404, "UserError", f"component {path} not found")
+        return Answer(200, found)
 
     def _create(self, name: str, body: Any) -> Answer:
         problem = _job_body_problem(body)
