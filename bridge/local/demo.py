@@ -82,27 +82,14 @@ def follow_one_job(stack: Stack, timeout: float) -> tuple[list[Step], str]:
     assert airflow is not None
     airflow.wait_for_dags([PRODUCER, CONSUMER], timeout=60)
     before = {run.dag_run_id for run in airflow.runs(CONSUMER)}
-    t0 = _now()
-    run_id = airflow.trigger(PRODUCER)
-    print(f"Triggered {PRODUCER} (run {run_id}); following the submission...")
-    if airflow.wait_for_run(PRODUCER, run_id, timeout=60) != "success":
-        raise DemoFailed(f"producer run {run_id} did not succeed; see the Airflow UI")
-    job_name = str(airflow.xcom(PRODUCER, run_id, PRODUCER_TASK, "return_value"))
-    consumer = _wait(
-        lambda: next((r for r in airflow.runs(CONSUMER) if r.dag_run_id not in before), None),
-        timeout,
-        f"no {CONSUMER} run appeared for job {job_name}",
+    print(f"Triggering {PRODUCER} and following the submission...")
+    t0, run_id, job_name = _produce(airflow, PRODUCER)
+    consumer_run, line = _consumed(
+        airflow, CONSUMER, CONSUMER_TASK, job_name, before=before, timeout=timeout
     )
-    state = airflow.wait_for_run(CONSUMER, consumer.dag_run_id, timeout=60)
-    if state != "success":
-        raise DemoFailed(f"consumer run {consumer.dag_run_id} ended {state}")
-    log_text = airflow.task_log(CONSUMER, consumer.dag_run_id, CONSUMER_TASK)
-    line = next(
-        (ln for ln in log_text.splitlines() if job_name in ln and "Azure ML job" in ln), None
-    )
-    if line is None:
-        raise DemoFailed(f"the consumer's log does not mention job {job_name}")
-    return _timeline(stack, t0, run_id, job_name, consumer.dag_run_id), line.strip()
+    if "Azure ML job" not in line:
+        raise DemoFailed(f"the consumer's log does not report job {job_name}: {line}")
+    return _timeline(stack, t0, run_id, job_name, consumer_run), line
 
 
 def follow_a_cancellation(stack: Stack, timeout: float) -> tuple[list[Step], str]:
@@ -111,39 +98,58 @@ def follow_a_cancellation(stack: Stack, timeout: float) -> tuple[list[Step], str
     assert airflow is not None
     airflow.wait_for_dags([LONG_PRODUCER, FAILURE_CONSUMER], timeout=60)
     before = {run.dag_run_id for run in airflow.runs(FAILURE_CONSUMER)}
-    t0 = _now()
-    run_id = airflow.trigger(LONG_PRODUCER)
-    print(f"\nTriggered {LONG_PRODUCER} (run {run_id}); canceling its job once it runs...")
-    if airflow.wait_for_run(LONG_PRODUCER, run_id, timeout=60) != "success":
-        raise DemoFailed(f"producer run {run_id} did not succeed; see the Airflow UI")
-    job_name = str(airflow.xcom(LONG_PRODUCER, run_id, PRODUCER_TASK, "return_value"))
+    print(f"\nTriggering {LONG_PRODUCER}; its job is canceled once it runs...")
+    t0, _, job_name = _produce(airflow, LONG_PRODUCER)
     try:
         stack.emulator.wait_for_status(job_name, ["Running"], timeout=30)
     except TimeoutError as exc:
         raise DemoFailed(str(exc)) from exc
     canceled_at = _now()
     _studio(stack).cancel(job_name)
-    consumer = _wait(
-        lambda: next(
-            (r for r in airflow.runs(FAILURE_CONSUMER) if r.dag_run_id not in before), None
-        ),
-        timeout,
-        f"no {FAILURE_CONSUMER} run appeared for job {job_name}",
+    consumer_run, line = _consumed(
+        airflow, FAILURE_CONSUMER, FAILURE_TASK, job_name, before=before, timeout=timeout
     )
-    state = airflow.wait_for_run(FAILURE_CONSUMER, consumer.dag_run_id, timeout=60)
-    if state != "success":
-        raise DemoFailed(f"{FAILURE_CONSUMER} run {consumer.dag_run_id} ended {state}")
-    log_text = airflow.task_log(FAILURE_CONSUMER, consumer.dag_run_id, FAILURE_TASK)
-    line = next((ln for ln in log_text.splitlines() if job_name in ln), None)
-    if line is None:
-        raise DemoFailed(f"the failure DAG's log does not mention job {job_name}")
     steps = [
         Step(t0, f"producer DAG {LONG_PRODUCER} triggered"),
         Step(canceled_at, "a user cancels the job in Azure ML Studio"),
         *_job_steps(stack, job_name, statuses=("Running", "CancelRequested", "Canceled")),
-        *_run_steps(airflow, FAILURE_CONSUMER, consumer.dag_run_id, "logged the cancellation"),
+        *_run_steps(airflow, FAILURE_CONSUMER, consumer_run, "logged the cancellation"),
     ]
-    return sorted(steps, key=lambda step: step.at), line.strip()
+    return sorted(steps, key=lambda step: step.at), line
+
+
+def _produce(airflow: LocalAirflow, producer: str) -> tuple[datetime, str, str]:
+    """Trigger a producer DAG; its start, run id and the job name its submit task returned."""
+    t0 = _now()
+    run_id = airflow.trigger(producer)
+    if airflow.wait_for_run(producer, run_id, timeout=60) != "success":
+        raise DemoFailed(f"{producer} run {run_id} did not succeed; see the Airflow UI")
+    return t0, run_id, str(airflow.xcom(producer, run_id, PRODUCER_TASK, "return_value"))
+
+
+def _consumed(
+    airflow: LocalAirflow,
+    consumer: str,
+    task: str,
+    job_name: str,
+    *,
+    before: set[str],
+    timeout: float,
+) -> tuple[str, str]:
+    """The consumer run that the job's asset event started, once it succeeded, and its log line."""
+    run = _wait(
+        lambda: next((r for r in airflow.runs(consumer) if r.dag_run_id not in before), None),
+        timeout,
+        f"no {consumer} run appeared for job {job_name}",
+    )
+    state = airflow.wait_for_run(consumer, run.dag_run_id, timeout=60)
+    if state != "success":
+        raise DemoFailed(f"{consumer} run {run.dag_run_id} ended {state}")
+    log_text = airflow.task_log(consumer, run.dag_run_id, task)
+    line = next((ln for ln in log_text.splitlines() if job_name in ln), None)
+    if line is None:
+        raise DemoFailed(f"the log of {consumer} does not mention job {job_name}")
+    return run.dag_run_id, line.strip()
 
 
 def _studio(stack: Stack) -> AzureMLJobs:

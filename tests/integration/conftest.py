@@ -8,11 +8,22 @@ from typing import Any, TypeVar
 
 import pytest
 
+from bridge.local.airflow import fresh_postgres_database
 from bridge.local.stack import EXAMPLE_DAGS, Stack, StackOptions, running_stack
 
 HERE = Path(__file__).parent
 LOOP_POLICY = '{"allowed_computes": ["cpu-cluster"], "max_instance_count": 4}'
 RECONCILE_AFTER_SECONDS = 2.0
+# A pipeline of two inline command steps on the loop policy's compute, in Azure ML's YAML schema.
+PIPELINE_SPEC: dict[str, Any] = {
+    "type": "pipeline",
+    "experiment_name": "pipelines",
+    "settings": {"default_compute": "azureml:cpu-cluster"},
+    "jobs": {
+        "prep": {"type": "command", "command": "echo prep", "environment": "azureml:env:1"},
+        "train": {"type": "command", "command": "echo train", "environment": "azureml:env:1"},
+    },
+}
 T = TypeVar("T")
 
 
@@ -28,6 +39,9 @@ def loop_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     options = StackOptions(
         workdir=root / "stack",
         dags_folder=dags,
+        # The profile tests post bursts of events and trigger runs: on SQLite the scheduler can
+        # die of "database is locked" under them (seen on a clean clone), on PostgreSQL it does not.
+        database_url=fresh_postgres_database("bridge_loop"),
         policy_json=LOOP_POLICY,
         # Reconciliation as in Azure, only sooner: a sweep every second, 2 s after acceptance.
         reconcile_schedule="* * * * * *",

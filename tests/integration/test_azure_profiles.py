@@ -23,7 +23,7 @@ from bridge.contracts import Submission
 from bridge.local.azureml import DOCUMENTED, PROFILES, Profile
 from bridge.local.stack import Stack
 from bridge.provider.senders import StorageQueueSender
-from tests.integration.conftest import eventually, job_events
+from tests.integration.conftest import PIPELINE_SPEC, eventually, job_events
 
 pytestmark = pytest.mark.integration
 
@@ -31,18 +31,7 @@ DONE = "azureml://bridge-tests/loop/completed"
 FAILED = "azureml://bridge-tests/loop/failed"
 CANCELED = "azureml://bridge-tests/loop/canceled"
 ROUTES = (DONE, FAILED, CANCELED)
-PIPELINE = {
-    "kind": "yaml",
-    "spec": {
-        "type": "pipeline",
-        "experiment_name": "profiles",
-        "settings": {"default_compute": "azureml:cpu-cluster"},
-        "jobs": {
-            "prep": {"type": "command", "command": "echo prep", "environment": "azureml:env:1"},
-            "train": {"type": "command", "command": "echo train", "environment": "azureml:env:1"},
-        },
-    },
-}
+PIPELINE = {"kind": "yaml", "spec": PIPELINE_SPEC}
 
 
 def command(line: str, compute: str = "cpu-cluster") -> dict[str, Any]:

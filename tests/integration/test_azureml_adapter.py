@@ -16,6 +16,7 @@ from bridge.errors import InvalidSubmission, PermanentError, TransientError
 from bridge.local.azureml import AzureMLEmulator
 from bridge.local.credential import LocalCredential
 from bridge.local.process import free_port
+from tests.integration.conftest import PIPELINE_SPEC
 
 pytestmark = pytest.mark.integration
 
@@ -161,15 +162,7 @@ def test_yaml_sweep_job_is_one_put(emulator: AzureMLEmulator, jobs: AzureMLJobs)
     assert body["tags"] == BRIDGE_TAGS
 
 
-PIPELINE = {
-    "type": "pipeline",
-    "experiment_name": "pipelines",
-    "settings": {"default_compute": "azureml:cpu-cluster"},
-    "jobs": {
-        "prep": {"type": "command", "command": "echo prep", "environment": "azureml:py:3"},
-        "train": {"type": "command", "command": "echo train", "environment": "azureml:py:3"},
-    },
-}
+PIPELINE = PIPELINE_SPEC
 
 
 def test_yaml_pipeline_job_registers_its_steps_then_is_created_over_https(
