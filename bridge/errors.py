@@ -27,6 +27,11 @@ class TransientError(BridgeError):
         self.retry_after = retry_after
 
 
+class AmbiguousError(TransientError):
+    """A call failed after it left: the other side may have acted (a lost reply, a timeout, a 5xx
+    from a proxy). The next attempt must find out whether the effect exists before it acts again."""
+
+
 def retry_after_seconds(value: str | None) -> float | None:
     """Seconds to wait from an HTTP Retry-After header: delta-seconds or an HTTP date."""
     if not value:

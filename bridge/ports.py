@@ -41,11 +41,12 @@ class Airflow(Protocol):
         """Record an asset event; `PermanentError` if no DAG references the asset."""
         ...
 
-    def asset_event_posted(self, uri: str, effect_id: str) -> bool:
-        """Whether an event with `extra.effect_id == effect_id` exists (lapsed-claim recovery).
+    def asset_event_posted(self, uri: str, effect_id: str, since: float) -> bool:
+        """Whether an event with `extra.effect_id == effect_id` exists, posted at `since` (epoch
+        seconds) or later. Asked only when an earlier attempt may have posted it.
 
-        May raise `TransientError` for a moment after a post: Airflow 3.3.2 answers 500 to an
-        event listing while a run it started is still queued (apache/airflow#71360).
+        Raises `TransientError` when Airflow cannot tell yet: 3.3.2 answers 500 to an event listing
+        that holds an event whose run is still queued (apache/airflow#71360).
         """
         ...
 

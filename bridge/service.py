@@ -20,7 +20,13 @@ from typing import Any
 from bridge import signing
 from bridge.contracts import TAG_DAG_ID, TAG_SIGNATURE, TAG_SUBMISSION, Outcome, Submission
 from bridge.effects import Effect, EffectKind, Fact, plan
-from bridge.errors import InvalidSubmission, PermanentError, PolicyViolation, TransientError
+from bridge.errors import (
+    AmbiguousError,
+    InvalidSubmission,
+    PermanentError,
+    PolicyViolation,
+    TransientError,
+)
 from bridge.events import JobEvent
 from bridge.ledger import Busy, JobRecord, JobState, Ledger, Settled, now_iso
 from bridge.policy import Policy
@@ -266,22 +272,34 @@ class Bridge:
             wait = max(1.0, claim.lease_until - self.clock())
             raise TransientError(f"effect {effect.id} is in progress elsewhere", retry_after=wait)
         try:
-            if not (claim.taken_over and self._already_performed(effect)):
+            if claim.taken_over and self._already_performed(effect, claim.since):
+                log.info("effect %s was performed by an earlier attempt", effect.id)
+            else:
                 self._apply(effect)
         except PermanentError as exc:
             self.ledger.fail(claim, str(exc))
             log.error("effect %s on %s failed for good: %s", effect.id, effect.target, exc)
             return 0
-        except Exception:
-            self.ledger.release(claim)
+        except TransientError as exc:
+            # Only a failure that surely did nothing, on a claim no earlier attempt touched, may
+            # forget the attempt; otherwise the next one must check before acting.
+            if claim.taken_over or isinstance(exc, AmbiguousError):
+                self.ledger.abandon(claim)
+            else:
+                self.ledger.release(claim)
+            raise
+        except BaseException:
+            self.ledger.abandon(claim)
             raise
         self.ledger.complete(claim)
         return 1
 
-    def _already_performed(self, effect: Effect) -> bool:
-        """Only after a lapsed claim: its worker may have performed the effect before dying."""
+    def _already_performed(self, effect: Effect, since: float) -> bool:
+        """After an attempt that may have performed the effect: ask Airflow whether it did."""
         if effect.kind is EffectKind.ASSET_EVENT:
-            return self.airflow.asset_event_posted(effect.target, effect.extra()["effect_id"])
+            return self.airflow.asset_event_posted(
+                effect.target, effect.extra()["effect_id"], since
+            )
         return False  # a DAG run's deterministic id makes Airflow refuse the second one
 
     def _apply(self, effect: Effect) -> None:

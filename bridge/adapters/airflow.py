@@ -5,6 +5,8 @@ manager (`POST /auth/token`) and is renewed a minute before the `exp` its JWT pa
 once when Airflow refuses it (401 or 403). Asset ids are looked up once per URI and cached, so
 an effect costs one HTTP call. Failures leave as `bridge.errors`: transient for what a retry can
 fix (network, 5xx, 429), permanent for what it cannot (other 4xx, an asset no DAG references).
+A write that failed after it left (no reply, a read timeout, a 5xx) is `AmbiguousError`: Airflow
+may have acted, so the caller asks `asset_event_posted` before writing again.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bridge.errors import (
+    AmbiguousError,
     ConfigurationError,
     PermanentError,
     TransientError,
@@ -31,9 +35,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 RENEW_EARLY_SECONDS = 60.0
-# How many of an asset's newest events lapsed-claim recovery reads: the claim lapsed minutes ago,
-# so its event, if any, is among the latest few.
-RECOVERY_WINDOW = 50
+# Clocks of the bridge and Airflow may differ by this much: an event Airflow stamped up to this long
+# before the bridge's first attempt may still be the bridge's.
+CLOCK_SKEW_SECONDS = 120.0
+RECOVERY_PAGE = 100
 
 
 class AirflowRest:
@@ -77,6 +82,7 @@ class AirflowRest:
                 lambda: AssetApi(self._api_client).create_asset_event(
                     body, _request_timeout=self._timeout
                 ),
+                writes=True,
             )
         except PermanentError as exc:
             if isinstance(exc.__cause__, NotFoundException):
@@ -84,20 +90,83 @@ class AirflowRest:
                 self._asset_ids.pop(uri, None)
             raise
 
-    def asset_event_posted(self, uri: str, effect_id: str) -> bool:
+    def asset_event_posted(self, uri: str, effect_id: str, since: float) -> bool:
+        """Whether Airflow holds an event on `uri` whose `extra.effect_id` is `effect_id`.
+
+        `since` (epoch seconds) is when the first attempt began; nothing earlier is read. First the
+        asset's own record: if its last event is older, nothing was posted. That read is immune to
+        apache/airflow#71360 (3.3.2 answers 500 to an event listing that includes an event whose
+        run is still queued). Only then the listing from `since`: page by page, and one event a
+        page where a page fails, so that a single unreadable event hides nothing else. If the
+        effect's event is not found but some event could not be read, the answer is unknown:
+        `TransientError`, and the caller asks again later rather than posting twice.
+        """
         from airflow_client.client import AssetApi
 
         asset_id = self.asset_id(uri)
+        asset = self._call(
+            f"get_asset({uri})",
+            lambda: AssetApi(self._api_client).get_asset(asset_id, _request_timeout=self._timeout),
+        )
+        last = asset.last_asset_event
+        start = datetime.fromtimestamp(since - CLOCK_SKEW_SECONDS, UTC)
+        if last is None or last.timestamp is None or last.timestamp < start:
+            return False
+        unreadable, offset = 0, 0
+        while True:
+            extras, unread, full = self._page_since(uri, asset_id, start, offset)
+            if any(extra.get("effect_id") == effect_id for extra in extras):
+                return True
+            unreadable += unread
+            if not full:
+                break
+            offset += RECOVERY_PAGE
+        if unreadable:
+            raise TransientError(
+                f"Airflow cannot list {unreadable} event(s) on {uri} yet (apache/airflow#71360: "
+                f"a run they started is still queued): whether {effect_id} exists is unknown"
+            )
+        return False
+
+    def _page_since(
+        self, uri: str, asset_id: int, start: datetime, offset: int
+    ) -> tuple[list[dict[str, Any]], int, bool]:
+        """One page of the events on an asset from `start`: their extras, how many could not be
+        read, and whether the page was full (more may follow)."""
+        try:
+            events = self._events(uri, asset_id, start, offset, RECOVERY_PAGE)
+        except TransientError:
+            extras: list[dict[str, Any]] = []
+            unreadable = 0
+            for index in range(offset, offset + RECOVERY_PAGE):
+                try:
+                    one = self._events(uri, asset_id, start, index, 1)
+                except TransientError:
+                    unreadable += 1
+                    continue
+                if not one:
+                    return extras, unreadable, False
+                extras.append(one[0])
+            return extras, unreadable, True
+        return events, 0, len(events) == RECOVERY_PAGE
+
+    def _events(
+        self, uri: str, asset_id: int, start: datetime, offset: int, limit: int
+    ) -> list[dict[str, Any]]:
+        from airflow_client.client import AssetApi
+
         page = self._call(
             f"get_asset_events({uri})",
             lambda: AssetApi(self._api_client).get_asset_events(
                 asset_id=asset_id,
-                order_by=["-timestamp"],
-                limit=RECOVERY_WINDOW,
+                timestamp_gte=start,
+                order_by=["timestamp"],
+                limit=limit,
+                offset=offset,
                 _request_timeout=self._timeout,
             ),
         )
-        return any((event.extra or {}).get("effect_id") == effect_id for event in page.asset_events)
+        return [dict(event.extra or {}) for event in page.asset_events]
 
     def trigger_dag_run(self, dag_id: str, run_id: str, conf: Mapping[str, Any]) -> bool:
         from airflow_client.client import DagRunApi, TriggerDAGRunPostBody
@@ -110,6 +179,7 @@ class AirflowRest:
                 lambda: DagRunApi(self._api_client).trigger_dag_run(
                     dag_id, body, _request_timeout=self._timeout
                 ),
+                writes=True,
             )
         except PermanentError as exc:
             if isinstance(exc.__cause__, ConflictException):
@@ -220,8 +290,11 @@ class AirflowRest:
 
     # -- calls and their failures ---------------------------------------------------------------
 
-    def _call(self, what: str, call: Callable[[], T]) -> T:
-        """Run one API call; renew the token once if refused; map failures onto bridge errors."""
+    def _call(self, what: str, call: Callable[[], T], *, writes: bool = False) -> T:
+        """Run one API call; renew the token once if refused; map failures onto bridge errors.
+
+        For a write (`writes`), a failure after the request left is `AmbiguousError`.
+        """
         import urllib3
         from airflow_client.client.exceptions import (
             ApiException,
@@ -239,13 +312,18 @@ class AirflowRest:
                 self._renew_token(stale=self.access_token)
                 return call()
         except ApiException as exc:
-            raise self._failure(what, exc) from exc
+            raise self._failure(what, exc, writes=writes) from exc
         except urllib3.exceptions.HTTPError as exc:
+            message = f"Airflow {what}: {self.base_url} failed ({type(exc).__name__}: {exc})"
+            if writes and not _never_sent(exc):
+                raise AmbiguousError(f"{message}; it may have been done") from exc
             raise TransientError(
                 f"Airflow {what}: {self.base_url} is unreachable ({type(exc).__name__}: {exc})"
             ) from exc
 
-    def _failure(self, what: str, exc: ApiException) -> PermanentError | TransientError:
+    def _failure(
+        self, what: str, exc: ApiException, *, writes: bool = False
+    ) -> PermanentError | TransientError:
         status = int(exc.status or 0)
         detail = airflow_detail(exc.body)
         message = f"Airflow {what} failed with HTTP {status}: {detail}"
@@ -254,8 +332,19 @@ class AirflowRest:
                 message, retry_after=retry_after_seconds(header(exc, "Retry-After"))
             )
         if status == 0 or status >= 500:
-            return TransientError(message)
+            # A 5xx may come from a proxy after Airflow acted, or from Airflow after its commit.
+            return AmbiguousError(message) if writes else TransientError(message)
         return PermanentError(message)
+
+
+def _never_sent(exc: Exception) -> bool:
+    """Whether a urllib3 failure happened before the request reached the server."""
+    import urllib3
+
+    reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+    return isinstance(
+        reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
+    )
 
 
 def header(exc: ApiException, name: str) -> str | None:

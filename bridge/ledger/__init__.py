@@ -64,7 +64,8 @@ class Claim:
     effect: Effect
     etag: str
     lease_until: float
-    taken_over: bool  # a previous claim lapsed: the effect may already have happened
+    taken_over: bool  # an earlier attempt lapsed or failed ambiguously: the effect may exist
+    since: float  # when the first attempt at this effect was claimed (epoch seconds)
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,12 @@ class Ledger(Protocol):
     def fail(self, claim: Claim, reason: str) -> None: ...
 
     def release(self, claim: Claim) -> None:
-        """Give the claim up after a transient failure, so the retry can take it at once."""
+        """Give the claim up after a failure that surely did nothing: a retry starts afresh."""
+        ...
+
+    def abandon(self, claim: Claim) -> None:
+        """Give the claim up after a failure that may have done the effect: the row stays, its
+        lease lapsed, so the next attempt takes it over at once and checks before acting."""
         ...
 
     def effects(self, job_name: str) -> list[EffectRecord]: ...

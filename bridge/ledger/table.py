@@ -111,12 +111,13 @@ class TableLedger:
             "event_id": effect.fact.event_id or "",
             "state": EffectState.IN_PROGRESS.value,
             "lease_until": lease_until,
+            "first_claimed_at": now,
             "updated_at": now_iso(),
         }
         with _transient("claim an effect"):
             try:
                 meta = self._table.create_entity(entity)
-                return Claim(effect, str(meta["etag"]), lease_until, taken_over=False)
+                return Claim(effect, str(meta["etag"]), lease_until, taken_over=False, since=now)
             except ResourceExistsError:
                 current = self._table.get_entity(effect.fact.job_name, effect.id)
         state = EffectState(current["state"])
@@ -124,6 +125,8 @@ class TableLedger:
             return Settled(state, current.get("reason"))
         if float(current["lease_until"]) > now:
             return Busy(float(current["lease_until"]))
+        since = float(current.get("first_claimed_at") or now)
+        entity["first_claimed_at"] = since  # every attempt's window starts at the first one
         with _transient("take over a lapsed claim"):
             try:
                 meta = self._table.update_entity(
@@ -134,7 +137,7 @@ class TableLedger:
                 )
             except ResourceModifiedError:
                 return Busy(lease_until)  # another worker took it over first
-        return Claim(effect, str(meta["etag"]), lease_until, taken_over=True)
+        return Claim(effect, str(meta["etag"]), lease_until, taken_over=True, since=since)
 
     def complete(self, claim: Claim) -> None:
         self._settle(claim, EffectState.COMPLETED, None)
@@ -149,6 +152,23 @@ class TableLedger:
             self._table.delete_entity(
                 claim.effect.fact.job_name,
                 claim.effect.id,
+                etag=claim.etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+
+    def abandon(self, claim: Claim) -> None:
+        entity = {
+            "PartitionKey": claim.effect.fact.job_name,
+            "RowKey": claim.effect.id,
+            "lease_until": 0.0,
+            "attempted": True,
+            "updated_at": now_iso(),
+        }
+        # A 412 means someone took the claim over already: the row is theirs, and marked enough.
+        with _transient("abandon a claim"), suppress(ResourceModifiedError, ResourceNotFoundError):
+            self._table.update_entity(
+                entity,
+                mode=UpdateMode.MERGE,
                 etag=claim.etag,
                 match_condition=MatchConditions.IfNotModified,
             )

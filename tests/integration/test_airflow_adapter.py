@@ -156,12 +156,23 @@ def test_asset_event_posted_finds_event_by_effect_id_only(
     airflow: LocalAirflow, adapter: AirflowRest
 ) -> None:
     posted, other = effect_id(), effect_id()
+    before = time.time()
     adapter.post_asset_event(REPORT_V2, {"effect_id": posted})
 
     recovering = AirflowRest(airflow.base_url, airflow.username, airflow.password)
 
-    assert recovering.asset_event_posted(REPORT_V2, posted) is True
-    assert recovering.asset_event_posted(REPORT_V2, other) is False
+    assert recovering.asset_event_posted(REPORT_V2, posted, since=before) is True
+    assert recovering.asset_event_posted(REPORT_V2, other, since=before) is False
+
+
+def test_asset_event_posted_reads_nothing_older_than_the_first_attempt(
+    airflow: LocalAirflow, adapter: AirflowRest
+) -> None:
+    posted = effect_id()
+    adapter.post_asset_event(REPORT_V2, {"effect_id": posted})
+    later = time.time() + 3600  # as if the first attempt began an hour after that event
+
+    assert adapter.asset_event_posted(REPORT_V2, posted, since=later) is False
 
 
 # -- DAG runs -------------------------------------------------------------------------------------
@@ -207,7 +218,7 @@ def test_token_near_expiry_is_renewed_before_the_call(adapter: AirflowRest) -> N
     first = adapter.access_token
     time.sleep(1.2)  # within a minute of its expiry; Airflow still accepts it
 
-    adapter.asset_event_posted(REPORT, effect_id())
+    adapter.asset_event_posted(REPORT, effect_id(), since=time.time())
 
     assert adapter.access_token not in (None, first)
 
