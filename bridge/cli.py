@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bridge.contracts import Submission, json_schema
 from bridge.errors import BridgeError
+from bridge.ledger import JobState
 
 if TYPE_CHECKING:
     from bridge.local.stack import StackOptions
+    from bridge.service import Bridge
 
 SCHEMA_FILE = Path(__file__).parent / "schemas" / "submission.v1.json"
 
@@ -40,6 +44,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     reconcile.add_argument("--verbose", "-v", action="store_true", help="log each job's check")
     reconcile.set_defaults(run=_reconcile)
+
+    jobs = commands.add_parser("jobs", help="list the ledger's jobs (settings from the env)")
+    jobs.add_argument("--state", choices=[state.value for state in JobState])
+    jobs.add_argument("--since", help="accepted at or after this ISO 8601 time (UTC)")
+    jobs.add_argument("--limit", type=int, default=50)
+    jobs.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    jobs.set_defaults(run=_jobs)
+
+    show = commands.add_parser("show", help="one job's whole trail (settings from the env)")
+    show.add_argument("job", help="the job name (= submission id)")
+    show.add_argument("--json", action="store_true", help="print JSON instead of text")
+    show.add_argument("--offline", action="store_true", help="do not ask Azure ML for its status")
+    show.set_defaults(run=_show)
 
     schema = commands.add_parser("schema", help="print the submission v1 JSON Schema")
     schema.add_argument("--write", action="store_true", help=f"write it to {SCHEMA_FILE.name}")
@@ -127,6 +144,117 @@ def _reconcile(args: argparse.Namespace) -> int:
     print(json.dumps({"due": report.due, "actions": dict(report.actions), "jobs": report.jobs},
                      indent=2, sort_keys=True))  # fmt: skip
     return 0
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from bridge.inspection import job_lines
+
+    since = _utc(args.since) if args.since else None
+    try:
+        lines = job_lines(
+            _environment_bridge().ledger,
+            state=JobState(args.state) if args.state else None,
+            since=since,
+            limit=args.limit,
+        )
+    except BridgeError as exc:
+        print(f"jobs: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps([dataclasses.asdict(line) for line in lines], indent=2))
+        return 0
+    rows = [
+        (line.name, line.state, _ago(line.age_seconds), f"{line.dag_id} / {line.run_id}",
+         _targets(line.done), _targets(line.pending))
+        for line in lines
+    ]  # fmt: skip
+    _table(("JOB", "STATE", "AGE", "DAG / RUN", "DONE", "PENDING"), rows)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from bridge.inspection import trail
+
+    try:
+        bridge = _environment_bridge()
+        found = trail(bridge.ledger, None if args.offline else bridge.jobs, args.job)
+    except BridgeError as exc:
+        print(f"show: {exc}", file=sys.stderr)
+        return 1
+    if found is None:
+        print(f"show: the ledger has no job {args.job!r}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(found.to_json(), indent=2))
+        return 0
+    job = found.job
+    facts = [
+        ("job", job.name),
+        ("state", job.state + (f" (found by {found.found_by})" if found.found_by else "")),
+        ("origin", f"{job.dag_id} / {job.run_id} / {job.task_id} [{job.map_index}]"),
+        ("experiment", f"{found.experiment} ({found.job_type} job)"),
+        ("accepted", found.accepted_at or "-"),
+        ("created", found.created_at or "-"),
+        ("finished", found.finished_at or "-"),
+        ("Azure ML now", found.azureml_status or found.azureml_error or "(not asked)"),
+        ("studio", found.studio_url or "-"),
+    ]
+    if found.reason:
+        facts.append(("reason", found.reason))
+    if found.watch:
+        facts.append(("next check", f"{found.watch['due_at']} (checked {found.watch['checks']}x)"))
+    width = max(len(name) for name, _ in facts)
+    for name, value in facts:
+        print(f"{name:<{width}}  {value}")
+    print()
+    _table(
+        ("EFFECT", "TARGET", "STATE", "AT", "EVENT", "REASON"),
+        [(e.kind, e.target, e.state, e.updated_at or "", e.event_id or "", e.reason or "")
+         for e in found.effects],
+    )  # fmt: skip
+    return 0
+
+
+def _environment_bridge() -> Bridge:
+    import os
+
+    from bridge.composition import build
+    from bridge.settings import Settings
+
+    return build(Settings.from_env(os.environ))
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        cells = (str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
+
+
+def _targets(targets: list[str]) -> str:
+    return ", ".join(targets) or "-"
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _utc(text: str) -> str:
+    """An ISO 8601 time as the ledger writes it (UTC), for a text comparison."""
+    from datetime import UTC, datetime
+
+    when = datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def _schema(args: argparse.Namespace) -> int:

@@ -64,9 +64,7 @@ class Effect:
 
     @property
     def id(self) -> str:
-        """Stable across redeliveries; also a valid Table Storage row key (no / \\ # ?)."""
-        digest = hashlib.sha256(self.target.encode()).hexdigest()[:24]
-        return f"{self.fact.outcome.value}-{self.kind.value}-{digest}"
+        return effect_id(self.fact.outcome, self.kind, self.target)
 
     @property
     def dag_run_id(self) -> str:
@@ -75,6 +73,19 @@ class Effect:
 
     def extra(self) -> dict[str, Any]:
         return {**self.fact.extra(), "effect_id": f"{self.fact.job_name}/{self.id}"}
+
+
+def effect_id(outcome: Outcome, kind: EffectKind, target: str) -> str:
+    """Stable across redeliveries; also a valid Table Storage row key (no / \\ # ?)."""
+    digest = hashlib.sha256(target.encode()).hexdigest()[:24]
+    return f"{outcome.value}-{kind.value}-{digest}"
+
+
+def targets(route: Route) -> list[tuple[EffectKind, str]]:
+    """The (kind, target) of every effect a route asks for, each once, in `plan`'s order."""
+    assets = [(EffectKind.ASSET_EVENT, uri) for uri in dict.fromkeys(route.assets)]
+    dags = dict.fromkeys(trigger.dag_id for trigger in route.triggers)
+    return assets + [(EffectKind.DAG_RUN, dag_id) for dag_id in dags]
 
 
 def plan(fact: Fact, route: Route) -> list[Effect]:

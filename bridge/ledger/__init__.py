@@ -92,6 +92,7 @@ class EffectRecord:
     state: EffectState
     reason: str | None
     updated_at: str | None
+    event_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,12 @@ class Ledger(Protocol):
 
     def effects(self, job_name: str) -> list[EffectRecord]: ...
 
+    def jobs(
+        self, *, state: JobState | None = None, since: str | None = None, limit: int = 100
+    ) -> list[JobRecord]:
+        """Job records, newest first: for operators. Reads across every job's partition."""
+        ...
+
     def reject_message(self, message_id: str, reason: str, body: bytes) -> None:
         """Record a message that is not a submission at all, so it is never silently lost."""
         ...
@@ -148,6 +155,10 @@ class Ledger(Protocol):
         ...
 
     def postpone(self, name: str, due_at: float, checks: int) -> None: ...
+
+    def watching(self, name: str) -> Watch | None:
+        """The job's watch-list entry, if its outcome is still to be routed."""
+        ...
 
     def unwatch(self, name: str) -> None:
         """Take the job off the watch list; already gone is fine."""

@@ -187,11 +187,29 @@ class TableLedger:
                 kind=row.get("kind", ""),
                 target=row.get("target", ""),
                 state=EffectState(row["state"]),
-                reason=row.get("reason"),
+                reason=row.get("reason") or None,
                 updated_at=row.get("updated_at"),
+                event_id=row.get("event_id") or None,
             )
             for row in rows
         ]
+
+    def jobs(
+        self, *, state: JobState | None = None, since: str | None = None, limit: int = 100
+    ) -> list[JobRecord]:
+        self.ensure_table()
+        query, parameters = "RowKey eq @job_row", {"job_row": JOB_ROW}
+        if state is not None:
+            query += " and state eq @state"
+            parameters["state"] = state.value
+        if since is not None:
+            query += " and accepted_at ge @since"  # ISO 8601 in UTC sorts as text
+            parameters["since"] = since
+        with _transient("list jobs"):
+            rows = list(self._table.query_entities(query, parameters=parameters))
+        records = sorted((_job_record(row) for row in rows),
+                         key=lambda record: record.accepted_at or "", reverse=True)  # fmt: skip
+        return records[:limit]
 
     def reject_message(self, message_id: str, reason: str, body: bytes) -> None:
         self.ensure_table()
@@ -256,6 +274,15 @@ class TableLedger:
         }
         with _transient("postpone a watched job"), suppress(ResourceNotFoundError):
             self._table.update_entity(entity, mode=UpdateMode.MERGE)
+
+    def watching(self, name: str) -> Watch | None:
+        self.ensure_table()
+        with _transient("read the watch list"):
+            try:
+                row = self._table.get_entity(WATCH_PARTITION, name)
+            except ResourceNotFoundError:
+                return None
+        return Watch(name, float(row["due_at"]), int(row.get("checks") or 0))
 
     def unwatch(self, name: str) -> None:
         with _transient("unwatch a job"), suppress(ResourceNotFoundError):

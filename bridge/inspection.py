@@ -1,0 +1,173 @@
+"""The operator's view of the ledger: which jobs the bridge holds, and one job's whole trail.
+
+`bridge jobs` lists jobs with their state, age, origin and which routed effects are done or still
+pending; `bridge show JOB` adds the submission, Azure ML's status now, every effect with its state,
+time and event, the rejection reason, and the reconcile watch. Both read the ledger (and, for
+`show`, one `jobs.get`); neither writes anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.contracts import CommandJob, Outcome, Submission
+from bridge.effects import EffectKind, effect_id, targets
+from bridge.errors import BridgeError
+from bridge.ledger import EffectRecord, EffectState, JobRecord, JobState, Ledger
+from bridge.ports import Jobs
+
+# The outcome whose route a finished job took (a rejected submission is told on `failed`).
+_OUTCOME = {
+    JobState.COMPLETED: Outcome.COMPLETED,
+    JobState.FAILED: Outcome.FAILED,
+    JobState.CANCELED: Outcome.CANCELED,
+    JobState.REJECTED: Outcome.FAILED,
+}
+
+
+@dataclass(frozen=True)
+class EffectLine:
+    kind: str
+    target: str
+    state: str  # completed, failed, in_progress, or pending (planned, not yet claimed)
+    updated_at: str | None = None
+    event_id: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class JobLine:
+    name: str
+    state: str
+    age_seconds: float | None
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    done: list[str] = field(default_factory=list)  # targets whose effect happened
+    pending: list[str] = field(default_factory=list)  # targets planned and not done yet
+
+
+@dataclass(frozen=True)
+class Trail:
+    job: JobLine
+    experiment: str
+    job_type: str
+    accepted_at: str | None
+    created_at: str | None
+    finished_at: str | None
+    found_by: str | None  # event, reconcile or submission
+    reason: str | None
+    studio_url: str | None
+    azureml_status: str | None  # what Azure ML says now; None when it has no such job
+    azureml_error: str | None
+    watch: dict[str, Any] | None  # the reconcile sweep's next check, while the job is open
+    effects: list[EffectLine]
+    routes: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def job_lines(
+    ledger: Ledger, *, state: JobState | None = None, since: str | None = None, limit: int = 50
+) -> list[JobLine]:
+    return [
+        _line(record, ledger.effects(record.name))
+        for record in ledger.jobs(state=state, since=since, limit=limit)
+    ]
+
+
+def trail(ledger: Ledger, jobs: Jobs | None, name: str) -> Trail | None:
+    """One job's trail, or None when the ledger has no such job."""
+    record = ledger.get_job(name)
+    if record is None:
+        return None
+    effects = ledger.effects(name)
+    status, error = None, None
+    if jobs is not None and record.state is not JobState.REJECTED:
+        try:
+            found = jobs.find(name)
+            status = found.status if found else None
+            error = None if found else "Azure ML has no job of this name"
+        except BridgeError as exc:
+            error = str(exc)
+    watch = ledger.watching(name)
+    submission = record.submission
+    return Trail(
+        job=_line(record, effects),
+        experiment=submission.experiment_name,
+        job_type=_job_type(submission),
+        accepted_at=record.accepted_at,
+        created_at=record.created_at,
+        finished_at=record.finished_at,
+        found_by=record.via,
+        reason=record.reason,
+        studio_url=record.studio_url,
+        azureml_status=status,
+        azureml_error=error,
+        watch=None if watch is None else {"due_at": _iso(watch.due_at), "checks": watch.checks},
+        effects=_effect_lines(record, effects),
+        routes={
+            "on": submission.on.model_dump(),
+            "trigger": submission.trigger.model_dump(),
+        },
+    )
+
+
+def _line(record: JobRecord, effects: list[EffectRecord]) -> JobLine:
+    origin = record.submission.origin
+    done = [e.target for e in effects if e.state is EffectState.COMPLETED]
+    planned = _planned(record)
+    settled = {e.effect_id for e in effects if e.state is not EffectState.IN_PROGRESS}
+    pending = [target for eid, _, target in planned if eid not in settled]
+    return JobLine(
+        name=record.name,
+        state=record.state.value,
+        age_seconds=_age(record.accepted_at),
+        dag_id=origin.dag_id,
+        run_id=origin.run_id,
+        task_id=origin.task_id,
+        map_index=origin.map_index,
+        done=done,
+        pending=pending,
+    )
+
+
+def _effect_lines(record: JobRecord, effects: list[EffectRecord]) -> list[EffectLine]:
+    lines = [
+        EffectLine(e.kind, e.target, e.state.value, e.updated_at, e.event_id, e.reason)
+        for e in effects
+    ]
+    known = {e.effect_id for e in effects}
+    lines += [
+        EffectLine(kind.value, target, "pending")
+        for eid, kind, target in _planned(record)
+        if eid not in known
+    ]
+    return lines
+
+
+def _planned(record: JobRecord) -> list[tuple[str, EffectKind, str]]:
+    outcome = _OUTCOME.get(record.state)
+    if outcome is None:
+        return []  # still open: which route it takes is not known yet
+    route = record.submission.route(outcome)
+    return [(effect_id(outcome, kind, target), kind, target) for kind, target in targets(route)]
+
+
+def _job_type(submission: Submission) -> str:
+    job = submission.job
+    return "command" if isinstance(job, CommandJob) else job.job_type
+
+
+def _age(accepted_at: str | None) -> float | None:
+    if not accepted_at:
+        return None
+    return (datetime.now(UTC) - datetime.fromisoformat(accepted_at)).total_seconds()
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
