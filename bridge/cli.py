@@ -6,9 +6,10 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,9 @@ from bridge.ledger import JobState
 
 if TYPE_CHECKING:
     from bridge.local.stack import StackOptions
+    from bridge.replay import Item
     from bridge.service import Bridge
+    from bridge.settings import Settings
 
 SCHEMA_FILE = Path(__file__).parent / "schemas" / "submission.v1.json"
 
@@ -44,6 +47,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     reconcile.add_argument("--verbose", "-v", action="store_true", help="log each job's check")
     reconcile.set_defaults(run=_reconcile)
+
+    replay = commands.add_parser(
+        "replay", help="feed dead-lettered events and messages through the bridge again, once"
+    )
+    replay.add_argument(
+        "--dead-letter-url",
+        default=os.environ.get("BRIDGE_DEADLETTER_URL"),
+        help="Event Grid's dead-letter container URL (env BRIDGE_DEADLETTER_URL; the deployment's "
+        "EVENTGRID_DEADLETTER_URL output). Locally, the stack's Azurite container is used.",
+    )
+    replay.add_argument(
+        "--source",
+        action="append",
+        choices=["dead-letters", "poison", "rejected"],
+        help="read only these sources (repeatable; default: all that are configured)",
+    )
+    replay.add_argument(
+        "--dry-run", action="store_true", help="say what would happen; change nothing"
+    )
+    replay.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    replay.set_defaults(run=_replay)
 
     jobs = commands.add_parser("jobs", help="list the ledger's jobs (settings from the env)")
     jobs.add_argument("--state", choices=[state.value for state in JobState])
@@ -130,8 +154,6 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    import os
-
     from bridge.composition import build
     from bridge.reconcile import Reconciler
     from bridge.settings import Settings
@@ -144,6 +166,70 @@ def _reconcile(args: argparse.Namespace) -> int:
     print(json.dumps({"due": report.due, "actions": dict(report.actions), "jobs": report.jobs},
                      indent=2, sort_keys=True))  # fmt: skip
     return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from bridge.replay import Replayer, as_json, summary
+
+    try:
+        bridge = _environment_bridge()
+        sources = _replay_sources(bridge, args)
+        lines = Replayer(bridge, dry_run=args.dry_run).replay(
+            item for source in sources for item in source
+        )
+    except BridgeError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(as_json(lines))
+    else:
+        _table(("SOURCE", "ITEM", "EVENT / MESSAGE", "RESULT", "DETAIL"),
+               [(x.source, x.key, x.subject, x.result, x.detail) for x in lines])  # fmt: skip
+        counts = ", ".join(f"{n} {result}" for result, n in sorted(summary(lines).items()))
+        print(f"\n{len(lines)} replayed{' (dry run)' if args.dry_run else ''}: {counts or '-'}")
+    return 1 if any(line.result == "retry" for line in lines) else 0
+
+
+def _replay_sources(bridge: Bridge, args: argparse.Namespace) -> list[Iterable[Item]]:
+    """The sources that are configured: Azure's by URL and identity, the local stack's by
+    connection string."""
+    from bridge.replay import rejected_items
+
+    chosen = set(args.source or ["dead-letters", "poison", "rejected"])
+    settings = bridge_settings()
+    sources: list[Iterable[Item]] = []
+    if "dead-letters" in chosen:
+        from bridge.adapters.dead_letters import DeadLetterBlobs
+
+        if args.dead_letter_url:
+            from azure.identity import DefaultAzureCredential
+
+            credential = DefaultAzureCredential(
+                managed_identity_client_id=settings.managed_identity_client_id
+            )
+            sources.append(DeadLetterBlobs.from_url(args.dead_letter_url, credential).items())
+        elif settings.ledger_connection_string:  # the local stack: Azurite holds both
+            from bridge.local.dead_letter import CONTAINER
+
+            blobs = DeadLetterBlobs.from_connection_string(
+                settings.ledger_connection_string, CONTAINER
+            )
+            sources.append(blobs.items())
+    local_queue = os.environ.get("BRIDGE_LOCAL_QUEUE_CONNECTION_STRING")
+    if "poison" in chosen and local_queue:
+        from bridge.local.poison import poison_items
+
+        queue = os.environ.get("BRIDGE_SUBMISSION_QUEUE") or "submissions"
+        sources.append(poison_items(local_queue, queue, peek=args.dry_run))
+    if "rejected" in chosen:
+        sources.append(rejected_items(bridge))
+    return sources
+
+
+def bridge_settings() -> Settings:
+    from bridge.settings import Settings
+
+    return Settings.from_env(os.environ)
 
 
 def _jobs(args: argparse.Namespace) -> int:
@@ -216,12 +302,9 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _environment_bridge() -> Bridge:
-    import os
-
     from bridge.composition import build
-    from bridge.settings import Settings
 
-    return build(Settings.from_env(os.environ))
+    return build(bridge_settings())
 
 
 def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:

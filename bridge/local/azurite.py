@@ -1,5 +1,6 @@
 """Azurite, the Azure Storage emulator from npm: Table storage for the ledger, a Storage Queue as
-the local stand-in for the Service Bus submission queue."""
+the local stand-in for the Service Bus submission queue, and Blob storage for Event Grid's
+dead-letter container."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class Azurite(Lifecycle):
     workdir: Path
     table_port: int = 0
     queue_port: int = 0
+    blob_port: int = 0
     persistent: bool = False
     _service: Service | None = None
 
@@ -46,22 +48,27 @@ class Azurite(Lifecycle):
         return f"http://127.0.0.1:{self.queue_port}/{ACCOUNT}"
 
     @property
+    def blob_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.blob_port}/{ACCOUNT}"
+
+    @property
     def connection_string(self) -> str:
         return (
             f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
             f"TableEndpoint={self.table_endpoint};QueueEndpoint={self.queue_endpoint};"
+            f"BlobEndpoint={self.blob_endpoint};"
         )
 
     def start(self, timeout: float = 30.0) -> Azurite:
         self.table_port = self.table_port or free_port()
         self.queue_port = self.queue_port or free_port()
-        blob_port = free_port()
+        self.blob_port = self.blob_port or free_port()
         data = self.workdir / "azurite"
         data.mkdir(parents=True, exist_ok=True)
         storage = ["--location", str(data)] if self.persistent else ["--inMemoryPersistence"]
         argv = [
             azurite_binary(),
-            "--blobHost", "127.0.0.1", "--blobPort", str(blob_port),
+            "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
             "--queueHost", "127.0.0.1", "--queuePort", str(self.queue_port),
             "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port),
             *storage, "--disableTelemetry", "--skipApiVersionCheck", "--silent",

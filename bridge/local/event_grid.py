@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,6 +27,7 @@ from azure.eventgrid import EventGridPublisherClient
 
 Outcome = Literal["pending", "delivered", "dead-lettered", "not-subscribed", "dropped"]
 
+log = logging.getLogger("bridge.local.event_grid")
 DEFAULT_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 # Event Grid drops (or dead-letters) these at once: no retry can change the answer.
 _NOT_RETRIED = frozenset({400, 401, 403, 413})
@@ -66,8 +68,10 @@ class EventGridTopic:
         webhook_url: str | None = None,
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         loss: Loss | None = None,
+        dead_letter: Callable[[Delivery], object] | None = None,
     ) -> None:
         self.webhook_url = webhook_url
+        self.dead_letter = dead_letter  # where a dead-lettered event is written, if anywhere
         self.access_key = access_key
         self.retry_delays = tuple(retry_delays)
         self.deliveries: list[Delivery] = []
@@ -159,6 +163,11 @@ class EventGridTopic:
                 delivery.outcome = "not-subscribed"
             else:
                 delivery.outcome = self._deliver(delivery, url)
+            if delivery.outcome == "dead-lettered" and self.dead_letter is not None:
+                try:
+                    self.dead_letter(delivery)
+                except Exception:  # Event Grid drops what it cannot dead-letter; so do we
+                    log.exception("could not dead-letter event %s", delivery.event.get("id"))
             delivery.done.set()
 
     def _deliver(self, delivery: Delivery, url: str) -> Outcome:

@@ -22,6 +22,7 @@ from bridge.composition import build
 from bridge.local.airflow import LocalAirflow
 from bridge.local.azureml import DOCUMENTED, PROFILES, AzureMLEmulator
 from bridge.local.azurite import Azurite
+from bridge.local.dead_letter import DeadLetterContainer
 from bridge.local.devhost import DevHost
 from bridge.local.process import free_port
 from bridge.service import Bridge
@@ -81,6 +82,8 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
     workdir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack, _stop_on_sigterm():
         azurite = stack.enter_context(Azurite(workdir))
+        dead_letters = DeadLetterContainer(azurite.connection_string)
+        stack.callback(dead_letters.close)
         airflow_port = free_port()
         event_key = secrets.token_urlsafe(16)
         emulator = stack.enter_context(
@@ -89,6 +92,7 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
                 event_schema=options.event_schema,
                 access_key=event_key,
                 profile=PROFILES[options.azure_profile],
+                dead_letter=dead_letters.write,
             )
         )
         settings = Settings(

@@ -31,7 +31,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -141,6 +141,7 @@ class AzureMLEmulator(Lifecycle):
         cancel_answer: Literal["202", "200"] = "202",
         cancel_seconds: float = 0.5,
         tls: bool = True,
+        dead_letter: Callable[[Delivery], object] | None = None,
     ) -> None:
         self.workdir = workdir
         self.tls = tls
@@ -159,6 +160,7 @@ class AzureMLEmulator(Lifecycle):
             webhook_url=webhook_url,
             retry_delays=retry_delays,
             loss=profile.loss,
+            dead_letter=dead_letter,
         )
         self._publisher = JobEventPublisher(
             self._topic,
