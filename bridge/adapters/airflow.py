@@ -35,9 +35,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 RENEW_EARLY_SECONDS = 60.0
-# Clocks of the bridge and Airflow may differ by this much: an event Airflow stamped up to this long
-# before the bridge's first attempt may still be the bridge's.
-CLOCK_SKEW_SECONDS = 120.0
+# Clocks of the bridge and Airflow (both NTP-synced in practice) may differ by this much: an event
+# Airflow stamped up to this long before the bridge's first attempt may still be the bridge's.
+CLOCK_SKEW_SECONDS = 30.0
 RECOVERY_PAGE = 100
 
 
@@ -114,8 +114,8 @@ class AirflowRest:
             return False
         unreadable, offset = 0, 0
         while True:
-            extras, unread, full = self._page_since(uri, asset_id, start, offset)
-            if any(extra.get("effect_id") == effect_id for extra in extras):
+            found, unread, full = self._look(uri, asset_id, start, offset, effect_id)
+            if found:
                 return True
             unreadable += unread
             if not full:
@@ -128,27 +128,28 @@ class AirflowRest:
             )
         return False
 
-    def _page_since(
-        self, uri: str, asset_id: int, start: datetime, offset: int
-    ) -> tuple[list[dict[str, Any]], int, bool]:
-        """One page of the events on an asset from `start`: their extras, how many could not be
-        read, and whether the page was full (more may follow)."""
+    def _look(
+        self, uri: str, asset_id: int, start: datetime, offset: int, effect_id: str
+    ) -> tuple[bool, int, bool]:
+        """Look for the effect in one page of events from `start`: whether it is there, how many
+        events could not be read, and whether the page was full (more may follow)."""
         try:
-            events = self._events(uri, asset_id, start, offset, RECOVERY_PAGE)
+            extras = self._events(uri, asset_id, start, offset, RECOVERY_PAGE)
         except TransientError:
-            extras: list[dict[str, Any]] = []
             unreadable = 0
-            for index in range(offset, offset + RECOVERY_PAGE):
+            for index in range(offset, offset + RECOVERY_PAGE):  # one event a page
                 try:
                     one = self._events(uri, asset_id, start, index, 1)
                 except TransientError:
                     unreadable += 1
                     continue
                 if not one:
-                    return extras, unreadable, False
-                extras.append(one[0])
-            return extras, unreadable, True
-        return events, 0, len(events) == RECOVERY_PAGE
+                    return False, unreadable, False
+                if one[0].get("effect_id") == effect_id:
+                    return True, unreadable, False
+            return False, unreadable, True
+        found = any(extra.get("effect_id") == effect_id for extra in extras)
+        return found, 0, len(extras) == RECOVERY_PAGE
 
     def _events(
         self, uri: str, asset_id: int, start: datetime, offset: int, limit: int

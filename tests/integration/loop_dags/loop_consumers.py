@@ -34,3 +34,21 @@ def loop_triggered() -> None:
 
 loop_assets()
 loop_triggered()
+
+
+# Consumed: the coalescing test posts bursts here and reads what each run saw (never the events
+# listing, which apache/airflow#71360 breaks while a run is queued).
+COALESCED = Asset("azureml://bridge-tests/loop/coalesced")
+
+
+@dag(schedule=[COALESCED])
+def loop_coalescing_consumer() -> None:
+    @task
+    def seen(triggering_asset_events: Any = None) -> list[str]:
+        return [str(event.extra.get("effect_id")) for event in
+                (triggering_asset_events or {}).get(COALESCED, [])]  # fmt: skip
+
+    seen()
+
+
+loop_coalescing_consumer()
