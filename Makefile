@@ -6,7 +6,7 @@ AIRFLOW_VERSION := 3.3.2
 INFRA_VENV := .venv-infra
 BRIDGE := $(VENV)/bin/bridge
 
-.PHONY: setup demo dev test unit lint schema bench clean
+.PHONY: setup demo dev test unit lint schema bench chaos clean
 
 setup: $(VENV)/.installed $(AIRFLOW_VENV)/.installed node_modules/.installed $(INFRA_VENV)/.installed
 
@@ -57,6 +57,11 @@ lint: $(VENV)/.installed
 # Speed targets are measured here, against a baseline in the same run, never in timed tests.
 bench: setup
 	$(VENV)/bin/python bench/submit_latency.py
+
+# Faults against two or more bridge processes sharing one ledger and one Airflow: a report of
+# doubled, lost and misrouted effects per scenario (bench/results/chaos.json).
+chaos: setup
+	$(VENV)/bin/python bench/chaos.py $(if $(QUICK),--quick)
 
 schema: $(VENV)/.installed
 	$(BRIDGE) schema --write

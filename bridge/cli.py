@@ -48,6 +48,20 @@ def main(argv: list[str] | None = None) -> int:
     reconcile.add_argument("--verbose", "-v", action="store_true", help="log each job's check")
     reconcile.set_defaults(run=_reconcile)
 
+    serve = commands.add_parser(
+        "serve", help="run one dev host (webhook, queue worker, reconcile) on the env's settings"
+    )
+    serve.add_argument("--port", type=int, required=True)
+    serve.add_argument("--lease-seconds", type=float, default=120.0, help="effect claim lease")
+    serve.add_argument(
+        "--crash-after-effect",
+        type=float,
+        default=0.0,
+        help="chaos runs only: the chance that this process kills itself right after Airflow "
+        "acted and before the ledger settled",
+    )
+    serve.set_defaults(run=_serve)
+
     replay = commands.add_parser(
         "replay", help="feed dead-lettered events and messages through the bridge again, once"
     )
@@ -166,6 +180,14 @@ def _reconcile(args: argparse.Namespace) -> int:
     print(json.dumps({"due": report.due, "actions": dict(report.actions), "jobs": report.jobs},
                      indent=2, sort_keys=True))  # fmt: skip
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from bridge.local.serve import serve
+
+    return serve(
+        args.port, lease_seconds=args.lease_seconds, crash_after_effect=args.crash_after_effect
+    )
 
 
 def _replay(args: argparse.Namespace) -> int:

@@ -128,6 +128,17 @@ class AirflowRest:
             )
         return False
 
+    def events_on(self, uri: str) -> list[dict[str, Any]]:
+        """The `extra` of every event on an asset, oldest first (operators and the chaos count)."""
+        asset_id = self.asset_id(uri)
+        start = datetime.fromtimestamp(0, UTC)
+        found: list[dict[str, Any]] = []
+        while True:
+            page = self._events(uri, asset_id, start, len(found), RECOVERY_PAGE)
+            found += page
+            if len(page) < RECOVERY_PAGE:
+                return found
+
     def _look(
         self, uri: str, asset_id: int, start: datetime, offset: int, effect_id: str
     ) -> tuple[bool, int, bool]:

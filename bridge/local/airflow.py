@@ -176,6 +176,24 @@ class LocalAirflow(Lifecycle):
         self.started_in = time.monotonic() - began
         return self
 
+    def stop_api(self) -> None:
+        """Stop only the API server (an outage, as the bridge sees it); `start_api` restarts it."""
+        for service in self._services:
+            if service.name == "api-server":
+                service.stop(grace=5)
+
+    def start_api(self, timeout: float = 60) -> None:
+        """Start the API server again on the same port, and wait until it is healthy."""
+        env = self.environment()
+        began = time.monotonic()
+        self._services = [
+            Service("api-server", [self._airflow, "api-server"], log=self.logs / "api-server.log",
+                    env=env, cwd=self.home).start()
+            if service.name == "api-server" else service
+            for service in self._services
+        ]  # fmt: skip
+        self._wait_healthy(began + timeout)
+
     def stop(self) -> None:
         services, self._services = self._services, []
         # Stopped together: each may take seconds to drain, and they do not depend on each other.
