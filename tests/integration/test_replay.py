@@ -181,3 +181,21 @@ def test_bridge_replay_reads_the_stacks_dead_letters_and_poison_queue(
     assert code == 0 and waiting.id not in out  # the replayed message left the poison queue
     assert "duplicate" in out.split(event["id"])[1].splitlines()[0]
     assert len(job_events(loop_stack, DONE, finished.id)) == 1
+
+
+def test_service_bus_dead_letters_unreachable_is_transient() -> None:
+    # AMQPS on loopback: nobody listens, so the SDK's real connect attempt is refused.
+    from azure.core.credentials import AzureNamedKeyCredential
+
+    from bridge.adapters.dead_letter_queue import ServiceBusDeadLetters
+    from bridge.errors import TransientError
+    from bridge.local.process import port_ready
+
+    assert not port_ready(5671)()
+    dead = ServiceBusDeadLetters(
+        "127.0.0.1", "submissions", AzureNamedKeyCredential("key", "value"),  # type: ignore[arg-type]
+        retry_total=0,
+    )  # fmt: skip
+    with pytest.raises(TransientError, match="unavailable: ServiceBusConnectionError"):
+        list(dead.items(max_wait_time=1))
+    dead.close()
