@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import dataclasses
+import os
+import secrets
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,6 +15,7 @@ import pytest
 
 from bridge.local.airflow import fresh_postgres_database
 from bridge.local.stack import EXAMPLE_DAGS, Stack, StackOptions, running_stack
+from bridge.settings import Settings
 
 HERE = Path(__file__).parent
 LOOP_POLICY = '{"allowed_computes": ["cpu-cluster"], "max_instance_count": 4}'
@@ -91,3 +97,26 @@ def job_tags(stack: Stack, job_name: str) -> dict[str, str]:
     """The tags the bridge put on a job (signature included), as Azure ML received them."""
     job = eventually(lambda: stack.emulator.job(job_name), what=f"job {job_name} created")
     return dict(job.properties.get("tags") or {})
+
+
+def own_ledger(stack: Stack, prefix: str, **changes: Any) -> Settings:
+    """The loop stack's settings with a ledger table of their own, out of the dev host's reach (its
+    reconcile timer sweeps only its own table); no sweep of theirs before an hour either."""
+    return dataclasses.replace(
+        stack.settings,
+        ledger_table=f"{prefix}{secrets.token_hex(4)}",
+        **{"reconcile_after_seconds": 3600.0, **changes},
+    )
+
+
+def run_bridge(
+    settings: Settings, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The `bridge` command line, with these settings as its environment (as an operator's)."""
+    full = {**os.environ, **settings.environment(), **(env or {})}
+    # azure-ai-ml wrote this process's custom cloud name into os.environ; a new process that has
+    # not registered that cloud fails on importing the SDK, so the child starts without it.
+    full.pop("AZUREML_CURRENT_CLOUD", None)
+    command = os.path.join(os.path.dirname(sys.executable), "bridge")
+    return subprocess.run([command, *args], env=full, capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip

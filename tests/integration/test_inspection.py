@@ -3,12 +3,8 @@ and as JSON. Each test has a ledger table of its own, and runs the real command 
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 import secrets
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -18,6 +14,7 @@ from bridge.contracts import Outcome, Submission
 from bridge.local.stack import Stack
 from bridge.service import Bridge, Finding, Result
 from bridge.settings import Settings
+from tests.integration.conftest import own_ledger, run_bridge
 
 pytestmark = pytest.mark.integration
 
@@ -28,11 +25,7 @@ UNKNOWN = "azureml://bridge-tests/nobody-declares-this"
 
 @pytest.fixture
 def settings(loop_stack: Stack) -> Settings:
-    return dataclasses.replace(
-        loop_stack.settings,
-        ledger_table=f"inspect{secrets.token_hex(4)}",
-        reconcile_after_seconds=3600.0,
-    )
+    return own_ledger(loop_stack, "inspect")
 
 
 @pytest.fixture
@@ -53,11 +46,7 @@ def submission(name: str, command: str = "echo done", compute: str = "cpu-cluste
 
 
 def bridge_cli(settings: Settings, *args: str) -> str:
-    env = {**os.environ, **settings.environment()}
-    env.pop("AZUREML_CURRENT_CLOUD", None)  # this process's azure-ai-ml cloud, unknown there
-    command = os.path.join(os.path.dirname(sys.executable), "bridge")
-    done = subprocess.run([command, *args], env=env, capture_output=True, text=True,
-                          timeout=120, check=False)  # fmt: skip
+    done = run_bridge(settings, *args)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

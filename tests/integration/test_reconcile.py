@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -28,7 +25,7 @@ from bridge.local.stack import Stack
 from bridge.reconcile import Reconciler
 from bridge.service import Bridge, Result
 from bridge.settings import Settings
-from tests.integration.conftest import job_events, job_tags
+from tests.integration.conftest import job_events, job_tags, own_ledger, run_bridge
 
 pytestmark = pytest.mark.integration
 
@@ -51,11 +48,7 @@ class Clock:
 
 @pytest.fixture
 def own_settings(loop_stack: Stack) -> Settings:
-    return dataclasses.replace(
-        loop_stack.settings,
-        ledger_table=f"reconcile{secrets.token_hex(4)}",
-        reconcile_after_seconds=GRACE,
-    )
+    return own_ledger(loop_stack, "reconcile", reconcile_after_seconds=GRACE)
 
 
 @pytest.fixture
@@ -226,13 +219,7 @@ def test_bridge_reconcile_command_sweeps_with_the_environment_settings(
     submit(bridge, job)
     loop_stack.emulator.wait_for_status(job.id, ["Failed"], timeout=20)
     time.sleep(0.6)
-    env = {**os.environ, **settings.environment()}
-    # azure-ai-ml wrote this process's custom cloud name into os.environ; a new process that has
-    # not registered that cloud fails on importing the SDK, so the child starts without it.
-    env.pop("AZUREML_CURRENT_CLOUD", None)
-    bridge_cli = os.path.join(os.path.dirname(sys.executable), "bridge")
-    done = subprocess.run([bridge_cli, "reconcile"], env=env, capture_output=True, text=True,
-                          timeout=120, check=False)  # fmt: skip
+    done = run_bridge(settings, "reconcile")
     assert done.returncode == 0, done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
     assert report["jobs"] == {job.id: "concluded"} and report["due"] == 1

@@ -7,12 +7,8 @@ test has a ledger table of its own, so the dev host's reconcile timer never rout
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 import secrets
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -30,7 +26,7 @@ from bridge.provider.senders import QueueEnvelope
 from bridge.replay import Replayer
 from bridge.service import Bridge, Result
 from bridge.settings import Settings
-from tests.integration.conftest import job_events, job_tags
+from tests.integration.conftest import job_events, job_tags, own_ledger, run_bridge
 
 pytestmark = pytest.mark.integration
 
@@ -39,11 +35,7 @@ DONE = "azureml://bridge-tests/loop/completed"
 
 @pytest.fixture
 def settings(loop_stack: Stack) -> Settings:
-    return dataclasses.replace(
-        loop_stack.settings,
-        ledger_table=f"replay{secrets.token_hex(4)}",
-        reconcile_after_seconds=3600.0,
-    )
+    return own_ledger(loop_stack, "replay")
 
 
 @pytest.fixture
@@ -141,11 +133,7 @@ def test_replayed_dead_letter_performs_the_missing_effect_once(
 
 
 def bridge_cli(stack: Stack, settings: Settings, *args: str) -> tuple[int, str]:
-    env = {**os.environ, **settings.environment(), **stack.queue_env}
-    env.pop("AZUREML_CURRENT_CLOUD", None)  # this process's azure-ai-ml cloud, unknown there
-    command = os.path.join(os.path.dirname(sys.executable), "bridge")
-    done = subprocess.run([command, *args], env=env, capture_output=True, text=True,
-                          timeout=120, check=False)  # fmt: skip
+    done = run_bridge(settings, *args, env=stack.queue_env)
     assert done.returncode in (0, 1), done.stderr
     return done.returncode, done.stdout
 
