@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bridge.contracts import Submission, json_schema
 from bridge.errors import BridgeError
@@ -319,6 +319,7 @@ def _show(args: argparse.Namespace) -> int:
         ("finished", found.finished_at or "-"),
         ("Azure ML now", found.azureml_status or found.azureml_error or "(not asked)"),
         ("studio", found.studio_url or "-"),
+        ("routes", _routes(found.routes)),
     ]
     if found.reason:
         facts.append(("reason", found.reason))
@@ -334,6 +335,17 @@ def _show(args: argparse.Namespace) -> int:
          for e in found.effects],
     )  # fmt: skip
     return 0
+
+
+def _routes(routes: dict[str, Any]) -> str:
+    """`completed -> a://x, dag run d; failed -> ...`: what each outcome leads to."""
+    parts = []
+    for outcome in ("completed", "failed", "canceled"):
+        targets = list(routes["on"].get(outcome) or [])
+        targets += [f"dag run {t['dag_id']}" for t in routes["trigger"].get(outcome) or []]
+        if targets:
+            parts.append(f"{outcome} -> {', '.join(targets)}")
+    return "; ".join(parts) or "(none)"
 
 
 def _environment_bridge() -> Bridge:

@@ -112,6 +112,7 @@ def test_show_prints_the_whole_trail_of_one_job(
     text = bridge_cli(settings, "show", name)
     assert f"job           {name}" in text and "found by event" in text
     assert "Azure ML now  Completed" in text and "evt-42" in text
+    assert f"routes        completed -> {DONE}, {UNKNOWN}; failed -> {FAILED}" in text
 
     open_job = json.loads(bridge_cli(settings, "show", jobs["open"].id, "--json", "--offline"))
     assert open_job["watch"]["checks"] == 0 and open_job["azureml_status"] is None
