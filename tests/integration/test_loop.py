@@ -140,8 +140,13 @@ def test_azure_ml_received_what_azure_ai_ml_really_sends(loop_stack: Stack) -> N
     tags = properties["tags"]
     assert tags["bridge_submission"] == job.id and tags["bridge_dag_id"] == "loop_tests"
     assert len(tags["bridge_signature"]) == 64
-    record = loop_stack.bridge.ledger.get_job(job.id)
-    assert record is not None and record.state is JobState.CREATED and record.studio_url
+    # The ledger learns of the job once Azure ML's answer is back, a moment after the PUT arrived.
+    ledger = loop_stack.bridge.ledger
+    record = eventually(
+        lambda: (r := ledger.get_job(job.id)) and r.state is JobState.CREATED and r,
+        what=f"job {job.id} recorded as created",
+    )
+    assert record.studio_url
 
 
 @pytest.mark.parametrize("schema", ["eventgrid", "cloudevents"])
