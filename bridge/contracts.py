@@ -105,6 +105,10 @@ class CommandJob(_Model):
     instance_count: Annotated[int, Field(ge=1, le=1000)] = 1
     timeout_seconds: Annotated[int | None, Field(ge=1)] = None
 
+    @property
+    def job_type(self) -> str:
+        return "command"
+
     @field_validator("inputs", "outputs")
     @classmethod
     def _names_are_identifiers(cls, value: dict[str, Any]) -> dict[str, Any]:

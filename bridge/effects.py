@@ -90,10 +90,8 @@ def targets(route: Route) -> list[tuple[EffectKind, str]]:
 
 def plan(fact: Fact, route: Route) -> list[Effect]:
     """Every effect of one fact, each target once, in the order the submission listed them."""
-    effects = [Effect(fact, EffectKind.ASSET_EVENT, uri) for uri in dict.fromkeys(route.assets)]
-    seen: set[str] = set()
+    confs: dict[str, dict[str, Any]] = {}
     for trigger in route.triggers:
-        if trigger.dag_id not in seen:
-            seen.add(trigger.dag_id)
-            effects.append(Effect(fact, EffectKind.DAG_RUN, trigger.dag_id, dict(trigger.conf)))
-    return effects
+        confs.setdefault(trigger.dag_id, dict(trigger.conf))  # the first trigger of a DAG wins
+    return [Effect(fact, kind, target, confs.get(target, {}) if kind is EffectKind.DAG_RUN else {})
+            for kind, target in targets(route)]  # fmt: skip

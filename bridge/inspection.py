@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.contracts import CommandJob, Outcome, Submission
+from bridge.contracts import Outcome
 from bridge.effects import EffectKind, effect_id, targets
 from bridge.errors import BridgeError
 from bridge.ledger import EffectRecord, EffectState, JobRecord, JobState, Ledger
@@ -99,7 +99,7 @@ def trail(ledger: Ledger, jobs: Jobs | None, name: str) -> Trail | None:
     return Trail(
         job=_line(record, effects),
         experiment=submission.experiment_name,
-        job_type=_job_type(submission),
+        job_type=submission.job.job_type,
         accepted_at=record.accepted_at,
         created_at=record.created_at,
         finished_at=record.finished_at,
@@ -156,11 +156,6 @@ def _planned(record: JobRecord) -> list[tuple[str, EffectKind, str]]:
         return []  # still open: which route it takes is not known yet
     route = record.submission.route(outcome)
     return [(effect_id(outcome, kind, target), kind, target) for kind, target in targets(route)]
-
-
-def _job_type(submission: Submission) -> str:
-    job = submission.job
-    return "command" if isinstance(job, CommandJob) else job.job_type
 
 
 def _age(accepted_at: str | None) -> float | None:

@@ -16,8 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from bridge import signing
-from bridge.contracts import TAG_SIGNATURE, Submission
+from bridge.contracts import Submission
 from bridge.errors import BridgeError, InvalidEvent, TransientError
 from bridge.events import JobEvent, Malformed, parse_events
 from bridge.ledger import JobState
@@ -104,9 +103,9 @@ class Replayer:
         record = self.bridge.ledger.get_job(event.job_name)
         if record is None:
             return "ignored", "not submitted by the bridge"
-        signature = event.tags.get(TAG_SIGNATURE)
-        if not (signature and signing.verify(self.bridge.signing_key, record.name, signature)):
-            return "ignored", "signature missing or wrong"
+        why = self.bridge.distrust(event, record)
+        if why:
+            return "ignored", why
         if record.state in _FINISHED:
             return "duplicate", f"already {record.state}"
         done = len(self.bridge.ledger.effects(record.name))

@@ -192,10 +192,9 @@ class Bridge:
                 "event %s for job %s, which the bridge did not submit", event.id, event.job_name
             )
             return Report(Result.IGNORED, event.job_name, "not submitted by the bridge")
-        signature = event.tags.get(TAG_SIGNATURE)
-        if not (signature and signing.verify(self.signing_key, record.name, signature)):
+        why = self.distrust(event, record)
+        if why:
             # Not trusted, but not lost either: reconciliation reads the job from Azure ML itself.
-            why = "signature does not verify" if signature else "event carries no signature tag"
             log.warning("event %s for job %s: %s; ignored", event.id, record.name, why)
             return Report(Result.IGNORED, event.job_name, why)
         finding = Finding(
@@ -208,6 +207,15 @@ class Bridge:
             workspace=event.workspace,
         )
         return self.conclude(record, finding)
+
+    def distrust(self, event: JobEvent, record: JobRecord) -> str | None:
+        """Why the event cannot be trusted to speak for the job, or None: its signature tag."""
+        signature = event.tags.get(TAG_SIGNATURE)
+        if not signature:
+            return "event carries no signature tag"
+        if not signing.verify(self.signing_key, record.name, signature):
+            return "signature does not verify"
+        return None
 
     def conclude(self, record: JobRecord, finding: Finding) -> Report:
         """Route a job's terminal outcome once, whoever found it (an event or reconciliation)."""
