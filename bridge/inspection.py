@@ -94,7 +94,8 @@ def trail(ledger: Ledger, jobs: Jobs | None, name: str) -> Trail | None:
             error = None if found else "Azure ML has no job of this name"
         except BridgeError as exc:
             error = str(exc)
-    watch = ledger.watching(name)
+    # A routed job's row waits for the next sweep to drop it: reconciliation has nothing to do.
+    watch = None if record.state in _OUTCOME else ledger.watching(name)
     submission = record.submission
     return Trail(
         job=_line(record, effects),

@@ -98,7 +98,7 @@ class Reconciler:
             self.bridge.tell_rejection(record)
             return "told"
         if record.state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELED):
-            ledger.unwatch(record.name)  # routed already; only the unwatch was left undone
+            ledger.unwatch(record.name)  # routed by an event, which leaves the unwatch to us
             return "closed"
         if record.state is JobState.ACCEPTED:
             report = self.bridge.resume(record)
@@ -113,6 +113,7 @@ class Reconciler:
             reason = f"Azure ML has no job named {record.name}: it was deleted or never ran"
             finding = Finding(Outcome.FAILED, NOT_FOUND, via="reconcile", reason=reason)
             self.bridge.conclude(record, finding)
+            self.bridge.ledger.unwatch(record.name)
             log.warning("reconcile %s: %s", record.name, reason)
             return "missing"
         status = normalise_status(found.status or "")
@@ -120,6 +121,7 @@ class Reconciler:
         if outcome is None:
             return self._postpone(watch, "running")
         report = self.bridge.conclude(record, Finding(outcome, status, via="reconcile"))
+        self.bridge.ledger.unwatch(record.name)
         log.info("reconcile %s: %s (%s)", record.name, status, report.result.value)
         return "concluded"
 

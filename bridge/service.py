@@ -246,7 +246,8 @@ class Bridge:
         self.ledger.update_job(
             record.name, _TERMINAL_STATE[finding.outcome], finished_at=now_iso(), via=finding.via
         )
-        self.ledger.unwatch(record.name)
+        # The job stays on the watch list until a sweep finds it due and drops it ("closed"):
+        # reconciliation keeps its own index, and the event path saves a round trip.
         return Report(Result.HANDLED, record.name, finding.outcome.value, performed)
 
     def reject_event(self, event_id: str | None, reason: str, raw: Any) -> Report:

@@ -2,11 +2,12 @@
 
 One `ApiClient` per instance, reused for every call. The bearer token comes from Airflow's auth
 manager (`POST /auth/token`) and is renewed a minute before the `exp` its JWT payload states, or
-once when Airflow refuses it (401 or 403). Asset ids are looked up once per URI and cached, so
-an effect costs one HTTP call. Failures leave as `bridge.errors`: transient for what a retry can
-fix (network, 5xx, 429), permanent for what it cannot (other 4xx, an asset no DAG references).
-A write that failed after it left (no reply, a read timeout, a 5xx) is `AmbiguousError`: Airflow
-may have acted, so the caller asks `asset_event_posted` before writing again.
+once when Airflow refuses it (401 or 403). Asset ids are cached, and a miss reads the URI's whole
+folder (`azureml://models/...`) in one paged read, so an effect costs one HTTP call. Failures
+leave as `bridge.errors`: transient for what a retry can fix (network, 5xx, 429), permanent for
+what it cannot (other 4xx, an asset no DAG references). A write that failed after it left (no
+reply, a read timeout, a 5xx) is `AmbiguousError`: Airflow may have acted, so the caller asks
+`asset_event_posted` before writing again.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -39,6 +41,11 @@ RENEW_EARLY_SECONDS = 60.0
 # Airflow stamped up to this long before the bridge's first attempt may still be the bridge's.
 CLOCK_SKEW_SECONDS = 30.0
 RECOVERY_PAGE = 100
+# The asset-id cache: a miss reads the URI's whole "folder", up to this many pages (of
+# `page_size`, 100 by default: Airflow's own cap, api.maximum_page_limit), at most once a minute.
+FILL_PAGES = 20
+REFILL_SECONDS = 60.0
+PREFIX_MIN = len("x://")
 
 
 class AirflowRest:
@@ -67,6 +74,7 @@ class AirflowRest:
         self._expires_at: float | None = None
         self._token_lock = threading.Lock()
         self._asset_ids: dict[str, int] = {}
+        self._filled: dict[str, float] = {}  # URI prefix -> when its assets were last read
 
     # -- the port -------------------------------------------------------------------------------
 
@@ -202,11 +210,38 @@ class AirflowRest:
     # -- assets ---------------------------------------------------------------------------------
 
     def asset_id(self, uri: str) -> int:
-        """Airflow's id of the asset with exactly this URI; looked up once, then cached."""
+        """Airflow's id of the asset with exactly this URI; looked up once, then cached.
+
+        A miss reads every asset that shares the URI's prefix (up to its last `/`) in pages, up
+        to `FILL_PAGES`, and caches them all: a bridge whose jobs route to `models/churn`,
+        `models/fraud`, ... pays one paged read for the lot instead of one read per asset. Each
+        prefix is read so at most once a minute; a URI still missing then is looked up alone.
+        """
         cached = self._asset_ids.get(uri)
+        if cached is None:
+            self._fill(uri)
+            cached = self._asset_ids.get(uri)
         if cached is None:
             cached = self._asset_ids[uri] = self._find_asset_id(uri)
         return cached
+
+    def _fill(self, uri: str) -> None:
+        prefix = uri[: uri.rfind("/") + 1]
+        if len(prefix) < PREFIX_MIN or "://" not in prefix:
+            return  # no folder to speak of: the URI is looked up on its own
+        now = time.monotonic()
+        if now - self._filled.get(prefix, -math.inf) < REFILL_SECONDS:
+            return
+        self._filled[prefix] = now
+        offset = 0
+        for _ in range(FILL_PAGES):
+            assets, total = self._assets_page(prefix, offset)
+            for asset in assets:
+                if asset.uri.startswith(prefix):  # uri_pattern also matches mid-string
+                    self._asset_ids[asset.uri] = int(asset.id)
+            offset += len(assets)
+            if not assets or offset >= total:
+                return
 
     def _find_asset_id(self, uri: str) -> int:
         offset = 0
@@ -223,13 +258,13 @@ class AirflowRest:
                     "an asset exists only once a parsed DAG schedules on it or produces it"
                 )
 
-    def _assets_page(self, uri: str, offset: int) -> tuple[list[AssetResponse], int]:
+    def _assets_page(self, pattern: str, offset: int) -> tuple[list[AssetResponse], int]:
         from airflow_client.client import AssetApi
 
         page = self._call(
-            f"get_assets({uri})",
+            f"get_assets({pattern})",
             lambda: AssetApi(self._api_client).get_assets(
-                uri_pattern=uri,
+                uri_pattern=pattern,
                 order_by=["id"],  # a stable order, so that paging neither skips nor repeats
                 limit=self._page_size,
                 offset=offset,

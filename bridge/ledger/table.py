@@ -11,6 +11,7 @@ they read (412 means someone changed it since): no check-then-write races.
 from __future__ import annotations
 
 import hashlib
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -55,12 +56,14 @@ class TableLedger:
 
     @classmethod
     def from_endpoint(cls, endpoint: str, table: str, credential: TokenCredential) -> TableLedger:
-        service = TableServiceClient(endpoint=endpoint, credential=credential)
+        service = TableServiceClient(endpoint=endpoint, credential=credential, **_transport())
         return cls(service.get_table_client(table))
 
     @classmethod
     def from_connection_string(cls, connection_string: str, table: str) -> TableLedger:
-        return cls(TableClient.from_connection_string(connection_string, table_name=table))
+        return cls(
+            TableClient.from_connection_string(connection_string, table_name=table, **_transport())
+        )
 
     def ensure_table(self) -> None:
         if not self._created:
@@ -310,6 +313,23 @@ class TableLedger:
 
     def close(self) -> None:
         self._table.close()
+
+
+def _transport() -> dict[str, Any]:
+    """Where no proxy is configured, a session that does not look for one on every request.
+
+    `requests` otherwise reads every environment variable twice per request for proxy settings,
+    and looks for a .netrc file: a third of the bridge's CPU per event (bench/overhead.py). With a
+    proxy set, the SDK's default transport is kept and honours it as always.
+    """
+    if urllib.request.getproxies():
+        return {}
+    import requests
+    from azure.core.pipeline.transport import RequestsTransport
+
+    session = requests.Session()
+    session.trust_env = False
+    return {"transport": RequestsTransport(session=session, session_owner=True)}
 
 
 @contextmanager

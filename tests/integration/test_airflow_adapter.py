@@ -24,6 +24,7 @@ from airflow_client.client import AssetApi
 from bridge.adapters.airflow import AirflowRest
 from bridge.errors import ConfigurationError, PermanentError, TransientError
 from bridge.local.airflow import LocalAirflow, fresh_postgres_database, postgres_database_exists
+from bridge.local.faults import FaultProxy
 from bridge.local.process import free_port, group_alive
 
 pytestmark = pytest.mark.integration
@@ -159,6 +160,24 @@ def test_asset_lookup_pages_past_the_first_page_of_substring_matches(
     small_pages = AirflowRest(airflow.base_url, airflow.username, airflow.password, page_size=5)
 
     assert small_pages.asset_id(LATE) == asset_ids_by_uri(airflow)[LATE]
+
+
+def test_a_miss_reads_the_uri_folder_once_so_its_siblings_cost_no_call(
+    airflow: LocalAirflow,
+) -> None:
+    siblings = [f"bridge://tests/late/part-{n:02d}" for n in range(12)]
+    with FaultProxy(airflow.base_url) as proxy:
+        adapter = AirflowRest(proxy.url, airflow.username, airflow.password)
+
+        found = {uri: adapter.asset_id(uri) for uri in siblings}
+        with pytest.raises(PermanentError):
+            adapter.asset_id("bridge://tests/late/part-99")  # read once this minute: asked alone
+
+    assert found == {uri: asset_ids_by_uri(airflow)[uri] for uri in siblings}
+    lookups = [p.path for p in proxy.passages if p.path.startswith("/api/v2/assets?")]
+    assert len(lookups) == 2, lookups
+    assert "uri_pattern=bridge%3A//tests/late/&" in lookups[0]
+    assert "part-99" in lookups[1]
 
 
 def test_unknown_asset_uri_is_permanent_error_naming_it(adapter: AirflowRest) -> None:
