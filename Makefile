@@ -51,12 +51,13 @@ unit: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check bridge function_app.py tests examples bench
-	$(VENV)/bin/ruff format --check bridge function_app.py
+	$(VENV)/bin/ruff format --check bridge function_app.py bench
 	$(VENV)/bin/mypy
 
-# Speed targets are measured here, against a baseline in the same run, never in timed tests.
+# Speed, cost and memory, each against a baseline measured in the same run, never in timed tests:
+# about 10 minutes (QUICK=1: every benchmark scaled down, under 2). See docs/benchmarks.md.
 bench: setup
-	$(VENV)/bin/python bench/submit_latency.py
+	$(VENV)/bin/python -m bench.run $(if $(QUICK),--quick)
 
 # Faults against two or more bridge processes sharing one ledger and one Airflow: a report of
 # doubled, lost and misrouted effects per scenario (bench/results/chaos.json).

@@ -44,6 +44,7 @@ RECOVERY_PAGE = 100
 # The asset-id cache: a miss reads the URI's whole "folder", up to this many pages (of
 # `page_size`, 100 by default: Airflow's own cap, api.maximum_page_limit), at most once a minute.
 FILL_PAGES = 20
+POOL_SIZE = 32
 REFILL_SECONDS = 60.0
 PREFIX_MIN = len("x://")
 
@@ -70,7 +71,11 @@ class AirflowRest:
         # The generated client validates its timeout as a strict float.
         self._timeout = float(timeout)
         self._page_size = page_size
-        self._api_client = ApiClient(Configuration(host=self.base_url))
+        configuration = Configuration(host=self.base_url)
+        # Concurrent invocations share this client: keep a connection for each (urllib3 drops
+        # and reopens the ones over the pool's size, 5 per CPU by default).
+        configuration.connection_pool_maxsize = POOL_SIZE
+        self._api_client = ApiClient(configuration)
         self._expires_at: float | None = None
         self._token_lock = threading.Lock()
         self._asset_ids: dict[str, int] = {}

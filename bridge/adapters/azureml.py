@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -104,6 +105,10 @@ class AzureMLJobs:
     def _new_client(self) -> Any:
         from azure.ai.ml import MLClient
 
+        # azure-ai-ml's import sets its own logger to INFO with its own stderr handler, so the
+        # host's levels do not reach it: it would announce every experimental schema class and
+        # "Proceeding with no tenant id" on each job read. Errors still show.
+        logging.getLogger("azure.ai.ml").setLevel(logging.ERROR)
         cloud: dict[str, Any] = {}
         if self.ca_file:
             cloud["connection_verify"] = self.ca_file  # every sub-client of MLClient takes it

@@ -1,4 +1,5 @@
-"""A real Airflow 3 for the local stack: API server, scheduler and DAG processor on loopback.
+"""A real Airflow 3 for the local stack: API server, scheduler and DAG processor on loopback
+(and a triggerer, for deferrable tasks and asset watchers, when asked for).
 
 Airflow runs from its own virtual environment (`.venv-airflow`: its pins clash with the Function
 App's); this module only starts its processes and talks to it over HTTP with
@@ -102,7 +103,8 @@ def _postgres_admin(statement: str, venv: Path) -> str:
 
 
 class LocalAirflow(Lifecycle):
-    """Airflow 3 on a fresh loopback port, its three servers each in its own process group."""
+    """Airflow 3 on a fresh loopback port, its three (or four) servers each in its own process
+    group."""
 
     def __init__(
         self,
@@ -115,6 +117,7 @@ class LocalAirflow(Lifecycle):
         venv: Path = DEFAULT_VENV,
         username: str = "admin",
         password: str = "admin",
+        triggerer: bool = False,
     ) -> None:
         self.home = home.resolve()
         self.dags_folder = dags_folder.resolve()
@@ -125,6 +128,8 @@ class LocalAirflow(Lifecycle):
         self.venv = venv
         self.username = username
         self.password = password
+        self.triggerer = triggerer  # also run `airflow triggerer` (asset watchers, deferral)
+        self.trigger_log_port = 0  # the triggerer's log server, chosen on start
         self.started_in: float | None = None  # seconds from start() to healthy
         self._services: list[Service] = []
         self._rest: AirflowRest | None = None
@@ -153,11 +158,17 @@ class LocalAirflow(Lifecycle):
         """The process group of each running server (its leader's pid)."""
         return [s.process.pid for s in self._services if s.process is not None]
 
+    @property
+    def named_process_groups(self) -> dict[str, int]:
+        """Each running server's process group by its name (`api-server`, `scheduler`, ...)."""
+        return {s.name: s.process.pid for s in self._services if s.process is not None}
+
     def start(self, timeout: float = 120) -> Self:
         if self.running:
             raise RuntimeError(f"Airflow in {self.home} is already running at {self.base_url}")
         began = time.monotonic()
         self.port = self.requested_port or free_port()  # a dying server may still hold the old one
+        self.trigger_log_port = free_port() if self.triggerer else 0
         self._rest = None
         self.home.mkdir(parents=True, exist_ok=True)
         self.passwords_file.write_text(json.dumps({self.username: self.password}))
@@ -167,7 +178,7 @@ class LocalAirflow(Lifecycle):
             self._services = [
                 Service(name, [self._airflow, name], log=self.logs / f"{name}.log", env=env,
                         cwd=self.home).start()
-                for name in ("api-server", "scheduler", "dag-processor")
+                for name in self._server_names
             ]  # fmt: skip
             self._wait_healthy(began + timeout)
         except BaseException:
@@ -239,8 +250,15 @@ class LocalAirflow(Lifecycle):
             "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "0",
             # Otherwise bundles go to /tmp/airflow, shared by every Airflow on the machine.
             "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": str(self.home / "bundles"),
+            # Not 8794, every triggerer's default; the API server reads triggerer logs there too.
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.trigger_log_port or 8794),
             **self.extra_env,
         }
+
+    @property
+    def _server_names(self) -> tuple[str, ...]:
+        servers = ("api-server", "scheduler", "dag-processor")
+        return (*servers, "triggerer") if self.triggerer else servers
 
     @property
     def _airflow(self) -> str:
@@ -287,12 +305,13 @@ class LocalAirflow(Lifecycle):
 
     def _wait_healthy(self, deadline: float) -> None:
         last: Mapping[str, Any] | str = "no answer"
+        parts = (*HEALTHY_COMPONENTS, "triggerer") if self.triggerer else HEALTHY_COMPONENTS
         while time.monotonic() < deadline:
             for service in self._services:
                 service.check_alive()
             last = self.health()
             if isinstance(last, Mapping) and all(
-                (last.get(part) or {}).get("status") == "healthy" for part in HEALTHY_COMPONENTS
+                (last.get(part) or {}).get("status") == "healthy" for part in parts
             ):
                 return
             time.sleep(0.25)

@@ -59,6 +59,12 @@ class Azurite(Lifecycle):
             f"BlobEndpoint={self.blob_endpoint};"
         )
 
+    @property
+    def process_group(self) -> int | None:
+        """The running server's process group (for CPU accounting), or None if stopped."""
+        process = self._service.process if self._service else None
+        return process.pid if process is not None else None
+
     def start(self, timeout: float = 30.0) -> Azurite:
         self.table_port = self.table_port or free_port()
         self.queue_port = self.queue_port or free_port()

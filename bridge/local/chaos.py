@@ -195,10 +195,12 @@ def run_scenario(stack: _Stack, scenario: str, options: ChaosOptions) -> ChaosRe
                 )
                 proxies.append(proxy)
         hosts = [
-            _BridgeProcess(
-                stack,
+            BridgeProcess(
                 settings,
                 index,
+                queue_connection_string=stack.azurite.connection_string,
+                event_key=stack.event_key,
+                logs=stack.workdir / "logs",
                 airflow_url=proxies[index].url if proxies else None,
                 lease_seconds=options.lease_seconds,
                 crash_share=options.crash_share if scenario == "crash" and index == 0 else 0.0,
@@ -351,26 +353,28 @@ class _Fault(threading.Thread):
 # -- the bridge processes and the deliveries -------------------------------------------------------
 
 
-class _BridgeProcess:
+class BridgeProcess:
     """`bridge serve` in its own process; started again if it dies (as Functions would)."""
 
     def __init__(
         self,
-        stack: _Stack,
         settings: Settings,
         index: int,
         *,
-        airflow_url: str | None,
-        lease_seconds: float,
-        crash_share: float,
+        queue_connection_string: str,
+        event_key: str,
+        logs: Path,
+        airflow_url: str | None = None,
+        lease_seconds: float = 120.0,
+        crash_share: float = 0.0,
     ) -> None:
-        self.stack = stack
         self.index = index
+        self.logs = logs
         self.port = free_port()
         self.restarts = 0
         env = {**os.environ, **settings.environment(),
-               QUEUE_CONNECTION_STRING: stack.azurite.connection_string,
-               QUEUE: f"chaos{index}", EVENT_KEY: stack.event_key}  # fmt: skip
+               QUEUE_CONNECTION_STRING: queue_connection_string,
+               QUEUE: f"serve{index}", EVENT_KEY: event_key}  # fmt: skip
         if airflow_url:
             env["BRIDGE_AIRFLOW_URL"] = airflow_url
         bridge = str(Path(sys.executable).with_name("bridge"))
@@ -384,7 +388,7 @@ class _BridgeProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/events"
 
-    def __enter__(self) -> _BridgeProcess:
+    def __enter__(self) -> BridgeProcess:
         self._start()
         return self
 
@@ -393,7 +397,7 @@ class _BridgeProcess:
             self.service.stop(grace=5)
 
     def _start(self) -> None:
-        log = self.stack.workdir / "logs" / f"bridge-{self.index}-{self.restarts}.log"
+        log = self.logs / f"bridge-{self.index}-{self.restarts}.log"
         self.service = Service(
             f"bridge-{self.index}", self.argv, log=log, env=self.env,
             ready=http_ready(f"http://127.0.0.1:{self.port}/api/health"),
@@ -411,7 +415,7 @@ class _BridgeProcess:
 class _Driver:
     """Delivers batches like Event Grid: each to one process, retried until answered 2xx."""
 
-    def __init__(self, hosts: list[_BridgeProcess], key: str, options: ChaosOptions) -> None:
+    def __init__(self, hosts: list[BridgeProcess], key: str, options: ChaosOptions) -> None:
         self.hosts = hosts
         self.key = key
         self.options = options

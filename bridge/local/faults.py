@@ -1,5 +1,6 @@
 """A fault-injecting HTTP proxy for the local stack: between the bridge and Airflow it loses
-replies after Airflow acted, answers 502 as a gateway would, or loses requests before they arrive.
+replies after Airflow acted, answers 502 as a gateway would, or loses requests before they arrive;
+or only delays each request, as an Airflow across a network would (the benchmarks' remote Airflow).
 
 Each request is forwarded unless `decide` says otherwise; what it says is recorded, so a test or
 the chaos run can count what happened. It speaks plain HTTP/1.1 to loopback servers only.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -42,13 +44,14 @@ Decide = Callable[[str, str, bytes], Fault | None]
 
 
 class FaultProxy(Lifecycle):
-    def __init__(self, target: str, decide: Decide | None = None) -> None:
+    def __init__(self, target: str, decide: Decide | None = None, *, delay: float = 0.0) -> None:
         parts = urlsplit(target)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"the fault proxy forwards to a plain http URL, not {target!r}")
         self.target_host = parts.hostname
         self.target_port = parts.port or 80
         self.decide: Decide = decide or (lambda method, path, body: None)
+        self.delay = delay  # seconds added to every request before it is forwarded
         self.passages: list[Passage] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -104,6 +107,8 @@ class FaultProxy(Lifecycle):
                     self.close_connection = True
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                if proxy.delay:
+                    time.sleep(proxy.delay)
                 status, reply_headers, reply = proxy._forward(
                     self.command, self.path, headers, body
                 )

@@ -44,6 +44,7 @@ class StackOptions:
     event_schema: Literal["eventgrid", "cloudevents"] = "eventgrid"
     policy_json: str | None = None
     airflow: bool = True
+    airflow_triggerer: bool = False  # for asset watchers (the benchmark's queue-polling peer)
     extra_airflow_env: Mapping[str, str] = field(default_factory=dict)
     # Reconciliation as the Function App runs it, only sooner than Azure's defaults (every 5
     # minutes, 10 minutes' grace), so that an outcome no event told shows up within seconds.
@@ -130,6 +131,7 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
                     port=airflow_port,
                     database_url=options.database_url,
                     extra_env={**running.queue_env, **options.extra_airflow_env},
+                    triggerer=options.airflow_triggerer,
                 )
             )
         yield running

@@ -1,0 +1,189 @@
+"""Throughput: sustained effects per second through the webhook, against a raw loop of
+`POST /assets/events` at the same concurrency, in the same run.
+
+The bridge is `bridge serve` in its own process (as one Function App instance), on its own ledger
+table; each delivery is one signed completion event for a job of its own, sent over HTTP like
+Event Grid, by 1, 4 or 16 senders at once. The raw loop posts the same number of asset events
+with `apache-airflow-client` from the same number of threads. CPU seconds per component over each
+run name the bottleneck: a component near one core (of two) is it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bench.overhead import completion, seed
+from bench.processes import cpu_seconds, own_cpu_seconds
+from bench.report import table
+from bench.stack import asset_ids
+from bridge.adapters.airflow import AirflowRest
+from bridge.local.chaos import BridgeProcess
+from bridge.local.faults import FaultProxy
+from bridge.local.stack import Stack
+from bridge.settings import Settings
+
+GOAL_AT_4 = 0.5
+GOAL_REMOTE = 0.9  # where Airflow itself is the bottleneck
+
+
+def run(
+    stack: Stack,
+    effects: int,
+    uris: list[str],
+    levels: tuple[int, ...],
+    *,
+    airflow_delay: float = 0.0,
+) -> dict[str, Any]:
+    """With `airflow_delay`, both sides reach Airflow through a proxy that adds that many seconds
+    to every request: an Airflow across a network, which is then the bottleneck."""
+    assert stack.airflow is not None
+    with ExitStack() as context:
+        airflow_url = stack.airflow.base_url
+        if airflow_delay:
+            airflow_url = context.enter_context(FaultProxy(airflow_url, delay=airflow_delay)).url
+        result = _run(stack, effects, uris, levels, airflow_url)
+    result["airflow_delay_ms"] = round(airflow_delay * 1000)
+    return result
+
+
+def _run(
+    stack: Stack, effects: int, uris: list[str], levels: tuple[int, ...], airflow_url: str
+) -> dict[str, Any]:
+    assert stack.airflow is not None
+    rest = AirflowRest(airflow_url, stack.airflow.username, stack.airflow.password)
+    ids = asset_ids(rest, uris)
+    event_key = secrets.token_urlsafe(12)
+    rows = []
+    table_name = f"throughput{secrets.token_hex(3)}"
+    settings = Settings(**{**asdict(stack.settings), "ledger_table": table_name})
+    logs = Path(stack.airflow.home).parent / "bench-logs"
+    with BridgeProcess(
+        settings,
+        0,
+        queue_connection_string=stack.azurite.connection_string,
+        event_key=event_key,
+        logs=logs,
+        airflow_url=airflow_url,
+    ) as host:
+        assert host.service is not None and host.service.process is not None
+        groups = _groups(stack, host.service.process.pid)
+        # A warm process, as a Function instance serving a stream is: token, asset ids, pools.
+        warm = seed(settings, table_name, uris, "warm")
+        _send_all(host.url, event_key, warm, settings.signing_key, 4)
+        for level in levels:
+            jobs = seed(settings, table_name, [uris[i % len(uris)] for i in range(effects)],
+                        f"c{level}")  # fmt: skip
+            before = cpu_seconds(groups), own_cpu_seconds()
+            started = time.perf_counter()
+            _send_all(host.url, event_key, jobs, settings.signing_key, level)
+            bridge_seconds = time.perf_counter() - started
+            bridge_cpu = _used(groups, before, bridge_seconds)
+            before = cpu_seconds(groups), own_cpu_seconds()
+            started = time.perf_counter()
+            _raw_loop(rest, [ids[uris[i % len(uris)]] for i in range(effects)], level)
+            raw_seconds = time.perf_counter() - started
+            raw_cpu = _used(groups, before, raw_seconds)
+            rows.append({
+                "concurrency": level,
+                "effects": effects,
+                "bridge_per_s": round(effects / bridge_seconds, 1),
+                "raw_per_s": round(effects / raw_seconds, 1),
+                "ratio": round(raw_seconds / bridge_seconds, 2),
+                "bridge_cpu_share": bridge_cpu,
+                "raw_cpu_share": raw_cpu,
+                "bottleneck": max(bridge_cpu, key=lambda name: bridge_cpu[name]),
+            })  # fmt: skip
+    at_4 = next((row["ratio"] for row in rows if row["concurrency"] == 4), None)
+    return {"levels": rows, "ratio_at_4": at_4,
+            "goals": {"ratio_at_4": GOAL_AT_4, "ratio_remote": GOAL_REMOTE}}  # fmt: skip
+
+
+def _groups(stack: Stack, bridge_pid: int) -> dict[str, list[int]]:
+    assert stack.airflow is not None
+    groups = stack.airflow.named_process_groups
+    return {
+        "airflow api": [groups["api-server"]],
+        "airflow rest": [g for name, g in groups.items() if name != "api-server"],
+        "azurite": [g for g in (stack.azurite.process_group,) if g is not None],
+        "bridge": [bridge_pid],
+    }
+
+
+def _used(
+    groups: dict[str, list[int]], before: tuple[dict[str, float], float], seconds: float
+) -> dict[str, float]:
+    """CPU used by each component over the run, as a share of one core (2.0 = both cores)."""
+    counts, own = before
+    now = cpu_seconds(groups)
+    used = {name: round((now[name] - counts[name]) / seconds, 2) for name in groups}
+    used["load generator"] = round((own_cpu_seconds() - own) / seconds, 2)
+    return used
+
+
+def _send_all(url: str, key: str, jobs: list[Any], signing_key: str, concurrency: int) -> None:
+    bodies = [json.dumps([completion(job, signing_key)]).encode() for job in jobs]
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def send(body: bytes) -> None:
+        request = urllib.request.Request(url, data=body, method="POST", headers={
+            "Content-Type": "application/json", "aeg-event-type": "Notification",
+            "aeg-sas-key": key})  # fmt: skip
+        with urllib.request.urlopen(request, timeout=60) as response:
+            reply = json.loads(response.read())
+        if reply["results"][0]["result"] != "handled":
+            with lock:
+                failures.append(str(reply))
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        list(pool.map(send, bodies))
+    if failures:
+        raise RuntimeError(f"{len(failures)} deliveries were not handled, first: {failures[0]}")
+
+
+def _raw_loop(rest: Any, ids: list[int], concurrency: int) -> None:
+    """The baseline: the same library, a pool as large as the bridge's, the bridge's token."""
+    from airflow_client.client import ApiClient, AssetApi, Configuration, CreateAssetEventsBody
+
+    from bridge.adapters.airflow import POOL_SIZE
+
+    token = rest.api_client.configuration.access_token  # fresh: api_client renews it
+    configuration = Configuration(host=rest.base_url, access_token=token)
+    configuration.connection_pool_maxsize = POOL_SIZE
+    api = AssetApi(ApiClient(configuration))
+
+    def post(numbered: tuple[int, int]) -> None:
+        index, asset_id = numbered
+        api.create_asset_event(CreateAssetEventsBody(asset_id=asset_id, extra={"raw": index}))
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        list(pool.map(post, enumerate(ids)))
+
+
+def print_table(result: dict[str, Any]) -> None:
+    rows = []
+    for row in result["levels"]:
+        share = row["bridge_cpu_share"]
+        cpu = ", ".join(f"{name} {value:.2f}" for name, value in share.items())
+        rows.append([row["concurrency"], row["bridge_per_s"], row["raw_per_s"], row["ratio"],
+                     row["bottleneck"], cpu])  # fmt: skip
+    delay = result.get("airflow_delay_ms")
+    where = (
+        f"Airflow {delay} ms away (goal ≥ {GOAL_REMOTE})"
+        if delay
+        else (f"all on 2 cores (goal at concurrency 4: ≥ {GOAL_AT_4})")
+    )
+    title = (
+        f"3. Throughput, effects/s over {result['levels'][0]['effects']} effects a level, {where}; "
+        "CPU in cores while the bridge ran"
+    )
+    print(table(title, ["concurrency", "bridge/s", "raw/s", "ratio", "busiest", "cpu"], rows))

@@ -1,0 +1,60 @@
+"""`make bench QUICK=1` as a newcomer runs it: every benchmark scaled down on a fresh local stack.
+
+Nothing here is timed (the speed goals live in the benchmarks' own output, against baselines of
+the same run); what is checked is that each benchmark runs, prints its table and writes a result
+that holds what docs/benchmarks.md reports.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+TITLES = (
+    "1. Job end → consumer DAG run",
+    "2. Bridge overhead",
+    "3. Throughput",
+    "4. Per job",
+    "5. Cost per 1,000 jobs",
+    "6. Cold start",
+    "7. Memory",
+)
+
+
+def test_quick_benchmarks_print_every_table_and_write_every_result(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    for title in TITLES:
+        assert title in done.stdout, f"no table {title!r} in:\n{done.stdout}"
+    assert "experimental class" not in done.stderr + done.stdout  # azure-ai-ml kept quiet
+    results = {p.name: json.loads(p.read_text()) for p in tmp_path.glob("*.quick.json")}
+    assert set(results) == {
+        f"{name}.quick.json"
+        for name in (
+            "push_vs_poll",
+            "overhead",
+            "throughput",
+            "throughput_remote",
+            "calls",
+            "cold_start",
+            "memory",
+        )
+    }
+    push = results["push_vs_poll.quick.json"]["peers"]
+    assert set(push) == {"push", "stream", "poll10", "poll5", "watcher"}
+    assert all(len(peer["created_s"]) == 6 for peer in push.values())  # every consumer ran
+    assert results["overhead.quick.json"]["phases"]["total"]["n"] == 150
+    assert [row["concurrency"] for row in results["throughput.quick.json"]["levels"]] == [1, 4, 16]
+    bills = results["calls.quick.json"]["cost_per_1000_jobs"]
+    assert set(bills) == {"1 minute", "1 hour", "8 hours"}
+    assert len(results["memory.quick.json"]["rss_mib"]) == 3
