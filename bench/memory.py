@@ -8,16 +8,14 @@ what a long-lived Function instance would accumulate: the goal is under 10 MB.
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from bench.delivery import Deliverer
 from bench.overhead import completion, seed
 from bench.processes import rss_mib
 from bench.report import table
@@ -65,9 +63,10 @@ def run(stack: Stack, checkpoints: tuple[int, int], uris: list[str]) -> dict[str
         pid = host.service.process.pid
         readings["started"] = rss_mib(pid)
         started = time.monotonic()
-        _deliver(host.url, event_key, events[:first])
+        deliverer = Deliverer(host.url, event_key)
+        _deliver(deliverer, events[:first])
         readings[f"after {first}"] = rss_mib(pid)
-        _deliver(host.url, event_key, events[first:])
+        _deliver(deliverer, events[first:])
         readings[f"after {last}"] = rss_mib(pid)
         seconds = time.monotonic() - started
     growth = readings[f"after {last}"] - readings[f"after {first}"]
@@ -76,30 +75,15 @@ def run(stack: Stack, checkpoints: tuple[int, int], uris: list[str]) -> dict[str
         "rss_mib": {k: round(v, 1) for k, v in readings.items()},
         "growth_mib": round(growth, 1),
         "events_per_s": round(last / seconds, 1),
+        "retried": dict(deliverer.retries),
         "goals": {"growth_mib": GOAL_MB},
     }
 
 
-def _deliver(url: str, key: str, events: list[dict[str, Any]]) -> None:
+def _deliver(deliverer: Deliverer, events: list[dict[str, Any]]) -> None:
     batches = [events[i : i + BATCH] for i in range(0, len(events), BATCH)]
-
-    def send(batch: list[dict[str, Any]]) -> None:
-        request = urllib.request.Request(url, data=json.dumps(batch).encode(), method="POST",
-                                         headers={"Content-Type": "application/json",
-                                                  "aeg-event-type": "Notification",
-                                                  "aeg-sas-key": key})  # fmt: skip
-        for _ in range(20):  # like Event Grid: a 503 (an effect claimed elsewhere) is retried
-            try:
-                with urllib.request.urlopen(request, timeout=120):
-                    return
-            except urllib.error.HTTPError as exc:
-                if exc.code != 503:
-                    raise
-            time.sleep(0.5)
-        raise RuntimeError("a delivery was answered 503 twenty times")
-
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(send, batches))
+        list(pool.map(deliverer.deliver, batches))
 
 
 def print_table(result: dict[str, Any]) -> None:

@@ -40,7 +40,6 @@ PHASES = {
     "claim": "claim",
     "post_asset_event": "airflow",
     "complete": "settle",
-    "complete_job": "settle",
     "update_job": "settle",
     "unwatch": "settle",
 }

@@ -20,6 +20,7 @@ from bridge.local.airflow import fresh_postgres_database
 from bridge.local.stack import Stack, StackOptions, running_stack
 
 HERE = Path(__file__).parent
+REPO = HERE.parent
 WATCHER = HERE / "airflow" / "queue_watcher.py"
 LOAD_ASSET = "bench://load/{index}"  # no DAG consumes these: an event on one creates no run
 CONSUMED_ASSET = "bench://{peer}/{index}"  # one consumer DAG each: consume_<peer>_<index>

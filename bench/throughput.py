@@ -10,17 +10,17 @@ run name the bottleneck: a component near one core (of two) is it.
 
 from __future__ import annotations
 
-import json
 import secrets
-import threading
 import time
-import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench.delivery import Deliverer
 from bench.overhead import completion, seed
 from bench.processes import cpu_seconds, own_cpu_seconds
 from bench.report import table
@@ -32,6 +32,7 @@ from bridge.local.stack import Stack
 from bridge.settings import Settings
 
 GOAL_AT_4 = 0.5
+ROUNDS = 4  # each level alternates bridge and raw this many times
 GOAL_REMOTE = 0.9  # where Airflow itself is the bottleneck
 
 
@@ -77,33 +78,34 @@ def _run(
         assert host.service is not None and host.service.process is not None
         groups = _groups(stack, host.service.process.pid)
         # A warm process, as a Function instance serving a stream is: token, asset ids, pools.
+        deliverer = Deliverer(host.url, event_key)
         warm = seed(settings, table_name, uris, "warm")
-        _send_all(host.url, event_key, warm, settings.signing_key, 4)
+        _send_all(deliverer, warm, settings.signing_key, 4)
         for level in levels:
             jobs = seed(settings, table_name, [uris[i % len(uris)] for i in range(effects)],
                         f"c{level}")  # fmt: skip
-            before = cpu_seconds(groups), own_cpu_seconds()
-            started = time.perf_counter()
-            _send_all(host.url, event_key, jobs, settings.signing_key, level)
-            bridge_seconds = time.perf_counter() - started
-            bridge_cpu = _used(groups, before, bridge_seconds)
-            before = cpu_seconds(groups), own_cpu_seconds()
-            started = time.perf_counter()
-            _raw_loop(rest, [ids[uris[i % len(uris)]] for i in range(effects)], level)
-            raw_seconds = time.perf_counter() - started
-            raw_cpu = _used(groups, before, raw_seconds)
+            targets = [ids[uris[i % len(uris)]] for i in range(effects)]
+            bridge, raw = _Tally(groups), _Tally(groups)
+            # Alternating rounds, so that drift (Airflow's housekeeping, the database's) falls
+            # on both sides alike.
+            step = -(-effects // ROUNDS)
+            for start in range(0, effects, step):
+                chunk = slice(start, start + step)
+                bridge.time(partial(_send_all, deliverer, jobs[chunk], settings.signing_key,
+                                    level))  # fmt: skip
+                raw.time(partial(_raw_loop, rest, targets[chunk], level))
             rows.append({
                 "concurrency": level,
                 "effects": effects,
-                "bridge_per_s": round(effects / bridge_seconds, 1),
-                "raw_per_s": round(effects / raw_seconds, 1),
-                "ratio": round(raw_seconds / bridge_seconds, 2),
-                "bridge_cpu_share": bridge_cpu,
-                "raw_cpu_share": raw_cpu,
-                "bottleneck": max(bridge_cpu, key=lambda name: bridge_cpu[name]),
+                "bridge_per_s": round(effects / bridge.seconds, 1),
+                "raw_per_s": round(effects / raw.seconds, 1),
+                "ratio": round(raw.seconds / bridge.seconds, 2),
+                "bridge_cpu_share": bridge.shares(),
+                "raw_cpu_share": raw.shares(),
+                "bottleneck": max(bridge.shares(), key=lambda name: bridge.shares()[name]),
             })  # fmt: skip
     at_4 = next((row["ratio"] for row in rows if row["concurrency"] == 4), None)
-    return {"levels": rows, "ratio_at_4": at_4,
+    return {"levels": rows, "ratio_at_4": at_4, "retried": dict(deliverer.retries),
             "goals": {"ratio_at_4": GOAL_AT_4, "ratio_remote": GOAL_REMOTE}}  # fmt: skip
 
 
@@ -118,36 +120,36 @@ def _groups(stack: Stack, bridge_pid: int) -> dict[str, list[int]]:
     }
 
 
-def _used(
-    groups: dict[str, list[int]], before: tuple[dict[str, float], float], seconds: float
-) -> dict[str, float]:
-    """CPU used by each component over the run, as a share of one core (2.0 = both cores)."""
-    counts, own = before
-    now = cpu_seconds(groups)
-    used = {name: round((now[name] - counts[name]) / seconds, 2) for name in groups}
-    used["load generator"] = round((own_cpu_seconds() - own) / seconds, 2)
-    return used
+class _Tally:
+    """Wall seconds and CPU seconds per component, summed over the rounds of one side."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.groups = groups
+        self.seconds = 0.0
+        self.cpu: dict[str, float] = dict.fromkeys([*groups, "load generator"], 0.0)
+
+    def time(self, work: Callable[[], None]) -> None:
+        counts, own = cpu_seconds(self.groups), own_cpu_seconds()
+        started = time.perf_counter()
+        work()
+        self.seconds += time.perf_counter() - started
+        now = cpu_seconds(self.groups)
+        for name in self.groups:
+            self.cpu[name] += now[name] - counts[name]
+        self.cpu["load generator"] += own_cpu_seconds() - own
+
+    def shares(self) -> dict[str, float]:
+        """CPU used by each component, as a share of one core (2.0 = both cores)."""
+        return {name: round(used / self.seconds, 2) for name, used in self.cpu.items()}
 
 
-def _send_all(url: str, key: str, jobs: list[Any], signing_key: str, concurrency: int) -> None:
-    bodies = [json.dumps([completion(job, signing_key)]).encode() for job in jobs]
-    failures: list[str] = []
-    lock = threading.Lock()
-
-    def send(body: bytes) -> None:
-        request = urllib.request.Request(url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "aeg-event-type": "Notification",
-            "aeg-sas-key": key})  # fmt: skip
-        with urllib.request.urlopen(request, timeout=60) as response:
-            reply = json.loads(response.read())
-        if reply["results"][0]["result"] != "handled":
-            with lock:
-                failures.append(str(reply))
-
+def _send_all(deliverer: Deliverer, jobs: list[Any], signing_key: str, concurrency: int) -> None:
+    batches = [[completion(job, signing_key)] for job in jobs]
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        list(pool.map(send, bodies))
-    if failures:
-        raise RuntimeError(f"{len(failures)} deliveries were not handled, first: {failures[0]}")
+        replies = list(pool.map(deliverer.deliver, batches))
+    unhandled = [r for r in replies if r["results"][0]["result"] != "handled"]
+    if unhandled:
+        raise RuntimeError(f"{len(unhandled)} deliveries were not handled, first: {unhandled[0]}")
 
 
 def _raw_loop(rest: Any, ids: list[int], concurrency: int) -> None:

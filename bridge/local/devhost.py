@@ -17,13 +17,13 @@ import threading
 from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, QueueMessage
 
 from bridge.errors import TransientError
-from bridge.local.process import Lifecycle
+from bridge.local.process import Lifecycle, LoopbackServer
 from bridge.ncrontab import Schedule
 from bridge.provider.senders import QueueEnvelope
 from bridge.reconcile import Reconciler, SweepReport
@@ -58,7 +58,7 @@ class DevHost(Lifecycle):
         self.visibility_timeout = visibility_timeout
         self.max_deliveries = max_deliveries
         self.poll_interval = poll_interval
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._server = LoopbackServer(("127.0.0.1", port), self._handler())
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.schedule = Schedule.parse(settings.reconcile_schedule)

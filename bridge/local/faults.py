@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Self
 from urllib.parse import urlsplit
 
-from bridge.local.process import Lifecycle
+from bridge.local.process import Lifecycle, LoopbackServer
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "host", "content-length"}
 
@@ -54,8 +54,7 @@ class FaultProxy(Lifecycle):
         self.delay = delay  # seconds added to every request before it is forwarded
         self.passages: list[Passage] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
+        self._server = LoopbackServer(("127.0.0.1", 0), self._handler())
         self._thread: threading.Thread | None = None
 
     @property

@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
@@ -44,7 +44,7 @@ from bridge.local.azureml.profiles import DOCUMENTED, Profile
 from bridge.local.azureml.publisher import JobEventPublisher
 from bridge.local.certificate import LocalCertificate
 from bridge.local.event_grid import DEFAULT_RETRY_DELAYS, Delivery, EventGridTopic
-from bridge.local.process import Lifecycle, Service
+from bridge.local.process import Lifecycle, LoopbackServer, Service
 
 TERMINAL = frozenset({"Completed", "Failed", "Canceled"})
 API_VERSION = "2025-09-01"
@@ -173,7 +173,7 @@ class AzureMLEmulator(Lifecycle):
         self._components: dict[str, dict[str, Any]] = {}
         self._failures: list[Answer] = []
         self._changed = threading.Condition()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: LoopbackServer | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -521,9 +521,7 @@ class AzureMLEmulator(Lifecycle):
         return self._set_status(job, status)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _Server(LoopbackServer):
     def __init__(
         self,
         address: tuple[str, int],
