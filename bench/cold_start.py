@@ -12,7 +12,6 @@ from spawn to exit, on the settings of the running bench stack:
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import statistics
 import subprocess
@@ -24,6 +23,7 @@ from typing import Any
 
 from bench.overhead import completion, seed, submission
 from bench.report import table
+from bridge.local.process import child_environment
 from bridge.local.stack import Stack
 from bridge.settings import Settings
 
@@ -51,8 +51,7 @@ CASES = {
 def run(stack: Stack, rounds: int, uri: str) -> dict[str, Any]:
     table_name = f"cold{secrets.token_hex(3)}"
     settings = Settings(**{**asdict(stack.settings), "ledger_table": table_name})
-    env = {**os.environ, **settings.environment(), "PYTHONPATH": str(REPO)}
-    env.pop("AZUREML_CURRENT_CLOUD", None)  # azure-ai-ml leaves it behind in this process
+    env = child_environment(settings.environment(), {"PYTHONPATH": str(REPO)})
     samples: dict[str, list[float]] = {name: [] for name in CASES}
     for round_ in range(rounds + 1):  # the first round warms the page cache, and is dropped
         jobs = seed(settings, table_name, [uri], f"cold{round_}")

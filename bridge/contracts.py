@@ -273,6 +273,18 @@ def job_name(origin: Origin) -> str:
     return f"{prefix}-{digest}{JOB_NAME_SUFFIX}"
 
 
+_JOB_NAME = re.compile(
+    rf"[a-z][a-z0-9_]{{0,{_NAME_PREFIX_LENGTH + 3}}}-[0-9a-f]{{{_NAME_HASH_LENGTH}}}"
+    + re.escape(JOB_NAME_SUFFIX)
+)
+
+
+def is_job_name(name: str) -> bool:
+    """Whether `job_name` could have given this name: anything else is no job of the bridge's,
+    and is never looked up (nor used as a ledger key, which would refuse some characters)."""
+    return _JOB_NAME.fullmatch(name) is not None
+
+
 def json_schema() -> dict[str, Any]:
     schema = Submission.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

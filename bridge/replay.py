@@ -100,7 +100,7 @@ class Replayer:
         """What `Bridge.handle` would do with the event, read from the ledger only."""
         if event.outcome is None:
             return "ignored", f"status {event.status} is not terminal"
-        record = self.bridge.ledger.get_job(event.job_name)
+        record = self.bridge.record_of(event.job_name)
         if record is None:
             return "ignored", "not submitted by the bridge"
         why = self.bridge.distrust(event, record)

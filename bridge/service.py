@@ -18,7 +18,14 @@ from enum import StrEnum
 from typing import Any
 
 from bridge import signing
-from bridge.contracts import TAG_DAG_ID, TAG_SIGNATURE, TAG_SUBMISSION, Outcome, Submission
+from bridge.contracts import (
+    TAG_DAG_ID,
+    TAG_SIGNATURE,
+    TAG_SUBMISSION,
+    Outcome,
+    Submission,
+    is_job_name,
+)
 from bridge.effects import Effect, EffectKind, Fact, plan
 from bridge.errors import (
     AmbiguousError,
@@ -186,7 +193,7 @@ class Bridge:
         outcome = event.outcome
         if outcome is None:
             return Report(Result.IGNORED, event.job_name, f"status {event.status} is not terminal")
-        record = self.ledger.get_job(event.job_name)
+        record = self.record_of(event.job_name)
         if record is None:
             log.info(
                 "event %s for job %s, which the bridge did not submit", event.id, event.job_name
@@ -207,6 +214,11 @@ class Bridge:
             workspace=event.workspace,
         )
         return self.conclude(record, finding)
+
+    def record_of(self, job_name: str) -> JobRecord | None:
+        """The ledger's record of a job, or None. A name `job_name` cannot have given is no job of
+        the bridge's, and is not looked up: the ledger would refuse some as keys."""
+        return self.ledger.get_job(job_name) if is_job_name(job_name) else None
 
     def distrust(self, event: JobEvent, record: JobRecord) -> str | None:
         """Why the event cannot be trusted to speak for the job, or None: its signature tag."""

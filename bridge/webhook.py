@@ -5,7 +5,9 @@ deliveries in both schemas. The handshakes and input validation need no backend:
 only built (by `bridge_factory`) once a delivery holds a run event. Status codes follow Event
 Grid's retry rules: 400 is never retried, so it is kept for a body that holds no event object at
 all; each event is judged alone, and an unreadable one is recorded with its reason while the rest
-of its batch goes on. 503 is retried.
+of its batch goes on. 503 is retried. A body over 1 MiB (Event Grid's own limit for an event, and
+for a batch) is refused with 413, and one that says it is neither JSON nor CloudEvents with 415:
+neither is retried, and neither reaches the parser.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ from bridge.events import Ignored, JobEvent, Malformed, Parsed, Validation, pars
 from bridge.service import Bridge
 
 log = logging.getLogger("bridge.webhook")
+
+MAX_BODY_BYTES = 1024 * 1024
+# What Event Grid sends: its own schema as JSON, CloudEvents 1.0 structured or batched.
+CONTENT_TYPES = frozenset(
+    {"application/json", "application/cloudevents+json", "application/cloudevents-batch+json"}
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,10 @@ def answer(
         return _cloudevents_handshake(lowered)
     if method.upper() != "POST":
         return Reply(405, {"error": f"method {method} is not allowed: POST or OPTIONS"})
+    refused = refusal(lowered.get("content-type"), len(body))
+    if refused is not None:
+        log.warning("delivery refused: %s", refused.body)
+        return refused
     try:
         parsed = parse_events(body)
     except InvalidEvent as exc:
@@ -50,6 +62,18 @@ def answer(
         if isinstance(item, Validation):
             return Reply(200, {"validationResponse": item.code})
     return _deliver(parsed, bridge_factory)
+
+
+def refusal(content_type: str | None, length: int) -> Reply | None:
+    """413 or 415 for a delivery the bridge will not read, or None. No Content-Type is read as
+    JSON: Event Grid always sends one, and the parser judges the body either way."""
+    if length > MAX_BODY_BYTES:
+        return Reply(413, {"error": f"body of {length} bytes is over the {MAX_BODY_BYTES} allowed"})
+    media = (content_type or "application/json").split(";", 1)[0].strip().lower()
+    if media not in CONTENT_TYPES:
+        allowed = ", ".join(sorted(CONTENT_TYPES))
+        return Reply(415, {"error": f"content type {media!r} is not one of {allowed}"})
+    return None
 
 
 def _cloudevents_handshake(headers: Mapping[str, str]) -> Reply:

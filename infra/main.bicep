@@ -65,8 +65,8 @@ param instanceMemoryMB int = 2048
 
 // The function function_app.py registers with @app.event_grid_trigger.
 var eventFunctionName = 'on_azureml_event'
-var airflowPasswordSecretName = 'airflow-password'
-var signingKeySecretName = 'signing-key'
+var airflowPasswordSecretName = 'airflow-password' // pragma: allowlist secret (a name)
+var signingKeySecretName = 'signing-key' // pragma: allowlist secret (a name)
 var deadLetterContainerName = 'eventgrid-deadletter'
 
 var token = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))

@@ -17,14 +17,13 @@ import secrets
 import shutil
 import subprocess
 import time
-import urllib.request
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlparse
 
-from bridge.local.process import Lifecycle, Service, ServiceFailed, free_port
+from bridge.local.process import Lifecycle, Service, ServiceFailed, free_port, loopback_http
 
 if TYPE_CHECKING:
     from airflow_client.client import ApiClient, DAGRunResponse
@@ -79,22 +78,23 @@ def drop_postgres_database(url: str, *, venv: Path = DEFAULT_VENV) -> None:
 
 def postgres_database_exists(url: str, *, venv: Path = DEFAULT_VENV) -> bool:
     name = urlparse(url).path.lstrip("/")
-    rows = _postgres_admin(f"SELECT 1 FROM pg_database WHERE datname = '{name}'", venv)
+    rows = _postgres_admin("SELECT 1 FROM pg_database WHERE datname = %s", venv, name)
     return rows != "[]"
 
 
-def _postgres_admin(statement: str, venv: Path) -> str:
-    """Run one statement on the server's `postgres` database; its rows as JSON (or "[]")."""
+def _postgres_admin(statement: str, venv: Path, *parameters: str) -> str:
+    """Run one statement on the server's `postgres` database, with its %s parameters bound by the
+    driver; its rows as JSON (or "[]")."""
     script = (
         "import json, sys, psycopg2\n"
         "conn = psycopg2.connect(host='127.0.0.1', port=5432, user='postgres', dbname='postgres')\n"
         "conn.autocommit = True\n"
         "cursor = conn.cursor()\n"
-        "cursor.execute(sys.argv[1])\n"
+        "cursor.execute(sys.argv[1], sys.argv[2:] or None)\n"
         "print(json.dumps(cursor.fetchall() if cursor.description else []))\n"
     )
     done = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", script, statement],
+        [str(venv / "bin" / "python"), "-c", script, statement, *parameters],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     if done.returncode != 0:
@@ -116,7 +116,7 @@ class LocalAirflow(Lifecycle):
         extra_env: Mapping[str, str] | None = None,
         venv: Path = DEFAULT_VENV,
         username: str = "admin",
-        password: str = "admin",
+        password: str | None = None,
         triggerer: bool = False,
     ) -> None:
         self.home = home.resolve()
@@ -127,7 +127,8 @@ class LocalAirflow(Lifecycle):
         self.extra_env = dict(extra_env or {})
         self.venv = venv
         self.username = username
-        self.password = password
+        # A fresh password per Airflow: nothing to guess, nothing to commit.
+        self.password = password or secrets.token_urlsafe(12)
         self.triggerer = triggerer  # also run `airflow triggerer` (asset watchers, deferral)
         self.trigger_log_port = 0  # the triggerer's log server, chosen on start
         self.started_in: float | None = None  # seconds from start() to healthy
@@ -321,9 +322,9 @@ class LocalAirflow(Lifecycle):
     def health(self) -> Mapping[str, Any] | str:
         """GET /api/v2/monitor/health as JSON, or why there is none."""
         try:
-            with urllib.request.urlopen(f"{self.base_url}/api/v2/monitor/health", timeout=2) as r:
-                answer: Mapping[str, Any] = json.loads(r.read())
-                return answer
+            _, body = loopback_http("GET", f"{self.base_url}/api/v2/monitor/health", timeout=2)
+            answer: Mapping[str, Any] = json.loads(body)
+            return answer
         except (OSError, ValueError) as exc:
             return f"{type(exc).__name__}: {exc}"
 

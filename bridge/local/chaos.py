@@ -24,14 +24,11 @@ to drain. `make chaos` runs every scenario at full size; the tests run them scal
 from __future__ import annotations
 
 import json
-import os
 import random
 import secrets
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +46,13 @@ from bridge.ledger.table import TableLedger
 from bridge.local.airflow import LocalAirflow, fresh_postgres_database
 from bridge.local.azurite import Azurite
 from bridge.local.faults import Fault, FaultProxy
-from bridge.local.process import Service, free_port, http_ready
+from bridge.local.process import (
+    Service,
+    child_environment,
+    free_port,
+    http_ready,
+    loopback_http,
+)
 from bridge.local.serve import EVENT_KEY, QUEUE, QUEUE_CONNECTION_STRING
 from bridge.settings import Settings
 
@@ -372,9 +375,9 @@ class BridgeProcess:
         self.logs = logs
         self.port = free_port()
         self.restarts = 0
-        env = {**os.environ, **settings.environment(),
-               QUEUE_CONNECTION_STRING: queue_connection_string,
-               QUEUE: f"serve{index}", EVENT_KEY: event_key}  # fmt: skip
+        env = child_environment(settings.environment(), {
+            QUEUE_CONNECTION_STRING: queue_connection_string, QUEUE: f"serve{index}",
+            EVENT_KEY: event_key})  # fmt: skip
         if airflow_url:
             env["BRIDGE_AIRFLOW_URL"] = airflow_url
         bridge = str(Path(sys.executable).with_name("bridge"))
@@ -449,15 +452,13 @@ class _Driver:
         raise TimeoutError(f"batch {number} was never accepted by {host.url}")
 
     def _post(self, url: str, body: bytes) -> bool:
-        request = urllib.request.Request(url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "aeg-event-type": "Notification",
-            "aeg-sas-key": self.key,
-        })  # fmt: skip
+        headers = {"Content-Type": "application/json", "aeg-event-type": "Notification",
+                   "aeg-sas-key": self.key}  # fmt: skip
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return 200 <= int(response.status) < 300
-        except (urllib.error.URLError, OSError):
+            status, _ = loopback_http("POST", url, body, headers, timeout=60)
+        except OSError:
             return False
+        return 200 <= status < 300
 
 
 # -- counting ------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from bridge.provider.senders import QueueEnvelope
 from bridge.reconcile import Reconciler, SweepReport
 from bridge.service import Bridge
 from bridge.settings import Settings
-from bridge.webhook import Reply, answer
+from bridge.webhook import MAX_BODY_BYTES, Reply, answer, refusal
 
 log = logging.getLogger("bridge.devhost")
 
@@ -178,6 +178,12 @@ class DevHost(Lifecycle):
                     self._send(Reply(404, {"error": f"no route {self.path}"}))
                     return
                 length = int(self.headers.get("Content-Length") or 0)
+                if length > MAX_BODY_BYTES:  # refused unkept: drained so the client hears why
+                    left = length
+                    while left > 0 and (chunk := self.rfile.read(min(65536, left))):
+                        left -= len(chunk)
+                    self._send(refusal(self.headers.get("Content-Type"), length) or Reply(413))
+                    return
                 body = self.rfile.read(length) if length else b""
                 signed = self.headers.get("aeg-sas-key") == host.event_key
                 if host.event_key and self.command == "POST" and not signed:

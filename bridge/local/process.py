@@ -8,18 +8,18 @@ and stopping sends SIGTERM to the whole group, then SIGKILL after a grace period
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+from urllib.parse import urlsplit
 
 
 class LoopbackServer(ThreadingHTTPServer):
@@ -34,6 +34,19 @@ class LoopbackServer(ThreadingHTTPServer):
     request_queue_size = 128
 
 
+def child_environment(*overrides: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment for a child, without what azure-ai-ml wrote into it.
+
+    Building an `MLClient` for a custom cloud (the local emulator) sets AZUREML_CURRENT_CLOUD in
+    `os.environ`; a child that has not registered that cloud then fails on `import azure.ai.ml`.
+    """
+    environment = dict(os.environ)
+    environment.pop("AZUREML_CURRENT_CLOUD", None)
+    for override in overrides:
+        environment.update(override)
+    return environment
+
+
 def free_port() -> int:
     """A loopback port nobody listens on now; two stacks on one machine never share one."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -41,15 +54,37 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def loopback_http(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, bytes]:
+    """One plain-HTTP request to a server of the local stack: (status, body). Anything but an
+    http:// URL on loopback is refused; connection failures raise OSError."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise ValueError(f"not a loopback http URL: {url!r}")
+    connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+    try:
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        connection.request(method, path or "/", body=body, headers=dict(headers or {}))
+        response = connection.getresponse()
+        return response.status, response.read()
+    except http.client.HTTPException as exc:
+        raise OSError(f"{method} {url}: {exc}") from exc
+    finally:
+        connection.close()
+
+
 def http_ready(url: str) -> Callable[[], bool]:
     def probe() -> bool:
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return 200 <= int(response.status) < 500
-        except urllib.error.HTTPError as exc:
-            return exc.code < 500
-        except (OSError, ValueError):
+            status, _ = loopback_http("GET", url, timeout=2)
+        except OSError:
             return False
+        return status < 500
 
     return probe
 

@@ -105,7 +105,7 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
             ledger_connection_string=azurite.connection_string,
             airflow_url=f"http://127.0.0.1:{airflow_port}",
             airflow_username="admin",
-            airflow_password="admin",
+            airflow_password=secrets.token_urlsafe(12),  # this run's: see LocalAirflow
             signing_key=secrets.token_hex(32),
             policy_json=options.policy_json,
             reconcile_schedule=options.reconcile_schedule,
@@ -130,6 +130,7 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
                     options.dags_folder,
                     port=airflow_port,
                     database_url=options.database_url,
+                    password=settings.airflow_password,
                     extra_env={**running.queue_env, **options.extra_airflow_env},
                     triggerer=options.airflow_triggerer,
                 )

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import pytest
 
 from bridge.local.airflow import fresh_postgres_database
+from bridge.local.process import child_environment
 from bridge.local.stack import EXAMPLE_DAGS, Stack, StackOptions, running_stack
 from bridge.settings import Settings
 
@@ -113,10 +114,7 @@ def run_bridge(
     settings: Settings, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """The `bridge` command line, with these settings as its environment (as an operator's)."""
-    full = {**os.environ, **settings.environment(), **(env or {})}
-    # azure-ai-ml wrote this process's custom cloud name into os.environ; a new process that has
-    # not registered that cloud fails on importing the SDK, so the child starts without it.
-    full.pop("AZUREML_CURRENT_CLOUD", None)
+    full = child_environment(settings.environment(), env or {})
     command = os.path.join(os.path.dirname(sys.executable), "bridge")
     return subprocess.run([command, *args], env=full, capture_output=True, text=True,
                           timeout=120, check=False)  # fmt: skip

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from bridge.local.process import child_environment
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,6 +34,7 @@ def test_quick_benchmarks_print_every_table_and_write_every_result(tmp_path: Pat
     done = subprocess.run(
         [sys.executable, "-m", "bench.run", "--quick", "--out", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+        env=child_environment(),  # earlier tests' MLClient may have marked this process
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     for title in TITLES:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -294,3 +295,22 @@ def test_event_without_the_bridge_signature_is_ignored_and_left_to_reconciliatio
         "signature does not verify", "event carries no signature tag",
     ]  # fmt: skip
     assert events_of(loop_stack, FAILED, job.id) == []
+
+
+def test_dev_host_refuses_oversized_and_non_json_deliveries_as_the_function_does(
+    loop_stack: Stack,
+) -> None:
+    def refused(body: bytes, content_type: str) -> tuple[int, str]:
+        request = urllib.request.Request(
+            loop_stack.devhost.webhook_url, data=body, method="POST",
+            headers={"Content-Type": content_type, "aeg-event-type": "Notification",
+                     "aeg-sas-key": loop_stack.devhost.event_key or ""},
+        )  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            urllib.request.urlopen(request, timeout=30)
+        return raised.value.code, json.loads(raised.value.read())["error"]
+
+    status, error = refused(b"[" + b" " * (2 * 1024 * 1024) + b"]", "application/json")
+    assert (status, error) == (413, "body of 2097154 bytes is over the 1048576 allowed")
+    status, error = refused(b"[{}]", "text/plain")
+    assert status == 415 and "content type 'text/plain'" in error

@@ -85,6 +85,36 @@ def test_run_event_with_no_configuration_is_a_500_naming_the_settings() -> None:
     assert "BRIDGE_AIRFLOW_URL is not set" in json.loads(reply.content())["error"]
 
 
+def test_body_over_one_mebibyte_is_a_413_before_it_is_parsed() -> None:
+    too_big = b"[" + b" " * (1024 * 1024) + b"]"  # not even JSON: the size is judged first
+
+    reply = answer("POST", {"Content-Type": "application/json"}, too_big, unconfigured)
+
+    assert reply.status == 413
+    assert json.loads(reply.content())["error"] == (
+        f"body of {len(too_big)} bytes is over the 1048576 allowed"
+    )
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "Application/CloudEvents+JSON",
+     "application/cloudevents-batch+json; charset=utf-8"],
+)  # fmt: skip
+def test_json_and_cloudevents_content_types_are_read(content_type: str) -> None:
+    reply = answer("POST", {"content-type": content_type}, json.dumps(VALIDATION).encode(),
+                   unconfigured)  # fmt: skip
+    assert reply.status == 200
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/xml", "multipart/form-data"])
+def test_other_content_types_are_a_415_naming_the_type(content_type: str) -> None:
+    reply = answer("POST", {"Content-Type": content_type}, json.dumps(VALIDATION).encode(),
+                   unconfigured)  # fmt: skip
+    assert reply.status == 415
+    assert f"content type {content_type!r} is not one of" in json.loads(reply.content())["error"]
+
+
 def test_other_methods_are_refused() -> None:
     assert answer("GET", {}, b"", unconfigured).status == 405
 
@@ -121,6 +151,19 @@ def test_importing_function_app_does_not_import_azure_ai_ml() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_only_health_answers_without_a_function_key() -> None:
+    code = (
+        "import json, function_app\n"
+        "fs = function_app.app.get_functions()\n"
+        "print(json.dumps({f.get_function_name(): str(f.get_bindings()[0].auth_level)\n"
+        "                  for f in fs if f.get_bindings()[0].type == 'httpTrigger'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == {"events_webhook": "FUNCTION", "health": "ANONYMOUS"}
 
 
 def test_function_app_lists_its_five_functions() -> None:
