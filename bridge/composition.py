@@ -17,6 +17,7 @@ from azure.core.credentials import TokenCredential
 from bridge.policy import Policy
 from bridge.service import Bridge
 from bridge.settings import Settings
+from bridge.signing import Keyring
 
 if TYPE_CHECKING:
     from bridge.adapters.azureml import AzureMLJobs
@@ -46,7 +47,7 @@ def build(settings: Settings) -> Bridge:
             settings.airflow_url, settings.airflow_username, settings.airflow_password
         ),
         policy=Policy.from_json(settings.policy_json),
-        signing_key=settings.signing_key,
+        keys=Keyring(settings.signing_key, settings.signing_key_previous),
         workspace=settings.azureml_workspace,
         reconcile_after=settings.reconcile_after_seconds,
     )

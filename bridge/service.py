@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from bridge import signing
 from bridge.contracts import (
     TAG_DAG_ID,
     TAG_SIGNATURE,
@@ -38,6 +37,7 @@ from bridge.events import JobEvent
 from bridge.ledger import Busy, JobRecord, JobState, Ledger, Settled, now_iso
 from bridge.policy import Policy
 from bridge.ports import Airflow, Jobs
+from bridge.signing import Keyring
 
 log = logging.getLogger("bridge")
 
@@ -87,7 +87,7 @@ class Bridge:
         jobs: Jobs,
         airflow: Airflow,
         policy: Policy,
-        signing_key: str,
+        keys: Keyring,
         workspace: str,
         lease_seconds: float = 120.0,
         reconcile_after: float = 600.0,
@@ -97,7 +97,7 @@ class Bridge:
         self.jobs = jobs
         self.airflow = airflow
         self.policy = policy
-        self.signing_key = signing_key
+        self.keys = keys
         self.workspace = workspace
         self.lease_seconds = lease_seconds
         self.reconcile_after = reconcile_after  # grace before reconciliation looks at a job
@@ -146,7 +146,7 @@ class Bridge:
     def _tags(self, submission: Submission) -> dict[str, str]:
         return {
             TAG_SUBMISSION: submission.id,
-            TAG_SIGNATURE: signing.sign(self.signing_key, submission.id),
+            TAG_SIGNATURE: self.keys.sign(submission.id),
             TAG_DAG_ID: submission.origin.dag_id,
         }
 
@@ -225,8 +225,8 @@ class Bridge:
         signature = event.tags.get(TAG_SIGNATURE)
         if not signature:
             return "event carries no signature tag"
-        if not signing.verify(self.signing_key, record.name, signature):
-            return "signature does not verify"
+        if not self.keys.verify(record.name, signature):
+            return f"signature does not verify with key {' or '.join(self.keys.ids)}"
         return None
 
     def conclude(self, record: JobRecord, finding: Finding) -> Report:

@@ -33,6 +33,8 @@ AIRFLOW_URL = "BRIDGE_AIRFLOW_URL"
 AIRFLOW_USERNAME = "BRIDGE_AIRFLOW_USERNAME"
 AIRFLOW_PASSWORD = "BRIDGE_AIRFLOW_PASSWORD"  # pragma: allowlist secret (a setting's name)
 SIGNING_KEY = "BRIDGE_SIGNING_KEY"
+# The key before the last rotation: tags it signed still verify (docs/security.md, rotation).
+SIGNING_KEY_PREVIOUS = "BRIDGE_SIGNING_KEY_PREVIOUS"
 POLICY = "BRIDGE_POLICY"
 RECONCILE_AFTER_SECONDS = "BRIDGE_RECONCILE_AFTER_SECONDS"
 MANAGED_IDENTITY_CLIENT_ID = "AZURE_CLIENT_ID"
@@ -55,6 +57,7 @@ SETTINGS: Mapping[str, bool] = {
     AIRFLOW_USERNAME: True,
     AIRFLOW_PASSWORD: True,
     SIGNING_KEY: True,
+    SIGNING_KEY_PREVIOUS: True,
     POLICY: False,
     MANAGED_IDENTITY_CLIENT_ID: True,
     RECONCILE_SCHEDULE: True,
@@ -80,6 +83,7 @@ class Settings:
     airflow_username: str = ""
     airflow_password: str = field(default="", repr=False)
     signing_key: str = field(default="", repr=False)
+    signing_key_previous: str | None = field(default=None, repr=False)
     policy_json: str | None = None
     managed_identity_client_id: str | None = None
     reconcile_schedule: str = DEFAULT_RECONCILE_SCHEDULE
@@ -103,6 +107,7 @@ class Settings:
             airflow_username=get(AIRFLOW_USERNAME),
             airflow_password=get(AIRFLOW_PASSWORD),
             signing_key=get(SIGNING_KEY),
+            signing_key_previous=get(SIGNING_KEY_PREVIOUS) or None,
             policy_json=get(POLICY) or None,
             managed_identity_client_id=get(MANAGED_IDENTITY_CLIENT_ID) or None,
             reconcile_schedule=get(RECONCILE_SCHEDULE) or DEFAULT_RECONCILE_SCHEDULE,
@@ -124,6 +129,7 @@ class Settings:
             AIRFLOW_USERNAME: self.airflow_username,
             AIRFLOW_PASSWORD: self.airflow_password,
             SIGNING_KEY: self.signing_key,
+            SIGNING_KEY_PREVIOUS: self.signing_key_previous,
             POLICY: self.policy_json,
             MANAGED_IDENTITY_CLIENT_ID: self.managed_identity_client_id,
             RECONCILE_SCHEDULE: self.reconcile_schedule,
@@ -157,10 +163,13 @@ class Settings:
         found += [f"{name} is an unresolved Key Vault reference (check the identity's access)"
                   for name, value in ((AIRFLOW_PASSWORD, self.airflow_password),
                                       (SIGNING_KEY, self.signing_key),
+                                      (SIGNING_KEY_PREVIOUS, self.signing_key_previous or ""),
                                       (AIRFLOW_USERNAME, self.airflow_username))
                   if value.startswith("@Microsoft.KeyVault(")]  # fmt: skip
-        if self.signing_key and len(self.signing_key) < 32:
-            found.append(f"{SIGNING_KEY} is shorter than 32 characters")
+        found += [f"{name} is shorter than 32 characters"
+                  for name, key in ((SIGNING_KEY, self.signing_key),
+                                    (SIGNING_KEY_PREVIOUS, self.signing_key_previous))
+                  if key and len(key) < 32]  # fmt: skip
         if self.policy_json:
             try:
                 json.loads(self.policy_json)

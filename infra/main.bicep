@@ -67,6 +67,7 @@ param instanceMemoryMB int = 2048
 var eventFunctionName = 'on_azureml_event'
 var airflowPasswordSecretName = 'airflow-password' // pragma: allowlist secret (a name)
 var signingKeySecretName = 'signing-key' // pragma: allowlist secret (a name)
+var signingKeyPreviousSecretName = 'signing-key-previous' // pragma: allowlist secret (a name)
 var deadLetterContainerName = 'eventgrid-deadletter'
 
 var token = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
@@ -180,6 +181,7 @@ module functionApp 'modules/functionapp.bicep' = {
     keyVaultUri: keyVault.outputs.uri
     airflowPasswordSecretName: airflowPasswordSecretName
     signingKeySecretName: signingKeySecretName
+    signingKeyPreviousSecretName: signingKeyPreviousSecretName
     applicationInsightsConnectionString: monitoring.outputs.connectionString
     workspaceSubscriptionId: subscription().subscriptionId
     workspaceResourceGroup: workspaceResourceGroup
@@ -211,7 +213,7 @@ module eventSubscription 'modules/eventgrid-subscription.bicep' = if (deployEven
 // For the operator.
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
-output AZURE_KEY_VAULT_SECRETS array = [airflowPasswordSecretName, signingKeySecretName]
+output AZURE_KEY_VAULT_SECRETS array = [airflowPasswordSecretName, signingKeySecretName, signingKeyPreviousSecretName]
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output LEDGER_TABLE_ENDPOINT string = ledgerStorage.outputs.tableEndpoint
 output LEDGER_TABLE string = ledgerStorage.outputs.ledgerTableName

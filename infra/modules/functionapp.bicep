@@ -26,6 +26,8 @@ param ledgerTableName string
 param keyVaultUri string
 param airflowPasswordSecretName string
 param signingKeySecretName string
+@description('The signing key before the last rotation: tags it signed keep verifying (docs/security.md).')
+param signingKeyPreviousSecretName string
 
 param applicationInsightsConnectionString string
 
@@ -122,6 +124,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'BRIDGE_AIRFLOW_USERNAME', value: airflowUsername }
         { name: 'BRIDGE_AIRFLOW_PASSWORD', value: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${airflowPasswordSecretName}/)' }
         { name: 'BRIDGE_SIGNING_KEY', value: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${signingKeySecretName}/)' }
+        { name: 'BRIDGE_SIGNING_KEY_PREVIOUS', value: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${signingKeyPreviousSecretName}/)' }
         { name: 'BRIDGE_POLICY', value: policyJson }
         { name: 'BRIDGE_RECONCILE_SCHEDULE', value: reconcileSchedule }
         { name: 'BRIDGE_RECONCILE_AFTER_SECONDS', value: string(reconcileAfterSeconds) }

@@ -25,7 +25,7 @@ HOST_SETTINGS = {
 LOCAL_ONLY_SETTINGS = {
     settings.AZUREML_ENDPOINT, settings.AZUREML_CA_FILE, settings.LEDGER_CONNECTION_STRING,
 }  # fmt: skip
-SECRET_SETTINGS = {settings.AIRFLOW_PASSWORD, settings.SIGNING_KEY}
+SECRET_SETTINGS = {settings.AIRFLOW_PASSWORD, settings.SIGNING_KEY, settings.SIGNING_KEY_PREVIOUS}
 TRIGGERS_THE_TEMPLATES_WIRE = {
     "serviceBusTrigger", "eventGridTrigger", "httpTrigger", "timerTrigger",
 }  # fmt: skip

@@ -16,6 +16,7 @@ from bridge.ledger import JobState
 from bridge.local import demo
 from bridge.local.stack import Stack
 from bridge.provider.senders import StorageQueueSender
+from bridge.signing import Keyring, key_id
 from tests.integration.conftest import asset_events, eventually, job_tags
 
 pytestmark = pytest.mark.integration
@@ -128,7 +129,10 @@ def test_azure_ml_received_what_azure_ai_ml_really_sends(loop_stack: Stack) -> N
     send(loop_stack, job)
     created(loop_stack, job)
     puts = [r for r in loop_stack.emulator.requests if r.method == "PUT" and job.id in r.path]
-    assert len(puts) == 1
+    # One PUT as a rule. On a loaded machine the first submission of a session (which imports
+    # azure-ai-ml) was seen to outlast the queue's visibility timeout: the redelivered message
+    # sends the same PUT again, which Azure ML answers as an update of the same job.
+    assert puts and all(put.body == puts[0].body for put in puts[1:]), puts
     assert puts[0].path.endswith(f"/workspaces/local-workspace/jobs/{job.id}") and puts[
         0
     ].path.startswith("/subscriptions/00000000-0000-0000-0000-000000000000/")
@@ -140,7 +144,8 @@ def test_azure_ml_received_what_azure_ai_ml_really_sends(loop_stack: Stack) -> N
     assert "loop-env" in properties["environmentId"]
     tags = properties["tags"]
     assert tags["bridge_submission"] == job.id and tags["bridge_dag_id"] == "loop_tests"
-    assert len(tags["bridge_signature"]) == 64
+    kid, mac = tags["bridge_signature"].split(":")
+    assert kid == key_id(loop_stack.bridge.keys.current) and len(mac) == 64
     # The ledger learns of the job once Azure ML's answer is back, a moment after the PUT arrived.
     ledger = loop_stack.bridge.ledger
     record = eventually(
@@ -231,7 +236,10 @@ def test_resent_submission_creates_one_job(loop_stack: Stack) -> None:
     eventually(lambda: queue.get_queue_properties().approximate_message_count == 0 or None,
                what="queue drained")  # fmt: skip
     puts = [r for r in loop_stack.emulator.requests if r.method == "PUT" and job.id in r.path]
-    assert len(puts) == 1
+    # One PUT as a rule. On a loaded machine the first submission of a session (which imports
+    # azure-ai-ml) was seen to outlast the queue's visibility timeout: the redelivered message
+    # sends the same PUT again, which Azure ML answers as an update of the same job.
+    assert puts and all(put.body == puts[0].body for put in puts[1:]), puts
 
 
 def test_a_message_that_is_no_submission_is_recorded_as_rejected(loop_stack: Stack) -> None:
@@ -291,9 +299,9 @@ def test_event_without_the_bridge_signature_is_ignored_and_left_to_reconciliatio
     unsigned = documented_event(job.id, "RunStatusChanged", "Failed", {})
     status, body = post(loop_stack, [forged, unsigned], "application/json")
     assert status == 200
-    assert [r["detail"] for r in body["results"]] == [
-        "signature does not verify", "event carries no signature tag",
-    ]  # fmt: skip
+    details = [r["detail"] for r in body["results"]]
+    assert details[0].startswith("signature does not verify with key ")
+    assert details[1] == "event carries no signature tag"
     assert events_of(loop_stack, FAILED, job.id) == []
 
 
@@ -314,3 +322,28 @@ def test_dev_host_refuses_oversized_and_non_json_deliveries_as_the_function_does
     assert (status, error) == (413, "body of 2097154 bytes is over the 1048576 allowed")
     status, error = refused(b"[{}]", "text/plain")
     assert status == 415 and "content type 'text/plain'" in error
+
+
+def test_signing_key_rotated_while_a_job_runs_breaks_nothing(loop_stack: Stack) -> None:
+    before = loop_stack.bridge.keys
+    job = submission(command="sleep 4")
+    send(loop_stack, job)
+    created(loop_stack, job)
+    signed_before = job_tags(loop_stack, job.id)["bridge_signature"]
+    # Rotation as docs/security.md has it: the old key becomes the previous one.
+    loop_stack.bridge.keys = Keyring(secrets.token_hex(32), previous=before.current)
+    try:
+        after = submission(command="true")
+        send(loop_stack, after)
+        created(loop_stack, after)
+        eventually(lambda: events_of(loop_stack, DONE, job.id), timeout=60,
+                   what="the job signed before the rotation routed after it")  # fmt: skip
+        eventually(lambda: events_of(loop_stack, DONE, after.id), timeout=60,
+                   what="a job signed after the rotation routed")  # fmt: skip
+    finally:
+        loop_stack.bridge.keys = before
+    signed_after = job_tags(loop_stack, after.id)["bridge_signature"]
+    assert signed_before.split(":")[0] == key_id(before.current)
+    assert signed_after.split(":")[0] != key_id(before.current)
+    [routed] = events_of(loop_stack, DONE, job.id)
+    assert routed.extra["via"] == "event"  # the event verified; reconciliation had no part
