@@ -37,6 +37,7 @@ SERVICEBUS_NAMESPACE = "BRIDGE_SERVICEBUS_NAMESPACE"
 LOCAL_QUEUE_CONNECTION_STRING = "BRIDGE_LOCAL_QUEUE_CONNECTION_STRING"
 MANAGED_IDENTITY_CLIENT_ID = "AZURE_CLIENT_ID"
 DEFAULT_QUEUE = "submissions"
+SERVICE_BUS_SCOPE = "https://servicebus.azure.net/.default"
 
 CONTENT_TYPE = "application/json"
 SUBJECT = "bridge.submission"
@@ -175,12 +176,42 @@ class ServiceBusSender:
         self.namespace = namespace
         self.queue_name = queue_name
         self._credential = credential or _default_credential(managed_identity_client_id)
+        self._identity = (
+            "the credential given" if credential is not None
+            else f"the managed identity with client id {managed_identity_client_id}"
+            if managed_identity_client_id
+            else "DefaultAzureCredential (environment, workload identity, managed identity, "
+            "Azure CLI)"
+        )  # fmt: skip
         self._client = ServiceBusClient(namespace, self._credential, **client_options)
         self._sender = self._client.get_queue_sender(queue_name)
 
     def send(self, submission: Submission) -> None:
+        self._check_token()
         with _service_bus_errors(self.namespace, self.queue_name):
             self._sender.send_messages(service_bus_message(submission))
+
+    def _check_token(self) -> None:
+        """Fail at once, naming the identity, the scope and the fix, when no token can be had
+        for Service Bus: a retry would only fail the same way, minutes later. The token is cached
+        by the credential, so a send after the first costs nothing here."""
+        from azure.core.exceptions import ClientAuthenticationError
+
+        get_token = getattr(self._credential, "get_token", None)
+        if get_token is None:
+            return  # a key or SAS credential: there is no token to ask for
+        try:
+            get_token(SERVICE_BUS_SCOPE)
+        except ClientAuthenticationError as exc:
+            text = str(exc).strip()
+            reason = text.splitlines()[0][:300] if text else type(exc).__name__
+            raise ConfigurationError(
+                f"{self._identity} could not get a token for {SERVICE_BUS_SCOPE} ({reason}). Fix: "
+                "give the Airflow workers an identity (managed identity, AKS workload identity or "
+                "workload identity federation) with 'Azure Service Bus Data Sender' on queue "
+                f"{self.queue_name!r} in {self.namespace}, and set {MANAGED_IDENTITY_CLIENT_ID} "
+                "to its client id"
+            ) from exc
 
     def close(self) -> None:
         self._sender.close()

@@ -214,3 +214,25 @@ def test_malformed_queue_message_is_an_invalid_submission_naming_the_field() -> 
     text = json.dumps({"message_id": "x", "application_properties": {}})
     with pytest.raises(InvalidSubmission, match="body"):
         QueueEnvelope.decode(text)
+
+
+def test_a_worker_without_a_usable_identity_fails_at_once_naming_scope_and_fix(
+    submission: Submission, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azure.identity import EnvironmentCredential
+
+    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET",
+                 "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_USERNAME"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    # A real azure-identity credential with nothing to go on; nobody listens on the namespace,
+    # so an attempt to connect would show as a transient error instead.
+    sender = ServiceBusSender("127.0.0.1", "submissions", credential=EnvironmentCredential(),
+                              retry_total=0)  # fmt: skip
+    with pytest.raises(ConfigurationError) as raised:
+        sender.send(submission)
+    sender.close()
+    message = str(raised.value)
+    assert message.startswith("the credential given could not get a token for "
+                              "https://servicebus.azure.net/.default (EnvironmentCredential")
+    assert "'Azure Service Bus Data Sender' on queue 'submissions'" in message
+    assert "AZURE_CLIENT_ID" in message
