@@ -30,7 +30,7 @@ def build(settings: Settings) -> Bridge:
     from bridge.adapters.airflow import AirflowRest
     from bridge.ledger.table import TableLedger
 
-    credential = _credential(settings)
+    credential = credential_for(settings)
     if settings.ledger_connection_string:
         ledger = TableLedger.from_connection_string(
             settings.ledger_connection_string, settings.ledger_table
@@ -61,7 +61,7 @@ def azureml_jobs(settings: Settings, credential: TokenCredential | None = None) 
         subscription_id=settings.azureml_subscription_id,
         resource_group=settings.azureml_resource_group,
         workspace=settings.azureml_workspace,
-        credential=credential or _credential(settings),
+        credential=credential or credential_for(settings),
         endpoint=settings.azureml_endpoint,
         ca_file=settings.azureml_ca_file,
     )
@@ -73,7 +73,7 @@ def runtime() -> Bridge:
     return build(Settings.from_env(os.environ))
 
 
-def _credential(settings: Settings) -> TokenCredential:
+def credential_for(settings: Settings) -> TokenCredential:
     """The managed identity in Azure; a fixed token only for an Azure ML emulator on loopback."""
     endpoint = settings.azureml_endpoint
     if endpoint and urlparse(endpoint).hostname in _LOOPBACK:

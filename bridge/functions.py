@@ -15,10 +15,10 @@ from typing import Any
 
 import azure.functions as func
 
+from bridge import health as health_checks
 from bridge.composition import runtime
-from bridge.errors import ConfigurationError, InvalidEvent
+from bridge.errors import InvalidEvent
 from bridge.events import JobEvent, parse_event
-from bridge.policy import Policy
 from bridge.reconcile import Reconciler
 from bridge.settings import Settings
 from bridge.webhook import answer
@@ -63,12 +63,7 @@ def events_webhook(request: func.HttpRequest) -> func.HttpResponse:
 
 
 def health(request: func.HttpRequest) -> func.HttpResponse:
-    settings = Settings.from_env(os.environ)
-    problems = settings.problems()
-    try:
-        Policy.from_json(settings.policy_json)
-    except ConfigurationError as exc:
-        problems.append(str(exc))
+    problems = health_checks.problems(Settings.from_env(os.environ), os.environ)
     body = {"status": "misconfigured" if problems else "ok", "problems": problems}
     return func.HttpResponse(
         json.dumps(body), status_code=503 if problems else 200, mimetype="application/json"

@@ -50,8 +50,8 @@ from bridge.local.process import (
     Service,
     child_environment,
     free_port,
-    http_ready,
     loopback_http,
+    port_ready,
 )
 from bridge.local.serve import EVENT_KEY, QUEUE, QUEUE_CONNECTION_STRING
 from bridge.settings import Settings
@@ -403,7 +403,7 @@ class BridgeProcess:
         log = self.logs / f"bridge-{self.index}-{self.restarts}.log"
         self.service = Service(
             f"bridge-{self.index}", self.argv, log=log, env=self.env,
-            ready=http_ready(f"http://127.0.0.1:{self.port}/api/health"),
+            ready=port_ready(self.port),  # up, even while Airflow is not (health would say 503)
         ).start()  # fmt: skip
         self.service.wait_ready(60)
 

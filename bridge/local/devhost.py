@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, QueueMessage
 
+from bridge import health
 from bridge.errors import TransientError
 from bridge.local.process import Lifecycle, LoopbackServer
 from bridge.ncrontab import Schedule
@@ -168,7 +169,7 @@ class DevHost(Lifecycle):
                 if self.path.split("?")[0] != "/api/health":
                     self._send(Reply(404, {"error": f"no route {self.path}"}))
                     return
-                problems = host.settings.problems()
+                problems = health.problems(host.settings)
                 status = 503 if problems else 200
                 body = {"status": "misconfigured" if problems else "ok", "problems": problems}
                 self._send(Reply(status, body))

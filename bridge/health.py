@@ -1,0 +1,69 @@
+"""The Function App's `health`: settings first, then whether its identity can get each token it
+needs and whether Airflow accepts its user. Each problem is named; no value, token or password is
+ever shown, so the answer may be public (the route is anonymous)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import ClientAuthenticationError
+
+from bridge.errors import BridgeError, ConfigurationError
+from bridge.policy import Policy
+from bridge.settings import SERVICEBUS_CONNECTION, Settings
+
+AZUREML_SCOPE = "https://management.azure.com/.default"
+TABLES_SCOPE = "https://storage.azure.com/.default"
+SERVICE_BUS_SCOPE = "https://servicebus.azure.net/.default"
+
+
+def problems(
+    settings: Settings,
+    env: Mapping[str, str] | None = None,
+    *,
+    credential: TokenCredential | None = None,
+) -> list[str]:
+    """What stops the bridge from working now, each named; empty when it can work."""
+    found = settings.problems()
+    try:
+        Policy.from_json(settings.policy_json)
+    except ConfigurationError as exc:
+        found.append(str(exc))
+    if found:
+        return found  # the live checks below would only repeat these
+    from bridge.composition import credential_for
+
+    credential = credential or credential_for(settings)
+    for service, scope in scopes(settings, env or {}).items():
+        try:
+            credential.get_token(scope)
+        except ClientAuthenticationError as exc:
+            text = str(exc).strip()
+            reason = text.splitlines()[0][:300] if text else type(exc).__name__
+            found.append(f"the identity can get no token for {service} ({scope}): {reason}")
+    found += _airflow(settings)
+    return found
+
+
+def scopes(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
+    """The token scopes this deployment needs: Tables unless the ledger is reached by connection
+    string (locally), Service Bus where the queue trigger is bound to a namespace (in Azure)."""
+    needed = {"Azure ML": AZUREML_SCOPE}
+    if not settings.ledger_connection_string:
+        needed["Table Storage"] = TABLES_SCOPE
+    if env.get(f"{SERVICEBUS_CONNECTION}__fullyQualifiedNamespace"):
+        needed["Service Bus"] = SERVICE_BUS_SCOPE
+    return needed
+
+
+def _airflow(settings: Settings) -> list[str]:
+    """Whether Airflow issues a token to the configured user (its API answers, the user exists)."""
+    from bridge.adapters.airflow import AirflowRest
+
+    try:
+        _ = AirflowRest(settings.airflow_url, settings.airflow_username,
+                        settings.airflow_password, timeout=5).api_client  # fmt: skip
+    except BridgeError as exc:
+        return [str(exc)]
+    return []

@@ -1,0 +1,60 @@
+"""`health` checks more than settings: that the identity gets every token the bridge needs, and
+that Airflow accepts the bridge's user. Each problem is named, and no secret is shown."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import urllib.request
+
+import pytest
+from azure.identity import EnvironmentCredential
+
+from bridge import health
+from bridge.local.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_working_stack_has_no_problem_and_the_dev_host_says_ok(loop_stack: Stack) -> None:
+    assert health.problems(loop_stack.settings) == []
+    url = loop_stack.devhost.webhook_url.replace("/api/events", "/api/health")
+    with urllib.request.urlopen(url, timeout=30) as response:
+        assert json.loads(response.read()) == {"status": "ok", "problems": []}
+
+
+def test_airflow_refusing_the_user_is_named_without_the_password(loop_stack: Stack) -> None:
+    wrong = "wrong-" + loop_stack.settings.airflow_password
+    settings = dataclasses.replace(loop_stack.settings, airflow_password=wrong)
+
+    found = health.problems(settings)
+
+    assert found == [
+        f"Airflow at {settings.airflow_url} refused the credentials of user "
+        f"{settings.airflow_username!r}"
+    ]
+    assert wrong not in json.dumps(found)
+
+
+def test_an_identity_without_tokens_is_named_with_each_scope(
+    loop_stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET",
+                 "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_USERNAME"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    in_azure = dataclasses.replace(
+        loop_stack.settings,
+        ledger_connection_string=None,
+        ledger_endpoint="https://ledger.table.core.windows.net",
+    )
+    env = {"BRIDGE_SERVICEBUS__fullyQualifiedNamespace": "myns.servicebus.windows.net"}
+
+    found = health.problems(in_azure, env, credential=EnvironmentCredential())
+
+    named = [problem.split(":")[0] for problem in found]
+    assert named == [
+        "the identity can get no token for Azure ML (https",
+        "the identity can get no token for Table Storage (https",
+        "the identity can get no token for Service Bus (https",
+    ]
+    assert "(https://servicebus.azure.net/.default): EnvironmentCredential" in found[2]
