@@ -207,7 +207,7 @@ def test_failing_example_routes_its_failure_to_the_failure_asset(
 def test_submit_task_reports_its_send_time_once(
     example_runs: dict[str, DagRunResult],
 ) -> None:
-    """The figure itself is measured in bench/submit_latency.py, not asserted here."""
+    """The figure itself is measured in bench/calls.py (make bench), not asserted here."""
     timings = {dag_id: run.execute_ms() for dag_id, run in example_runs.items()}
     durations = {
         dag_id: run.task("submit_training")["duration"] for dag_id, run in example_runs.items()
