@@ -118,3 +118,15 @@ def run_bridge(
     command = os.path.join(os.path.dirname(sys.executable), "bridge")
     return subprocess.run([command, *args], env=full, capture_output=True, text=True,
                           timeout=120, check=False)  # fmt: skip
+
+
+@pytest.fixture
+def identity_with_nothing(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A real azure-identity `EnvironmentCredential` with no variable to go on: it refuses every
+    token at once, as an expired or missing workload credential does, without any network."""
+    from azure.identity import EnvironmentCredential
+
+    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET",
+                 "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_USERNAME"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    return EnvironmentCredential()

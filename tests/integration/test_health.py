@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import urllib.request
+from typing import Any
 
 import pytest
-from azure.identity import EnvironmentCredential
 
 from bridge import health
 from bridge.local.stack import Stack
@@ -37,11 +37,8 @@ def test_airflow_refusing_the_user_is_named_without_the_password(loop_stack: Sta
 
 
 def test_an_identity_without_tokens_is_named_with_each_scope(
-    loop_stack: Stack, monkeypatch: pytest.MonkeyPatch
+    loop_stack: Stack, identity_with_nothing: Any
 ) -> None:
-    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET",
-                 "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_USERNAME"):  # fmt: skip
-        monkeypatch.delenv(name, raising=False)
     in_azure = dataclasses.replace(
         loop_stack.settings,
         ledger_connection_string=None,
@@ -49,7 +46,7 @@ def test_an_identity_without_tokens_is_named_with_each_scope(
     )
     env = {"BRIDGE_SERVICEBUS__fullyQualifiedNamespace": "myns.servicebus.windows.net"}
 
-    found = health.problems(in_azure, env, credential=EnvironmentCredential())
+    found = health.problems(in_azure, env, credential=identity_with_nothing)
 
     named = [problem.split(":")[0] for problem in found]
     assert named == [

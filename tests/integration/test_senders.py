@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azure.core.credentials import AzureNamedKeyCredential
@@ -217,16 +218,10 @@ def test_malformed_queue_message_is_an_invalid_submission_naming_the_field() -> 
 
 
 def test_a_worker_without_a_usable_identity_fails_at_once_naming_scope_and_fix(
-    submission: Submission, monkeypatch: pytest.MonkeyPatch
+    submission: Submission, identity_with_nothing: Any
 ) -> None:
-    from azure.identity import EnvironmentCredential
-
-    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET",
-                 "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_USERNAME"):  # fmt: skip
-        monkeypatch.delenv(name, raising=False)
-    # A real azure-identity credential with nothing to go on; nobody listens on the namespace,
-    # so an attempt to connect would show as a transient error instead.
-    sender = ServiceBusSender("127.0.0.1", "submissions", credential=EnvironmentCredential(),
+    # Nobody listens on the namespace: an attempt to connect would show as a transient error.
+    sender = ServiceBusSender("127.0.0.1", "submissions", credential=identity_with_nothing,
                               retry_total=0)  # fmt: skip
     with pytest.raises(ConfigurationError) as raised:
         sender.send(submission)
