@@ -63,3 +63,9 @@ class InvalidEvent(PermanentError):
 
 class ConfigurationError(PermanentError):
     """A setting is missing or malformed; names the setting, never its value."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's own first line, bounded (SDK messages run to pages), or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

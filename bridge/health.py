@@ -9,13 +9,13 @@ from collections.abc import Mapping
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ClientAuthenticationError
 
-from bridge.errors import BridgeError, ConfigurationError
+from bridge.errors import BridgeError, ConfigurationError, first_line
 from bridge.policy import Policy
+from bridge.provider.senders import SERVICE_BUS_SCOPE
 from bridge.settings import SERVICEBUS_CONNECTION, Settings
 
 AZUREML_SCOPE = "https://management.azure.com/.default"
 TABLES_SCOPE = "https://storage.azure.com/.default"
-SERVICE_BUS_SCOPE = "https://servicebus.azure.net/.default"
 
 
 def problems(
@@ -39,9 +39,9 @@ def problems(
         try:
             credential.get_token(scope)
         except ClientAuthenticationError as exc:
-            text = str(exc).strip()
-            reason = text.splitlines()[0][:300] if text else type(exc).__name__
-            found.append(f"the identity can get no token for {service} ({scope}): {reason}")
+            found.append(
+                f"the identity can get no token for {service} ({scope}): {first_line(exc)}"
+            )
     found += _airflow(settings)
     return found
 

@@ -40,7 +40,7 @@ class Keyring:
 
     def verify(self, submission_id: str, signature: str) -> bool:
         kid, _, mac = signature.rpartition(":")
-        keys = [k for k in (self.current, self.previous) if k]
+        keys = self._keys
         if kid:
             keys = [k for k in keys if hmac.compare_digest(key_id(k), kid)]
         return any(hmac.compare_digest(_mac(k, submission_id), mac) for k in keys)
@@ -48,13 +48,13 @@ class Keyring:
     @property
     def ids(self) -> list[str]:
         """The ids of the keys this ring verifies with, current first (for operators' logs)."""
-        return [key_id(k) for k in (self.current, self.previous) if k]
+        return [key_id(k) for k in self._keys]
+
+    @property
+    def _keys(self) -> list[str]:
+        return [k for k in (self.current, self.previous) if k]
 
 
 def sign(key: str, submission_id: str) -> str:
     """A signature by one key (the local stack and the chaos run sign as the bridge would)."""
     return Keyring(key).sign(submission_id)
-
-
-def verify(key: str, submission_id: str, signature: str) -> bool:
-    return Keyring(key).verify(submission_id, signature)

@@ -22,6 +22,7 @@ from bridge.errors import (
     InvalidSubmission,
     PermanentError,
     TransientError,
+    first_line,
     retry_after_seconds,
 )
 
@@ -203,10 +204,9 @@ class ServiceBusSender:
         try:
             get_token(SERVICE_BUS_SCOPE)
         except ClientAuthenticationError as exc:
-            text = str(exc).strip()
-            reason = text.splitlines()[0][:300] if text else type(exc).__name__
             raise ConfigurationError(
-                f"{self._identity} could not get a token for {SERVICE_BUS_SCOPE} ({reason}). Fix: "
+                f"{self._identity} could not get a token for {SERVICE_BUS_SCOPE} "
+                f"({first_line(exc)}). Fix: "
                 "give the Airflow workers an identity (managed identity, AKS workload identity or "
                 "workload identity federation) with 'Azure Service Bus Data Sender' on queue "
                 f"{self.queue_name!r} in {self.namespace}, and set {MANAGED_IDENTITY_CLIENT_ID} "
