@@ -184,7 +184,10 @@ def _reconcile(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from bridge.composition import json_logs
     from bridge.local.serve import serve
+
+    json_logs(logging.getLogger())  # as the Function App logs without Application Insights
 
     return serve(
         args.port, lease_seconds=args.lease_seconds, crash_after_effect=args.crash_after_effect
@@ -334,7 +337,26 @@ def _show(args: argparse.Namespace) -> int:
         [(e.kind, e.target, e.state, e.updated_at or "", e.event_id or "", e.reason or "")
          for e in found.effects],
     )  # fmt: skip
+    print(f"\ntrail (trace {found.trace_id or '-'})")
+    _table(("TIME", "SPAN", "RECORD", "TARGET", "RESULT", "MS", "IDENTITY"),
+           [_trail_row(entry) for entry in found.records])  # fmt: skip
     return 0
+
+
+def _trail_row(entry: dict[str, Any]) -> tuple[str, ...]:
+    """One audit record as a row: a call with its status and latency, or a decision."""
+    if entry.get("record") == "call":
+        what = f"{entry.get('system')} {entry.get('operation')}"
+        result = str(entry.get("status") or entry.get("error") or "")
+        latency = f"{entry.get('latency_ms', '')}"
+    else:
+        what = str(entry.get("decision") or entry.get("record"))
+        result = str(entry.get("reason") or entry.get("status") or entry.get("action") or "")
+        latency = ""
+    span = f"{entry.get('span', '')} {str(entry.get('span_id', ''))[:8]}"
+    target = str(entry.get("target") or entry.get("event_id") or entry.get("message_id") or "")
+    return (str(entry.get("time", ""))[11:23], span, what, target, result[:60], latency,
+            str(entry.get("identity", "")))  # fmt: skip
 
 
 def _routes(routes: dict[str, Any]) -> str:

@@ -8,12 +8,14 @@ Tests call `build(settings)` with their own settings.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from azure.core.credentials import TokenCredential
 
+from bridge.audit import Audit, JsonFormatter, LocalSpans, Spans
 from bridge.policy import Policy
 from bridge.service import Bridge
 from bridge.settings import Settings
@@ -42,6 +44,7 @@ def build(settings: Settings) -> Bridge:
         )
     return Bridge(
         ledger=ledger,
+        audit=Audit(spans=spans_for(settings, credential), keep=ledger.add_trail),
         jobs=azureml_jobs(settings, credential),
         airflow=AirflowRest(
             settings.airflow_url, settings.airflow_username, settings.airflow_password
@@ -64,6 +67,7 @@ def azureml_jobs(settings: Settings, credential: TokenCredential | None = None) 
         credential=credential or credential_for(settings),
         endpoint=settings.azureml_endpoint,
         ca_file=settings.azureml_ca_file,
+        identity=identity_of(settings),
     )
 
 
@@ -71,6 +75,40 @@ def azureml_jobs(settings: Settings, credential: TokenCredential | None = None) 
 def runtime() -> Bridge:
     """The process's bridge, built from the environment on first use."""
     return build(Settings.from_env(os.environ))
+
+
+def json_logs(logger: logging.Logger, level: int = logging.INFO) -> None:
+    """Send this logger's records to stderr as JSON lines (`bridge.audit.JsonFormatter`): how
+    `bridge serve` and the dev host log. In Azure, Application Insights receives them."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    logger.handlers = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def spans_for(settings: Settings, credential: TokenCredential) -> Spans:
+    """OpenTelemetry to Application Insights when the deployment has it; else the log alone."""
+    if not settings.applicationinsights_connection_string:
+        return LocalSpans()
+    from bridge.adapters.telemetry import AzureMonitorSpans
+
+    # The ingestion endpoint takes Entra ID tokens only when the connection's authentication
+    # string says so (Bicep: APPLICATIONINSIGHTS_AUTHENTICATION_STRING); locally it takes none.
+    return AzureMonitorSpans(
+        settings.applicationinsights_connection_string,
+        credential if settings.applicationinsights_entra_auth else None,
+    )
+
+
+def identity_of(settings: Settings) -> str:
+    """The identity the audit trail names for Azure calls: a client id, never a secret."""
+    if settings.managed_identity_client_id:
+        return f"managed identity {settings.managed_identity_client_id}"
+    endpoint = settings.azureml_endpoint
+    if endpoint and urlparse(endpoint).hostname in _LOOPBACK:
+        return "local emulator token"
+    return "default credential"
 
 
 def credential_for(settings: Settings) -> TokenCredential:

@@ -31,6 +31,8 @@ MAX_SUBMISSION_BYTES = 192 * 1024
 TAG_SUBMISSION = "bridge_submission"
 TAG_SIGNATURE = "bridge_signature"
 TAG_DAG_ID = "bridge_dag_id"
+# The W3C trace context of the bridge's span that created the job (see `bridge.audit`).
+TAG_TRACEPARENT = "bridge_traceparent"
 # Every job name ends so, and the Event Grid subscription filters on `subjectEndsWith` it: the
 # subject (`experiments/{id}/runs/{job name}`) is an envelope field whose spelling Azure fixes,
 # unlike the tags key in `data` (`runTags` or `RunTags`), which a filter would have to name.
@@ -201,6 +203,13 @@ class Submission(_Model):
     job: Job
     on: AssetRoutes = Field(default_factory=AssetRoutes)
     trigger: TriggerRoutes = Field(default_factory=TriggerRoutes)
+    traceparent: Annotated[
+        str | None,
+        Field(
+            max_length=256,
+            description="W3C trace context of the sending task: the bridge continues this trace",
+        ),
+    ] = None
 
     @property
     def id(self) -> str:

@@ -36,6 +36,7 @@ class Fact:
     event_time: str | None = None
     reason: str | None = None
     via: str = "event"  # who found the outcome: "event", "reconcile", or "submission"
+    traceparent: str | None = None  # the span that routed it: the downstream run continues it
 
     def extra(self) -> dict[str, Any]:
         extra: dict[str, Any] = {
@@ -52,6 +53,8 @@ class Fact:
         }
         if self.reason:
             extra["reason"] = self.reason
+        if self.traceparent:
+            extra["traceparent"] = self.traceparent
         return extra
 
 

@@ -29,7 +29,12 @@ log = logging.getLogger("bridge.functions")
 def on_submission(message: func.ServiceBusMessage) -> None:
     body = message.get_body()
     message_id = message.message_id or hashlib.sha256(body).hexdigest()
-    report = runtime().submit(body, message_id)
+    traceparent = (message.application_properties or {}).get("traceparent")
+    if isinstance(traceparent, bytes):
+        traceparent = traceparent.decode(errors="replace")
+    report = runtime().submit(
+        body, message_id, traceparent if isinstance(traceparent, str) else None
+    )
     log.info("submission %s: %s %s", message_id, report.result, report.detail)
 
 

@@ -3,7 +3,8 @@
 `bridge jobs` lists jobs with their state, age, origin and which routed effects are done or still
 pending; `bridge show JOB` adds the submission, Azure ML's status now, every effect with its state,
 time and event, the rejection reason, and the reconcile watch. Both read the ledger (and, for
-`show`, one `jobs.get`); neither writes anything.
+`show`, one `jobs.get`); neither writes anything. `show` also gives the job's audit trail: each
+call to Azure ML and Airflow and each decision, with its time, span and result.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bridge.audit import TraceContext
 from bridge.contracts import Outcome
 from bridge.effects import EffectKind, effect_id, targets
 from bridge.errors import BridgeError
@@ -66,6 +68,8 @@ class Trail:
     watch: dict[str, Any] | None  # the reconcile sweep's next check, while the job is open
     effects: list[EffectLine]
     routes: dict[str, Any]
+    trace_id: str | None = None  # the correlation id of every record below (`bridge.audit`)
+    records: list[dict[str, Any]] = field(default_factory=list)  # each call and decision, in order
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +101,7 @@ def trail(ledger: Ledger, jobs: Jobs | None, name: str) -> Trail | None:
     # A routed job's row waits for the next sweep to drop it: reconciliation has nothing to do.
     watch = None if record.state in _OUTCOME else ledger.watching(name)
     submission = record.submission
+    traced = TraceContext.parse(record.traceparent)
     return Trail(
         job=_line(record, effects),
         experiment=submission.experiment_name,
@@ -115,6 +120,8 @@ def trail(ledger: Ledger, jobs: Jobs | None, name: str) -> Trail | None:
             "on": submission.on.model_dump(),
             "trigger": submission.trigger.model_dump(),
         },
+        trace_id=traced.trace_id if traced else None,
+        records=ledger.trail(name),
     )
 
 

@@ -23,6 +23,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
+from bridge.audit import Decision, TraceContext, decide
 from bridge.contracts import Outcome
 from bridge.errors import BridgeError, TransientError
 from bridge.events import normalise_status
@@ -94,6 +95,15 @@ class Reconciler:
                 ledger.unwatch(watch.job_name)
                 return "forgotten"
             return self._postpone(watch, "unrecorded")
+        parent = TraceContext.parse(record.traceparent)
+        with self.bridge.audit.span("reconcile", parent=parent, job=record.name):
+            action = self._check_recorded(watch, record)
+            if action != "closed":  # a routed job's row dropped: bookkeeping, not a finding
+                decide(Decision.RECONCILED, f"job {record.name}: {action}", action=action)
+            return action
+
+    def _check_recorded(self, watch: Watch, record: JobRecord) -> str:
+        ledger = self.bridge.ledger
         if record.state is JobState.REJECTED:
             self.bridge.tell_rejection(record)
             return "told"

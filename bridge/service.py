@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from bridge.audit import Audit, Decision, TraceContext, current_traceparent, decide
 from bridge.contracts import (
     TAG_DAG_ID,
     TAG_SIGNATURE,
     TAG_SUBMISSION,
+    TAG_TRACEPARENT,
     Outcome,
     Submission,
     is_job_name,
@@ -38,8 +39,6 @@ from bridge.ledger import Busy, JobRecord, JobState, Ledger, Settled, now_iso
 from bridge.policy import Policy
 from bridge.ports import Airflow, Jobs
 from bridge.signing import Keyring
-
-log = logging.getLogger("bridge")
 
 _TERMINAL_STATE = {
     Outcome.COMPLETED: JobState.COMPLETED,
@@ -92,6 +91,7 @@ class Bridge:
         lease_seconds: float = 120.0,
         reconcile_after: float = 600.0,
         clock: Callable[[], float] = time.time,
+        audit: Audit | None = None,
     ) -> None:
         self.ledger = ledger
         self.jobs = jobs
@@ -102,53 +102,87 @@ class Bridge:
         self.lease_seconds = lease_seconds
         self.reconcile_after = reconcile_after  # grace before reconciliation looks at a job
         self.clock = clock
+        self.audit = audit or Audit()
 
     # Airflow → Azure ML
 
-    def submit(self, body: bytes, message_id: str) -> Report:
+    def submit(self, body: bytes, message_id: str, traceparent: str | None = None) -> Report:
+        """One queue message. `traceparent` is the transport's (a message property), if any;
+        otherwise the submission's own field continues the sender's trace."""
+        parent = TraceContext.parse(traceparent)
         try:
             submission = Submission.parse(body)
         except InvalidSubmission as exc:
-            self.ledger.reject_message(message_id, str(exc), body)
-            log.error("rejected message %s: %s", message_id, exc)
+            with self.audit.span("submit", parent=parent, message_id=message_id):
+                self.ledger.reject_message(message_id, str(exc), body)
+                decide(
+                    Decision.REJECTED, f"message {message_id}: {exc}",
+                    message_id=message_id, reason=str(exc),
+                )  # fmt: skip
             return Report(Result.REJECTED, detail=str(exc))
+        parent = parent or TraceContext.parse(submission.traceparent)
+        with self.audit.span("submit", parent=parent, job=submission.id, message_id=message_id):
+            return self._submit(submission, message_id)
+
+    def _submit(self, submission: Submission, message_id: str) -> Report:
         # Watched before it is recorded: whatever happens next, reconciliation will look at it.
         self.ledger.watch(submission.id, self.clock() + self.reconcile_after)
         try:
             self.policy.check(submission)
         except PolicyViolation as exc:
             return self._reject(submission, f"policy: {exc}")
-        record, inserted = self.ledger.add_job(JobRecord(submission, JobState.ACCEPTED))
+        record, inserted = self.ledger.add_job(
+            JobRecord(submission, JobState.ACCEPTED, traceparent=current_traceparent())
+        )
         if not inserted and record.state is JobState.REJECTED:
             self.tell_rejection(record)  # finish what a crashed attempt may have left undone
             return Report(Result.DUPLICATE, submission.id, record.reason or "")
         if not inserted and record.state is not JobState.ACCEPTED:
-            log.info("duplicate submission %s (%s)", submission.id, record.state)
+            decide(
+                Decision.DUPLICATE_SKIPPED, f"submission {submission.id} is {record.state}",
+                message_id=message_id, state=record.state.value,
+            )  # fmt: skip
             return Report(Result.DUPLICATE, submission.id, record.state.value)
-        return self._create(submission, recovering=not inserted)
+        if inserted:
+            decide(
+                Decision.ACCEPTED, f"submission {submission.id} from {submission.origin.dag_id}",
+                message_id=message_id, dag_id=submission.origin.dag_id,
+                run_id=submission.origin.run_id, task_id=submission.origin.task_id,
+            )  # fmt: skip
+        return self._create(submission, record.traceparent, recovering=not inserted)
 
     def resume(self, record: JobRecord) -> Report:
         """Finish a submission left ACCEPTED (its worker died between record and create)."""
-        return self._create(record.submission, recovering=True)
+        return self._create(record.submission, record.traceparent, recovering=True)
 
-    def _create(self, submission: Submission, *, recovering: bool) -> Report:
+    def _create(
+        self, submission: Submission, traceparent: str | None, *, recovering: bool
+    ) -> Report:
         existing = self.jobs.find(submission.id) if recovering else None
         try:
-            created = existing or self.jobs.create(submission, self._tags(submission))
+            created = existing or self.jobs.create(
+                submission, self._tags(submission, traceparent or current_traceparent())
+            )
         except PermanentError as exc:
             return self._reject(submission, f"Azure ML refused the job: {exc}")
         self.ledger.update_job(
             submission.id, JobState.CREATED, studio_url=created.studio_url, created_at=now_iso()
         )
-        log.info("created job %s (%s)", created.name, created.studio_url)
+        decide(
+            Decision.CREATED, f"job {created.name} ({created.studio_url})",
+            studio_url=created.studio_url, found=existing is not None or None,
+        )  # fmt: skip
         return Report(Result.CREATED, submission.id, created.studio_url or "")
 
-    def _tags(self, submission: Submission) -> dict[str, str]:
-        return {
+    def _tags(self, submission: Submission, traceparent: str | None) -> dict[str, str]:
+        tags = {
             TAG_SUBMISSION: submission.id,
             TAG_SIGNATURE: self.keys.sign(submission.id),
             TAG_DAG_ID: submission.origin.dag_id,
         }
+        if traceparent:
+            tags[TAG_TRACEPARENT] = traceparent
+        return tags
 
     def _reject(self, submission: Submission, reason: str) -> Report:
         record = JobRecord(
@@ -165,7 +199,7 @@ class Bridge:
                 finished_at=now_iso(),
                 via="submission",
             )
-        log.warning("rejected submission %s: %s", submission.id, reason)
+        decide(Decision.REJECTED, f"submission {submission.id}: {reason}", reason=reason)
         performed = self.tell_rejection(record)
         return Report(Result.REJECTED, submission.id, reason, performed)
 
@@ -182,6 +216,7 @@ class Bridge:
             origin=submission.origin,
             reason=record.reason,
             via="submission",
+            traceparent=current_traceparent(),
         )
         performed = self._perform_all(plan(fact, submission.route(Outcome.FAILED)))
         self.ledger.unwatch(submission.id)
@@ -195,14 +230,27 @@ class Bridge:
             return Report(Result.IGNORED, event.job_name, f"status {event.status} is not terminal")
         record = self.record_of(event.job_name)
         if record is None:
-            log.info(
-                "event %s for job %s, which the bridge did not submit", event.id, event.job_name
-            )
+            decide(
+                Decision.IGNORED, f"event {event.id} for job {event.job_name}: not the bridge's",
+                event_id=event.id, reason="not submitted by the bridge",
+            )  # fmt: skip
             return Report(Result.IGNORED, event.job_name, "not submitted by the bridge")
+        # The ledger's context first: a tag on an event not verified yet is only a fallback.
+        parent = TraceContext.parse(record.traceparent) or TraceContext.parse(
+            event.tags.get(TAG_TRACEPARENT)
+        )
+        with self.audit.span("event", parent=parent, job=record.name, event_id=event.id or ""):
+            return self._handle(event, outcome, record)
+
+    def _handle(self, event: JobEvent, outcome: Outcome, record: JobRecord) -> Report:
+        decide(
+            Decision.EVENT_RECEIVED, f"event {event.id}: {event.status}",
+            event_id=event.id, event_type=event.type, status=event.status,
+        )  # fmt: skip
         why = self.distrust(event, record)
         if why:
             # Not trusted, but not lost either: reconciliation reads the job from Azure ML itself.
-            log.warning("event %s for job %s: %s; ignored", event.id, record.name, why)
+            decide(Decision.IGNORED, f"event {event.id}: {why}", event_id=event.id, reason=why)
             return Report(Result.IGNORED, event.job_name, why)
         finding = Finding(
             outcome=outcome,
@@ -235,12 +283,18 @@ class Bridge:
         if finished is not None:
             # The first outcome routed is the job's outcome: a late or contradicting one is not.
             if finished is finding.outcome:
+                decide(
+                    Decision.DUPLICATE_SKIPPED, f"job {record.name} is already {record.state}",
+                    via=finding.via, state=record.state.value,
+                )  # fmt: skip
                 return Report(Result.DUPLICATE, record.name, f"already {record.state}")
             detail = f"already {record.state}; a later {finding.status} changes nothing"
-            log.warning("job %s: %s (via %s)", record.name, detail, finding.via)
+            decide(Decision.IGNORED, f"job {record.name}: {detail}", via=finding.via, reason=detail)
             return Report(Result.IGNORED, record.name, detail)
         if record.state is JobState.REJECTED:
-            return Report(Result.IGNORED, record.name, "the submission was rejected: no job ran")
+            detail = "the submission was rejected: no job ran"
+            decide(Decision.IGNORED, f"job {record.name}: {detail}", via=finding.via, reason=detail)
+            return Report(Result.IGNORED, record.name, detail)
         fact = Fact(
             job_name=record.name,
             outcome=finding.outcome,
@@ -253,6 +307,7 @@ class Bridge:
             event_time=finding.event_time,
             reason=finding.reason,
             via=finding.via,
+            traceparent=current_traceparent(),
         )
         performed = self._perform_all(plan(fact, record.submission.route(finding.outcome)))
         self.ledger.update_job(
@@ -267,7 +322,7 @@ class Bridge:
         body = json.dumps(raw, default=str).encode()
         key = f"event:{event_id or hashlib.sha256(body).hexdigest()}"
         self.ledger.reject_message(key, reason, body)
-        log.error("malformed event recorded as %s: %s", key, reason)
+        decide(Decision.REJECTED, f"malformed event recorded as {key}: {reason}", reason=reason)
         return Report(Result.REJECTED, detail=reason)
 
     # Effect-once
@@ -287,19 +342,30 @@ class Bridge:
     def _perform_once(self, effect: Effect) -> int:
         claim = self.ledger.claim(effect, self.clock(), self.lease_seconds)
         if isinstance(claim, Settled):
-            log.info("effect %s already %s", effect.id, claim.state)
+            decide(
+                Decision.DUPLICATE_SKIPPED, f"effect on {effect.target} already {claim.state}",
+                effect=effect.id, kind=effect.kind.value, target=effect.target,
+            )  # fmt: skip
             return 0
         if isinstance(claim, Busy):
             wait = max(1.0, claim.lease_until - self.clock())
             raise TransientError(f"effect {effect.id} is in progress elsewhere", retry_after=wait)
         try:
             if claim.taken_over and self._already_performed(effect, claim.since):
-                log.info("effect %s was performed by an earlier attempt", effect.id)
+                decide(
+                    Decision.DUPLICATE_SKIPPED,
+                    f"effect on {effect.target} was performed by an earlier attempt",
+                    effect=effect.id, kind=effect.kind.value, target=effect.target,
+                    reason="performed by an earlier attempt",
+                )  # fmt: skip
             else:
                 self._apply(effect)
         except PermanentError as exc:
             self.ledger.fail(claim, str(exc))
-            log.error("effect %s on %s failed for good: %s", effect.id, effect.target, exc)
+            decide(
+                Decision.REJECTED, f"effect on {effect.target} failed for good: {exc}",
+                effect=effect.id, kind=effect.kind.value, target=effect.target, reason=str(exc),
+            )  # fmt: skip
             return 0
         except TransientError as exc:
             # Only a failure that surely did nothing, on a claim no earlier attempt touched, may
@@ -326,8 +392,16 @@ class Bridge:
     def _apply(self, effect: Effect) -> None:
         if effect.kind is EffectKind.ASSET_EVENT:
             self.airflow.post_asset_event(effect.target, effect.extra())
-            log.info("asset event on %s for job %s", effect.target, effect.fact.job_name)
+            decide(
+                Decision.EFFECT_PERFORMED, f"asset event on {effect.target}",
+                effect=effect.id, kind=effect.kind.value, target=effect.target,
+            )  # fmt: skip
         else:
             conf = {**effect.conf, "azureml": effect.extra()}
             created = self.airflow.trigger_dag_run(effect.target, effect.dag_run_id, conf)
-            log.info("dag run %s/%s (new: %s)", effect.target, effect.dag_run_id, created)
+            decide(
+                Decision.EFFECT_PERFORMED if created else Decision.DUPLICATE_SKIPPED,
+                f"dag run {effect.target}/{effect.dag_run_id} (new: {created})",
+                effect=effect.id, kind=effect.kind.value, target=effect.target,
+                dag_run_id=effect.dag_run_id,
+            )  # fmt: skip

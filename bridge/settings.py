@@ -37,6 +37,9 @@ SIGNING_KEY = "BRIDGE_SIGNING_KEY"
 SIGNING_KEY_PREVIOUS = "BRIDGE_SIGNING_KEY_PREVIOUS"
 POLICY = "BRIDGE_POLICY"
 RECONCILE_AFTER_SECONDS = "BRIDGE_RECONCILE_AFTER_SECONDS"
+# Application Insights, as Azure names these settings (Bicep sets both on the Function App).
+APPLICATIONINSIGHTS_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+APPLICATIONINSIGHTS_AUTHENTICATION_STRING = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"
 MANAGED_IDENTITY_CLIENT_ID = "AZURE_CLIENT_ID"
 
 # Every setting the Function App's code reads, with whether Azure must set it.
@@ -88,6 +91,8 @@ class Settings:
     managed_identity_client_id: str | None = None
     reconcile_schedule: str = DEFAULT_RECONCILE_SCHEDULE
     reconcile_after_seconds: float = DEFAULT_RECONCILE_AFTER_SECONDS
+    applicationinsights_connection_string: str | None = field(default=None, repr=False)
+    applicationinsights_entra_auth: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -112,6 +117,10 @@ class Settings:
             managed_identity_client_id=get(MANAGED_IDENTITY_CLIENT_ID) or None,
             reconcile_schedule=get(RECONCILE_SCHEDULE) or DEFAULT_RECONCILE_SCHEDULE,
             reconcile_after_seconds=_seconds(get(RECONCILE_AFTER_SECONDS)),
+            applicationinsights_connection_string=get(APPLICATIONINSIGHTS_CONNECTION_STRING)
+            or None,
+            applicationinsights_entra_auth="Authorization=AAD"
+            in get(APPLICATIONINSIGHTS_AUTHENTICATION_STRING),
         )
 
     def environment(self) -> dict[str, str]:
@@ -134,6 +143,10 @@ class Settings:
             MANAGED_IDENTITY_CLIENT_ID: self.managed_identity_client_id,
             RECONCILE_SCHEDULE: self.reconcile_schedule,
             RECONCILE_AFTER_SECONDS: repr(self.reconcile_after_seconds),
+            APPLICATIONINSIGHTS_CONNECTION_STRING: self.applicationinsights_connection_string,
+            APPLICATIONINSIGHTS_AUTHENTICATION_STRING: (
+                "Authorization=AAD" if self.applicationinsights_entra_auth else None
+            ),
         }
         return {name: value for name, value in values.items() if value}
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from bridge import audit
 from bridge.errors import (
     AmbiguousError,
     ConfigurationError,
@@ -32,6 +33,7 @@ from bridge.errors import (
 
 if TYPE_CHECKING:
     from airflow_client.client import ApiClient, AssetResponse
+    from airflow_client.client.api_response import ApiResponse
     from airflow_client.client.exceptions import ApiException
 
 T = TypeVar("T")
@@ -68,6 +70,7 @@ class AirflowRest:
         self.base_url = base_url.rstrip("/")
         self._username = username
         self._password = password
+        self.identity = f"user {username}"  # what the audit trail names (never the password)
         # The generated client validates its timeout as a strict float.
         self._timeout = float(timeout)
         self._page_size = page_size
@@ -91,8 +94,9 @@ class AirflowRest:
         body = CreateAssetEventsBody(asset_id=asset_id, extra=dict(extra))
         try:
             self._call(
-                f"create_asset_event({uri})",
-                lambda: AssetApi(self._api_client).create_asset_event(
+                "create_asset_event",
+                uri,
+                lambda: AssetApi(self._api_client).create_asset_event_with_http_info(
                     body, _request_timeout=self._timeout
                 ),
                 writes=True,
@@ -118,8 +122,11 @@ class AirflowRest:
 
         asset_id = self.asset_id(uri)
         asset = self._call(
-            f"get_asset({uri})",
-            lambda: AssetApi(self._api_client).get_asset(asset_id, _request_timeout=self._timeout),
+            "get_asset",
+            uri,
+            lambda: AssetApi(self._api_client).get_asset_with_http_info(
+                asset_id, _request_timeout=self._timeout
+            ),
         )
         last = asset.last_asset_event
         start = datetime.fromtimestamp(since - CLOCK_SKEW_SECONDS, UTC)
@@ -181,8 +188,9 @@ class AirflowRest:
         from airflow_client.client import AssetApi
 
         page = self._call(
-            f"get_asset_events({uri})",
-            lambda: AssetApi(self._api_client).get_asset_events(
+            "get_asset_events",
+            uri,
+            lambda: AssetApi(self._api_client).get_asset_events_with_http_info(
                 asset_id=asset_id,
                 timestamp_gte=start,
                 order_by=["timestamp"],
@@ -200,8 +208,9 @@ class AirflowRest:
         body = TriggerDAGRunPostBody(dag_run_id=run_id, conf=dict(conf), logical_date=None)
         try:
             self._call(
-                f"trigger_dag_run({dag_id}, {run_id})",
-                lambda: DagRunApi(self._api_client).trigger_dag_run(
+                "trigger_dag_run",
+                f"{dag_id}/{run_id}",
+                lambda: DagRunApi(self._api_client).trigger_dag_run_with_http_info(
                     dag_id, body, _request_timeout=self._timeout
                 ),
                 writes=True,
@@ -267,8 +276,9 @@ class AirflowRest:
         from airflow_client.client import AssetApi
 
         page = self._call(
-            f"get_assets({pattern})",
-            lambda: AssetApi(self._api_client).get_assets(
+            "get_assets",
+            pattern,
+            lambda: AssetApi(self._api_client).get_assets_with_http_info(
                 uri_pattern=pattern,
                 order_by=["id"],  # a stable order, so that paging neither skips nor repeats
                 limit=self._page_size,
@@ -312,18 +322,22 @@ class AirflowRest:
     def _request_token(self) -> str:
         import urllib3
 
-        try:
-            response = self._api_client.call_api(
-                "POST",
-                f"{self.base_url}/auth/token",
-                header_params={"Content-Type": "application/json", "Accept": "application/json"},
-                body={"username": self._username, "password": self._password},
-                _request_timeout=self._timeout,
-            )
-            payload = response.read()  # type: ignore[no-untyped-call]
-        except urllib3.exceptions.HTTPError as exc:
-            raise TransientError(f"Airflow at {self.base_url} is unreachable: {exc}") from exc
-        status = int(response.status)
+        with audit.call("airflow", "auth_token", self.base_url, self.identity) as call:
+            try:
+                response = self._api_client.call_api(
+                    "POST",
+                    f"{self.base_url}/auth/token",
+                    header_params={
+                        "Content-Type": "application/json",
+                        "Accept": "application/json",
+                    },
+                    body={"username": self._username, "password": self._password},
+                    _request_timeout=self._timeout,
+                )
+                payload = response.read()  # type: ignore[no-untyped-call]
+            except urllib3.exceptions.HTTPError as exc:
+                raise TransientError(f"Airflow at {self.base_url} is unreachable: {exc}") from exc
+            call.status = status = int(response.status)
         if status in (401, 403):
             raise ConfigurationError(
                 f"Airflow at {self.base_url} refused the credentials of user {self._username!r}"
@@ -342,11 +356,33 @@ class AirflowRest:
 
     # -- calls and their failures ---------------------------------------------------------------
 
-    def _call(self, what: str, call: Callable[[], T], *, writes: bool = False) -> T:
+    def _call(
+        self,
+        operation: str,
+        target: str,
+        call: Callable[[], ApiResponse[T]],
+        *,
+        writes: bool = False,
+    ) -> T:
         """Run one API call; renew the token once if refused; map failures onto bridge errors.
 
-        For a write (`writes`), a failure after the request left is `AmbiguousError`.
+        For a write (`writes`), a failure after the request left is `AmbiguousError`. Each call
+        is one audit record: operation, target, status, latency, and the bridge's user.
         """
+        self._ensure_token()
+        with audit.call("airflow", operation, target, self.identity) as record:
+            response = self._attempt(f"{operation}({target})", call, record, writes=writes)
+            record.status = response.status_code
+            return response.data
+
+    def _attempt(
+        self,
+        what: str,
+        call: Callable[[], ApiResponse[T]],
+        record: audit.Call,
+        *,
+        writes: bool,
+    ) -> ApiResponse[T]:
         import urllib3
         from airflow_client.client.exceptions import (
             ApiException,
@@ -355,7 +391,6 @@ class AirflowRest:
         )
 
         try:
-            self._ensure_token()
             try:
                 return call()
             # Airflow answers 401 for an expired token but 403 for one it cannot verify (signed
@@ -364,6 +399,7 @@ class AirflowRest:
                 self._renew_token(stale=self.access_token)
                 return call()
         except ApiException as exc:
+            record.status = exc.status
             raise self._failure(what, exc, writes=writes) from exc
         except urllib3.exceptions.HTTPError as exc:
             message = f"Airflow {what}: {self.base_url} failed ({type(exc).__name__}: {exc})"

@@ -26,6 +26,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
+from bridge import audit
 from bridge.contracts import CommandJob, JobInput, Submission, YamlJob
 from bridge.errors import InvalidSubmission, PermanentError, TransientError, retry_after_seconds
 from bridge.ports import CreatedJob
@@ -58,6 +59,7 @@ class AzureMLJobs:
         credential: TokenCredential,
         endpoint: str | None = None,
         ca_file: str | None = None,
+        identity: str = "default credential",
     ) -> None:
         self.subscription_id = subscription_id
         self.resource_group = resource_group
@@ -65,13 +67,17 @@ class AzureMLJobs:
         self.endpoint = endpoint
         self.ca_file = ca_file  # trust only this CA (the emulator's), not the machine's store
         self._credential = credential
+        self.identity = identity  # what the audit trail names: a client id, never a token
         self._client: Any = None
         self._client_lock = threading.Lock()
 
     def create(self, submission: Submission, tags: Mapping[str, str]) -> CreatedJob:
         job = self._job_entity(submission, tags)
         try:
-            with _translated_errors(f"creating job {submission.id}"):
+            with (
+                self._audited("jobs.create_or_update", submission.id),
+                _translated_errors(f"creating job {submission.id}"),
+            ):
                 created = self._ml_client().jobs.create_or_update(job)
         except PermanentError as refused:
             # A resent submission names a job that exists: that job is the answer. The service may
@@ -85,7 +91,7 @@ class AzureMLJobs:
         return _created_job(created)
 
     def find(self, name: str) -> CreatedJob | None:
-        with _translated_errors(f"reading job {name}"):
+        with self._audited("jobs.get", name), _translated_errors(f"reading job {name}"):
             try:
                 return _created_job(self._ml_client().jobs.get(name))
             except ResourceNotFoundError:
@@ -93,8 +99,14 @@ class AzureMLJobs:
 
     def cancel(self, name: str) -> None:
         """Ask Azure ML to cancel the job; returns once the service has accepted the request."""
-        with _translated_errors(f"canceling job {name}"):
+        with self._audited("jobs.begin_cancel", name), _translated_errors(f"canceling job {name}"):
             self._ml_client().jobs.begin_cancel(name).result()
+
+    @contextmanager
+    def _audited(self, operation: str, job: str) -> Iterator[None]:
+        """One audit record per SDK operation, listing each HTTP request the SDK made for it."""
+        with audit.call("azureml", operation, job, self.identity) as call, audit.requests_of(call):
+            yield
 
     def _ml_client(self) -> Any:
         with self._client_lock:
@@ -134,6 +146,8 @@ class AzureMLJobs:
             self.workspace,
             show_progress=False,
             enable_telemetry=False,
+            # azure-core's CustomHookPolicy calls this with every response, in the calling thread.
+            raw_response_hook=_note_response,
             **cloud,
             **_RETRIES,
         )
@@ -192,6 +206,11 @@ def _loaded(submission: Submission, job: YamlJob, tags: Mapping[str, str]) -> An
     entity.experiment_name = submission.experiment_name
     entity.tags = {**(entity.tags or {}), **tags}
     return entity
+
+
+def _note_response(response: Any) -> None:
+    request = response.http_request
+    audit.note_request(request.method, request.url, int(response.http_response.status_code))
 
 
 def _created_job(job: Any) -> CreatedJob:

@@ -51,6 +51,7 @@ class JobRecord:
     created_at: str | None = None
     finished_at: str | None = None
     via: str | None = None  # who found the outcome: "event", "reconcile" or "submission"
+    traceparent: str | None = None  # the span that accepted the submission (`bridge.audit`)
 
     @property
     def name(self) -> str:
@@ -143,6 +144,14 @@ class Ledger(Protocol):
         ...
 
     def rejected_messages(self) -> list[dict[str, Any]]: ...
+
+    # The audit trail (`bridge.audit`): each span's records, kept with the job
+
+    def add_trail(self, job_name: str, entries: list[dict[str, Any]]) -> None: ...
+
+    def trail(self, job_name: str) -> list[dict[str, Any]]:
+        """Every kept audit record of the job, oldest first."""
+        ...
 
     # The watch list (reconciliation's index of open jobs)
 

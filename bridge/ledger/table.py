@@ -1,16 +1,18 @@
 """The ledger on Azure Table Storage (`azure-data-tables`); Azurite locally.
 
 Layout: partition = job name. Row "job" is the job record; one row per effect, keyed by the
-effect's id. Rejected non-submissions live in partition "rejected-messages". The watch list is
-partition "open-jobs", one row per job whose outcome is not routed yet (row key = job name):
-Table Storage has no secondary index, so this partition is one, and reading it costs O(open
-jobs). Inserts are insert-if-absent (409 means someone was first) and updates carry the ETag
-they read (412 means someone changed it since): no check-then-write races.
+effect's id; one row per audit span, keyed "trail-<time>-<span id>" (`bridge.audit`). Rejected
+non-submissions live in partition "rejected-messages". The watch list is partition "open-jobs",
+one row per job whose outcome is not routed yet (row key = job name): Table Storage has no
+secondary index, so this partition is one, and reading it costs O(open jobs). Inserts are
+insert-if-absent (409 means someone was first) and updates carry the ETag they read (412 means
+someone changed it since): no check-then-write races.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -42,6 +44,7 @@ from bridge.ledger import (
 )
 
 JOB_ROW = "job"
+TRAIL_PREFIX = "trail-"  # sorts after every effect id (completed-, failed-, canceled-) and "job"
 REJECTED_PARTITION = "rejected-messages"
 WATCH_PARTITION = "open-jobs"
 # A string property holds at most 64 KiB (32K UTF-16 characters); a submission may be larger.
@@ -178,11 +181,10 @@ class TableLedger:
 
     def effects(self, job_name: str) -> list[EffectRecord]:
         self.ensure_table()
-        query = "PartitionKey eq @job and RowKey ne @job_row"
+        query = "PartitionKey eq @job and RowKey ne @job_row and RowKey lt @trail"
+        parameters = {"job": job_name, "job_row": JOB_ROW, "trail": TRAIL_PREFIX}
         with _transient("list effects"):
-            rows = list(
-                self._table.query_entities(query, parameters={"job": job_name, "job_row": JOB_ROW})
-            )
+            rows = list(self._table.query_entities(query, parameters=parameters))
         return [
             EffectRecord(
                 job_name=job_name,
@@ -236,6 +238,37 @@ class TableLedger:
                 "PartitionKey eq @p", parameters={"p": REJECTED_PARTITION}
             )
             return [dict(row) for row in rows]
+
+    # The audit trail
+
+    def add_trail(self, job_name: str, entries: list[dict[str, Any]]) -> None:
+        if not entries:
+            return
+        first = entries[0]
+        text = json.dumps(entries, default=str)
+        chunks = [text[i : i + _CHUNK] for i in range(0, len(text), _CHUNK)][:_MAX_CHUNKS]
+        entity: dict[str, Any] = {
+            "PartitionKey": job_name,
+            "RowKey": f"{TRAIL_PREFIX}{first.get('time', now_iso())}-{first.get('span_id', '')}",
+            **{f"entries_{i}": chunk for i, chunk in enumerate(chunks)},
+        }
+        with _transient("keep audit records"):
+            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def trail(self, job_name: str) -> list[dict[str, Any]]:
+        self.ensure_table()
+        query = "PartitionKey eq @job and RowKey ge @trail and RowKey lt @after"
+        parameters = {"job": job_name, "trail": TRAIL_PREFIX, "after": TRAIL_PREFIX[:-1] + "."}
+        with _transient("read audit records"):
+            rows = list(self._table.query_entities(query, parameters=parameters))
+        entries: list[dict[str, Any]] = []
+        for row in sorted(rows, key=lambda row: str(row["RowKey"])):
+            text = "".join(row[f"entries_{i}"] for i in range(_MAX_CHUNKS) if f"entries_{i}" in row)
+            try:
+                entries += json.loads(text)
+            except ValueError:  # cut at _MAX_CHUNKS: say so rather than hide the span
+                entries.append({"record": "unreadable", "row": row["RowKey"]})
+        return sorted(entries, key=lambda entry: str(entry.get("time", "")))
 
     # The watch list
 
@@ -357,6 +390,7 @@ def _job_fields(record: JobRecord) -> dict[str, Any]:
         created_at=record.created_at or "",
         finished_at=record.finished_at or "",
         via=record.via or "",
+        traceparent=record.traceparent or "",
         dag_id=record.submission.origin.dag_id,
     )
     return fields
@@ -380,4 +414,5 @@ def _job_record(entity: dict[str, Any]) -> JobRecord:
         created_at=opt("created_at"),
         finished_at=opt("finished_at"),
         via=opt("via"),
+        traceparent=opt("traceparent"),
     )

@@ -20,6 +20,7 @@ from airflow.sdk import Asset, BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 from pydantic import ValidationError
 
+from bridge.audit import TraceContext
 from bridge.contracts import CommandJob, Origin, Submission, describe
 from bridge.errors import InvalidSubmission, PermanentError
 from bridge.provider.senders import sender_from_env
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 WORKSPACE_ID = "BRIDGE_AZUREML_WORKSPACE_ID"
 STUDIO_URL = "https://ml.azure.com/runs/{job_name}?wsid={workspace_id}"
 STUDIO_URL_XCOM_KEY = "studio_url"
+TRACEPARENT_XCOM_KEY = "traceparent"
 
 # Azure ML's data bindings (`${{inputs.lr}}`) would otherwise be read as Jinja expressions.
 _AZUREML_BINDING = re.compile(r"\$\{\{.*?\}\}", re.DOTALL)
@@ -94,11 +96,12 @@ class SubmitAzureMLJobOperator(BaseOperator):  # type: ignore[misc,unused-ignore
             raise AirflowFailException(str(exc)) from exc
         url = studio_url(submission.id, os.environ.get(WORKSPACE_ID, "").strip() or None)
         self.log.info(
-            "Submitted Azure ML job %s (experiment %s) in %.0f ms; Studio: %s",
+            "Submitted Azure ML job %s (experiment %s) in %.0f ms; trace %s; Studio: %s",
             submission.id, submission.experiment_name, (time.monotonic() - started) * 1000,
-            url or f"(set {WORKSPACE_ID} for a link)",
+            submission.traceparent, url or f"(set {WORKSPACE_ID} for a link)",
         )  # fmt: skip
         context["ti"].xcom_push(key=STUDIO_URL_XCOM_KEY, value=url)
+        context["ti"].xcom_push(key=TRACEPARENT_XCOM_KEY, value=submission.traceparent)
         return submission.id
 
     def submission(self, ti: Any) -> Submission:
@@ -118,6 +121,7 @@ class SubmitAzureMLJobOperator(BaseOperator):  # type: ignore[misc,unused-ignore
                 "canceled": self.on_canceled,
             },
             "trigger": self.trigger,
+            "traceparent": task_traceparent(),
         }
         try:
             submission = Submission.model_validate(fields)
@@ -162,6 +166,20 @@ class SubmitAzureMLJobOperator(BaseOperator):  # type: ignore[misc,unused-ignore
         if isinstance(content, str) and "${{" in content:
             content = _AZUREML_BINDING.sub(r"{% raw %}\g<0>{% endraw %}", content)
         return super().render_template(content, context, jinja_env, seen_oids)
+
+
+def task_traceparent() -> str:
+    """The task's own trace context when Airflow traces it (OpenTelemetry), else a new trace:
+    the bridge continues it, so every record of this job carries its trace id."""
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        return TraceContext.new().traceparent
+    ids = trace.get_current_span().get_span_context()
+    if not ids.is_valid:
+        return TraceContext.new().traceparent
+    flags = f"{int(ids.trace_flags):02x}"
+    return TraceContext(f"{ids.trace_id:032x}", f"{ids.span_id:016x}", flags).traceparent
 
 
 def asset_uris(assets: Iterable[AssetArgument]) -> list[str]:

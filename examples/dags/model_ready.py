@@ -1,6 +1,7 @@
 """Consumer: runs when an Azure ML training job completes, and reads the job from the asset event.
 
-The bridge posts the event; its `extra` names the job, its status, Studio URL and Airflow origin.
+The bridge posts the event; its `extra` names the job, its status, Studio URL and Airflow origin,
+and the trace (`traceparent`) that ties this run to the one that submitted the job.
 """
 
 import logging
@@ -19,6 +20,7 @@ JOB_FIELDS = (
     "workspace",
     "submission_id",
     "origin",
+    "traceparent",  # the trace of the DAG run that submitted the job (see docs/security.md)
 )
 
 

@@ -227,7 +227,7 @@ def test_trigger_dag_run_twice_with_one_run_id_starts_one_run(
 
 
 def test_trigger_unknown_dag_is_permanent_error(adapter: AirflowRest) -> None:
-    with pytest.raises(PermanentError, match=r"trigger_dag_run\(no_such_dag, .*HTTP 404"):
+    with pytest.raises(PermanentError, match=r"trigger_dag_run\(no_such_dag/.*HTTP 404"):
         adapter.trigger_dag_run("no_such_dag", f"bridge__{uuid.uuid4()}", {})
 
 
