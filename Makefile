@@ -19,10 +19,10 @@ $(VENV)/.installed: pyproject.toml requirements.txt
 
 # Airflow 3 in its own environment: its pins clash with the Function App's. It gets the bridge's
 # Airflow side (the operator) installed, as an Airflow image would.
-$(AIRFLOW_VENV)/.installed: pyproject.toml
+$(AIRFLOW_VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(AIRFLOW_VENV)
 	$(AIRFLOW_VENV)/bin/pip install --quiet --upgrade pip
-	$(AIRFLOW_VENV)/bin/pip install --quiet "apache-airflow[postgres]==$(AIRFLOW_VERSION)" \
+	$(AIRFLOW_VENV)/bin/pip install --quiet "apache-airflow[postgres,fab]==$(AIRFLOW_VERSION)" \
 		"apache-airflow-client==$(AIRFLOW_VERSION)" -e ".[airflow]"
 	touch $@
 

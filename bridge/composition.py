@@ -20,6 +20,7 @@ from bridge.policy import Policy
 from bridge.service import Bridge
 from bridge.settings import Settings
 from bridge.signing import Keyring
+from bridge.webhook import Gate
 
 if TYPE_CHECKING:
     from bridge.adapters.azureml import AzureMLJobs
@@ -47,7 +48,10 @@ def build(settings: Settings) -> Bridge:
         audit=Audit(spans=spans_for(settings, credential), keep=ledger.add_trail),
         jobs=azureml_jobs(settings, credential),
         airflow=AirflowRest(
-            settings.airflow_url, settings.airflow_username, settings.airflow_password
+            settings.airflow_url,
+            settings.airflow_username,
+            settings.airflow_password,
+            token=settings.airflow_token,
         ),
         policy=Policy.from_json(settings.policy_json),
         keys=Keyring(settings.signing_key, settings.signing_key_previous),
@@ -99,6 +103,25 @@ def spans_for(settings: Settings, credential: TokenCredential) -> Spans:
         settings.applicationinsights_connection_string,
         credential if settings.applicationinsights_entra_auth else None,
     )
+
+
+def gate_for(settings: Settings) -> Gate | None:
+    """The webhook's Entra ID check when the settings ask for it (secure webhook delivery)."""
+    if not (settings.webhook_audience and settings.webhook_issuer):
+        return None
+    from bridge.adapters.entra import ENTRA_JWKS_URL, EntraBearer
+
+    return EntraBearer(
+        settings.webhook_audience,
+        settings.webhook_issuer,
+        settings.webhook_jwks_url or ENTRA_JWKS_URL,
+    )
+
+
+@functools.cache
+def webhook_gate() -> Gate | None:
+    """The process's webhook gate, from the environment (its key cache lives as long)."""
+    return gate_for(Settings.from_env(os.environ))
 
 
 def identity_of(settings: Settings) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import azure.functions as func
 
 from bridge import health as health_checks
-from bridge.composition import runtime
+from bridge.composition import runtime, webhook_gate
 from bridge.errors import InvalidEvent
 from bridge.events import JobEvent, parse_event
 from bridge.reconcile import Reconciler
@@ -58,7 +58,9 @@ def reconcile(timer: func.TimerRequest) -> None:
 
 
 def events_webhook(request: func.HttpRequest) -> func.HttpResponse:
-    reply = answer(request.method, dict(request.headers), request.get_body(), runtime)
+    reply = answer(
+        request.method, dict(request.headers), request.get_body(), runtime, webhook_gate()
+    )
     return func.HttpResponse(
         reply.content(),
         status_code=reply.status,

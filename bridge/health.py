@@ -58,12 +58,13 @@ def scopes(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
 
 
 def _airflow(settings: Settings) -> list[str]:
-    """Whether Airflow issues a token to the configured user (its API answers, the user exists)."""
+    """Whether Airflow's API answers the bridge's identity: a token issued to the configured user
+    (or the static token taken), then one authorized read."""
     from bridge.adapters.airflow import AirflowRest
 
     try:
-        _ = AirflowRest(settings.airflow_url, settings.airflow_username,
-                        settings.airflow_password, timeout=5).api_client  # fmt: skip
+        AirflowRest(settings.airflow_url, settings.airflow_username, settings.airflow_password,
+                    token=settings.airflow_token, timeout=5).check()  # fmt: skip
     except BridgeError as exc:
         return [str(exc)]
     return []

@@ -32,11 +32,17 @@ LEDGER_TABLE = "BRIDGE_LEDGER_TABLE"
 AIRFLOW_URL = "BRIDGE_AIRFLOW_URL"
 AIRFLOW_USERNAME = "BRIDGE_AIRFLOW_USERNAME"
 AIRFLOW_PASSWORD = "BRIDGE_AIRFLOW_PASSWORD"  # pragma: allowlist secret (a setting's name)
+# Instead of a user and password: an Airflow API token, used as it is (a Key Vault reference).
+AIRFLOW_TOKEN = "BRIDGE_AIRFLOW_TOKEN"  # pragma: allowlist secret (a setting's name)
 SIGNING_KEY = "BRIDGE_SIGNING_KEY"
 # The key before the last rotation: tags it signed still verify (docs/security.md, rotation).
 SIGNING_KEY_PREVIOUS = "BRIDGE_SIGNING_KEY_PREVIOUS"
 POLICY = "BRIDGE_POLICY"
 RECONCILE_AFTER_SECONDS = "BRIDGE_RECONCILE_AFTER_SECONDS"
+# Event Grid's secure webhook delivery (optional): the Entra ID token every delivery must carry.
+WEBHOOK_AUDIENCE = "BRIDGE_WEBHOOK_AUDIENCE"  # the Entra app's id or application id URI
+WEBHOOK_ISSUER = "BRIDGE_WEBHOOK_ISSUER"  # https://sts.windows.net/<tenant>/ (v1 tokens)
+WEBHOOK_JWKS_URL = "BRIDGE_WEBHOOK_JWKS_URL"  # default: Entra's published keys
 # Application Insights, as Azure names these settings (Bicep sets both on the Function App).
 APPLICATIONINSIGHTS_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 APPLICATIONINSIGHTS_AUTHENTICATION_STRING = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"
@@ -65,6 +71,13 @@ SETTINGS: Mapping[str, bool] = {
     MANAGED_IDENTITY_CLIENT_ID: True,
     RECONCILE_SCHEDULE: True,
     RECONCILE_AFTER_SECONDS: True,
+    AIRFLOW_TOKEN: False,  # instead of the user and password (docs/airflow-identity.md)
+    WEBHOOK_AUDIENCE: False,
+    WEBHOOK_ISSUER: False,
+    WEBHOOK_JWKS_URL: False,
+    # Read by the host and by the bridge (its audit trail's OpenTelemetry export).
+    APPLICATIONINSIGHTS_CONNECTION_STRING: True,
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING: True,
 }
 DEFAULT_RECONCILE_SCHEDULE = "0 */5 * * * *"  # every 5 minutes
 DEFAULT_RECONCILE_AFTER_SECONDS = 600.0
@@ -85,6 +98,7 @@ class Settings:
     airflow_url: str = ""
     airflow_username: str = ""
     airflow_password: str = field(default="", repr=False)
+    airflow_token: str | None = field(default=None, repr=False)
     signing_key: str = field(default="", repr=False)
     signing_key_previous: str | None = field(default=None, repr=False)
     policy_json: str | None = None
@@ -93,6 +107,9 @@ class Settings:
     reconcile_after_seconds: float = DEFAULT_RECONCILE_AFTER_SECONDS
     applicationinsights_connection_string: str | None = field(default=None, repr=False)
     applicationinsights_entra_auth: bool = False
+    webhook_audience: str | None = None
+    webhook_issuer: str | None = None
+    webhook_jwks_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -111,6 +128,7 @@ class Settings:
             airflow_url=get(AIRFLOW_URL).rstrip("/"),
             airflow_username=get(AIRFLOW_USERNAME),
             airflow_password=get(AIRFLOW_PASSWORD),
+            airflow_token=get(AIRFLOW_TOKEN) or None,
             signing_key=get(SIGNING_KEY),
             signing_key_previous=get(SIGNING_KEY_PREVIOUS) or None,
             policy_json=get(POLICY) or None,
@@ -121,6 +139,9 @@ class Settings:
             or None,
             applicationinsights_entra_auth="Authorization=AAD"
             in get(APPLICATIONINSIGHTS_AUTHENTICATION_STRING),
+            webhook_audience=get(WEBHOOK_AUDIENCE) or None,
+            webhook_issuer=get(WEBHOOK_ISSUER) or None,
+            webhook_jwks_url=get(WEBHOOK_JWKS_URL) or None,
         )
 
     def environment(self) -> dict[str, str]:
@@ -137,6 +158,7 @@ class Settings:
             AIRFLOW_URL: self.airflow_url,
             AIRFLOW_USERNAME: self.airflow_username,
             AIRFLOW_PASSWORD: self.airflow_password,
+            AIRFLOW_TOKEN: self.airflow_token,
             SIGNING_KEY: self.signing_key,
             SIGNING_KEY_PREVIOUS: self.signing_key_previous,
             POLICY: self.policy_json,
@@ -147,6 +169,9 @@ class Settings:
             APPLICATIONINSIGHTS_AUTHENTICATION_STRING: (
                 "Authorization=AAD" if self.applicationinsights_entra_auth else None
             ),
+            WEBHOOK_AUDIENCE: self.webhook_audience,
+            WEBHOOK_ISSUER: self.webhook_issuer,
+            WEBHOOK_JWKS_URL: self.webhook_jwks_url,
         }
         return {name: value for name, value in values.items() if value}
 
@@ -158,10 +183,11 @@ class Settings:
             AZUREML_RESOURCE_GROUP: self.azureml_resource_group,
             AZUREML_WORKSPACE: self.azureml_workspace,
             AIRFLOW_URL: self.airflow_url,
-            AIRFLOW_USERNAME: self.airflow_username,
-            AIRFLOW_PASSWORD: self.airflow_password,
             SIGNING_KEY: self.signing_key,
         }
+        if not self.airflow_token:  # a static API token replaces the user and password
+            required |= {AIRFLOW_USERNAME: self.airflow_username,
+                         AIRFLOW_PASSWORD: self.airflow_password}  # fmt: skip
         found += [f"{name} is not set" for name, value in required.items() if not value]
         if not (self.ledger_endpoint or self.ledger_connection_string):
             found.append(f"neither {LEDGER_ENDPOINT} nor {LEDGER_CONNECTION_STRING} is set")
@@ -169,6 +195,8 @@ class Settings:
             (AIRFLOW_URL, self.airflow_url),
             (AZUREML_ENDPOINT, self.azureml_endpoint),
             (LEDGER_ENDPOINT, self.ledger_endpoint),
+            (WEBHOOK_JWKS_URL, self.webhook_jwks_url),
+            (WEBHOOK_ISSUER, self.webhook_issuer),
         ):
             if url and urlparse(url).scheme not in ("http", "https"):
                 found.append(f"{name} is not an http(s) URL")
@@ -177,12 +205,15 @@ class Settings:
                   for name, value in ((AIRFLOW_PASSWORD, self.airflow_password),
                                       (SIGNING_KEY, self.signing_key),
                                       (SIGNING_KEY_PREVIOUS, self.signing_key_previous or ""),
-                                      (AIRFLOW_USERNAME, self.airflow_username))
+                                      (AIRFLOW_USERNAME, self.airflow_username),
+                                      (AIRFLOW_TOKEN, self.airflow_token or ""))
                   if value.startswith("@Microsoft.KeyVault(")]  # fmt: skip
         found += [f"{name} is shorter than 32 characters"
                   for name, key in ((SIGNING_KEY, self.signing_key),
                                     (SIGNING_KEY_PREVIOUS, self.signing_key_previous))
                   if key and len(key) < 32]  # fmt: skip
+        if bool(self.webhook_audience) != bool(self.webhook_issuer):
+            found.append(f"{WEBHOOK_AUDIENCE} and {WEBHOOK_ISSUER} are set together or not at all")
         if self.policy_json:
             try:
                 json.loads(self.policy_json)

@@ -7,7 +7,9 @@ Grid's retry rules: 400 is never retried, so it is kept for a body that holds no
 all; each event is judged alone, and an unreadable one is recorded with its reason while the rest
 of its batch goes on. 503 is retried. A body over 1 MiB (Event Grid's own limit for an event, and
 for a batch) is refused with 413, and one that says it is neither JSON nor CloudEvents with 415:
-neither is retried, and neither reaches the parser.
+neither is retried, and neither reaches the parser. With a `Gate` (Event Grid's secure webhook
+delivery: an Entra ID bearer token, `bridge.adapters.entra`), a request it refuses gets 401 before
+anything else is read, and 503 when the gate cannot judge.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from bridge.errors import BridgeError, ConfigurationError, InvalidEvent, TransientError
 from bridge.events import Ignored, JobEvent, Malformed, Parsed, Validation, parse_events
@@ -31,6 +33,14 @@ CONTENT_TYPES = frozenset(
 )
 
 
+class Gate(Protocol):
+    """Who may deliver: a check of the `Authorization` header."""
+
+    def refusal(self, authorization: str | None) -> str | None:
+        """Why the request is refused, or None; `TransientError` when it cannot tell now."""
+        ...
+
+
 @dataclass(frozen=True)
 class Reply:
     status: int
@@ -42,9 +52,17 @@ class Reply:
 
 
 def answer(
-    method: str, headers: Mapping[str, str], body: bytes, bridge_factory: Callable[[], Bridge]
+    method: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    bridge_factory: Callable[[], Bridge],
+    gate: Gate | None = None,
 ) -> Reply:
     lowered = {key.lower(): value for key, value in headers.items()}
+    if gate is not None:
+        refused = admission(gate, lowered.get("authorization"))
+        if refused is not None:
+            return refused
     if method.upper() == "OPTIONS":
         return _cloudevents_handshake(lowered)
     if method.upper() != "POST":
@@ -62,6 +80,20 @@ def answer(
         if isinstance(item, Validation):
             return Reply(200, {"validationResponse": item.code})
     return _deliver(parsed, bridge_factory)
+
+
+def admission(gate: Gate, authorization: str | None) -> Reply | None:
+    """401 (Event Grid does not retry it) for a caller the gate refuses, 503 when it cannot tell."""
+    try:
+        why = gate.refusal(authorization)
+    except TransientError as exc:
+        log.warning("delivery not judged: %s", exc)
+        return Reply(503, {"error": str(exc)})
+    if why is None:
+        return None
+    log.warning("delivery unauthorized: %s", why)
+    challenge = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+    return Reply(401, {"error": f"unauthorized: {why}"}, challenge)
 
 
 def refusal(content_type: str | None, length: int) -> Reply | None:

@@ -57,12 +57,15 @@ class AirflowRest:
     def __init__(
         self,
         base_url: str,
-        username: str,
-        password: str,
+        username: str = "",
+        password: str = "",
         *,
+        token: str | None = None,
         timeout: float = 10.0,
         page_size: int = 100,
     ) -> None:
+        """Signs in as `username` (a token from `POST /auth/token`, renewed before it expires),
+        or, with `token`, uses that API token as it is (from Key Vault; never renewed here)."""
         from airflow_client.client import ApiClient, Configuration
 
         if not base_url.startswith(("http://", "https://")):
@@ -70,7 +73,9 @@ class AirflowRest:
         self.base_url = base_url.rstrip("/")
         self._username = username
         self._password = password
-        self.identity = f"user {username}"  # what the audit trail names (never the password)
+        # What the audit trail names: the user, or that a static token is used (never a secret).
+        self.identity = "static API token" if token else f"user {username}"
+        self._static = token is not None
         # The generated client validates its timeout as a strict float.
         self._timeout = float(timeout)
         self._page_size = page_size
@@ -83,6 +88,8 @@ class AirflowRest:
         self._token_lock = threading.Lock()
         self._asset_ids: dict[str, int] = {}
         self._filled: dict[str, float] = {}  # URI prefix -> when its assets were last read
+        if token is not None:
+            self._api_client.configuration.access_token = token
 
     # -- the port -------------------------------------------------------------------------------
 
@@ -307,7 +314,21 @@ class AirflowRest:
         self._api_client.configuration.access_token = token
         self._expires_at = jwt_expiry(token)
 
+    def check(self) -> None:
+        """One authorized read (an asset page of one): whether this identity may use the API."""
+        from airflow_client.client import AssetApi
+
+        self._call(
+            "get_assets",
+            "(access check)",
+            lambda: AssetApi(self._api_client).get_assets_with_http_info(
+                limit=1, _request_timeout=self._timeout
+            ),
+        )
+
     def _ensure_token(self) -> None:
+        if self._static:
+            return
         if self.access_token is None or (
             self._expires_at is not None and time.time() >= self._expires_at - RENEW_EARLY_SECONDS
         ):
@@ -395,7 +416,9 @@ class AirflowRest:
                 return call()
             # Airflow answers 401 for an expired token but 403 for one it cannot verify (signed
             # with another JWT secret, e.g. before a restart); a real 403 costs one retry.
-            except (UnauthorizedException, ForbiddenException):
+            except (UnauthorizedException, ForbiddenException) as exc:
+                if self._static:
+                    raise self._token_refused(exc) from exc
                 self._renew_token(stale=self.access_token)
                 return call()
         except ApiException as exc:
@@ -408,6 +431,13 @@ class AirflowRest:
             raise TransientError(
                 f"Airflow {what}: {self.base_url} is unreachable ({type(exc).__name__}: {exc})"
             ) from exc
+
+    def _token_refused(self, exc: ApiException) -> ConfigurationError:
+        return ConfigurationError(
+            f"Airflow at {self.base_url} refused the static API token (BRIDGE_AIRFLOW_TOKEN) with "
+            f"HTTP {exc.status}: {airflow_detail(exc.body)}. It has expired, was not signed by "
+            "this Airflow, or its user lacks the permission: replace the token in Key Vault"
+        )
 
     def _failure(
         self, what: str, exc: ApiException, *, writes: bool = False

@@ -35,6 +35,12 @@ DEFAULT_VENV = REPO / ".venv-airflow"
 CACHE = REPO / ".stack" / "cache"
 POSTGRES_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+# The bridge's own user. With the simple auth manager, "op" is the least role that may post asset
+# events (3.3.2: asset writes need op, DAG run triggers need user); see docs/airflow-identity.md.
+BRIDGE_USER = "bridge"
+BRIDGE_ROLE = "op"
+AUTHOR_USER = "author"
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 HEALTHY_COMPONENTS = ("metadatabase", "scheduler", "dag_processor")
 
 # Databases made by fresh_postgres_database: LocalAirflow.stop drops these and no others.
@@ -117,7 +123,9 @@ class LocalAirflow(Lifecycle):
         venv: Path = DEFAULT_VENV,
         username: str = "admin",
         password: str | None = None,
+        bridge_password: str | None = None,
         triggerer: bool = False,
+        auth_manager: str = "simple",
     ) -> None:
         self.home = home.resolve()
         self.dags_folder = dags_folder.resolve()
@@ -129,11 +137,29 @@ class LocalAirflow(Lifecycle):
         self.username = username
         # A fresh password per Airflow: nothing to guess, nothing to commit.
         self.password = password or secrets.token_urlsafe(12)
+        # The accounts: `username` is the admin that drives the stack (tests, the demo, the UI);
+        # the bridge signs in as its own least-privileged user, so a permission the bridge lacks
+        # fails here as it would in production; a DAG author may trigger DAGs and nothing more.
+        self.accounts: dict[str, tuple[str, str]] = {
+            username: ("admin", self.password),
+            BRIDGE_USER: (BRIDGE_ROLE, bridge_password or secrets.token_urlsafe(12)),
+            AUTHOR_USER: ("user", secrets.token_urlsafe(12)),
+        }
         self.triggerer = triggerer  # also run `airflow triggerer` (asset watchers, deferral)
+        # "simple" (Airflow's default; the accounts above) or "fab" (Flask AppBuilder: roles and
+        # permissions in the metadata database; only the admin account is made, in `start`).
+        self.auth_manager = auth_manager
         self.trigger_log_port = 0  # the triggerer's log server, chosen on start
         self.started_in: float | None = None  # seconds from start() to healthy
         self._services: list[Service] = []
         self._rest: AirflowRest | None = None
+
+    @property
+    def bridge_password(self) -> str:
+        return self.accounts[BRIDGE_USER][1]
+
+    def password_of(self, user: str) -> str:
+        return self.accounts[user][1]
 
     @property
     def base_url(self) -> str:
@@ -172,10 +198,14 @@ class LocalAirflow(Lifecycle):
         self.trigger_log_port = free_port() if self.triggerer else 0
         self._rest = None
         self.home.mkdir(parents=True, exist_ok=True)
-        self.passwords_file.write_text(json.dumps({self.username: self.password}))
+        self.passwords_file.write_text(
+            json.dumps({name: password for name, (_, password) in self.accounts.items()})
+        )
         env = self.environment()
         try:
             self._prepare_database(env, timeout)
+            if self.auth_manager == "fab":
+                self._fab_admin()
             self._services = [
                 Service(name, [self._airflow, name], log=self.logs / f"{name}.log", env=env,
                         cwd=self.home).start()
@@ -234,7 +264,9 @@ class LocalAirflow(Lifecycle):
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.username}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+                f"{name}:{role}" for name, (role, _) in self.accounts.items()
+            ),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url,
             "AIRFLOW__API__HOST": "127.0.0.1",
@@ -253,8 +285,38 @@ class LocalAirflow(Lifecycle):
             "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": str(self.home / "bundles"),
             # Not 8794, every triggerer's default; the API server reads triggerer logs there too.
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.trigger_log_port or 8794),
+            **(
+                {"AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER}
+                if self.auth_manager == "fab"
+                else {}
+            ),
             **self.extra_env,
         }
+
+    def cli(self, *args: str, timeout: float = 120) -> str:
+        """Run `airflow <args>` against this Airflow; its output, or `ServiceFailed`."""
+        done = subprocess.run(
+            [self._airflow, *args],
+            env=self.environment(),
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise ServiceFailed(f"airflow {args[0]} exited with {done.returncode}\n{done.stderr}")
+        return done.stdout
+
+    def _fab_admin(self) -> None:
+        """The admin account of a FAB Airflow (FAB keeps users in the metadata database)."""
+        try:
+            self.cli("users", "create", "--username", self.username, "--password", self.password,
+                     "--role", "Admin", "--firstname", "Local", "--lastname", "Admin",
+                     "--email", f"{self.username}@example.invalid")  # fmt: skip
+        except ServiceFailed as exc:
+            if "already exist" not in str(exc):  # a restart: the database kept the account
+                raise
 
     @property
     def _server_names(self) -> tuple[str, ...]:
@@ -275,7 +337,8 @@ class LocalAirflow(Lifecycle):
 
     def _sqlite_template(self, env: Mapping[str, str], timeout: float) -> Path:
         """A migrated, empty SQLite metadata database, made once per Airflow version."""
-        template = CACHE / f"airflow-{airflow_version(self.venv)}.sqlite"
+        flavour = "-fab" if self.auth_manager == "fab" else ""  # FAB adds its own tables
+        template = CACHE / f"airflow-{airflow_version(self.venv)}{flavour}.sqlite"
         if not template.exists():
             CACHE.mkdir(parents=True, exist_ok=True)
             # Migrated under a unique name, then renamed: concurrent starts never see half of it.

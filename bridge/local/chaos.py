@@ -43,7 +43,7 @@ from bridge.contracts import TAG_SIGNATURE, TAG_SUBMISSION, Submission
 from bridge.events import RUN_COMPLETED, RUN_STATUS_CHANGED
 from bridge.ledger import JobRecord, JobState
 from bridge.ledger.table import TableLedger
-from bridge.local.airflow import LocalAirflow, fresh_postgres_database
+from bridge.local.airflow import BRIDGE_USER, LocalAirflow, fresh_postgres_database
 from bridge.local.azurite import Azurite
 from bridge.local.faults import Fault, FaultProxy
 from bridge.local.process import (
@@ -172,8 +172,8 @@ def chaos_stack(workdir: Path, assets: int) -> Iterator[_Stack]:
             azureml_endpoint=f"http://127.0.0.1:{free_port()}/",  # never called: see below
             ledger_connection_string=azurite.connection_string,
             airflow_url=airflow.base_url,
-            airflow_username=airflow.username,
-            airflow_password=airflow.password,
+            airflow_username=BRIDGE_USER,
+            airflow_password=airflow.bridge_password,
             signing_key=secrets.token_hex(32),
             reconcile_schedule="0 0 0 1 1 *",  # the sweep stays out of the event path's way
             reconcile_after_seconds=36_000.0,

@@ -23,6 +23,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, QueueMessage
 
 from bridge import health
+from bridge.composition import gate_for
 from bridge.errors import TransientError
 from bridge.local.process import Lifecycle, LoopbackServer
 from bridge.ncrontab import Schedule
@@ -56,6 +57,7 @@ class DevHost(Lifecycle):
             queue_connection_string, f"{queue_name}-poison"
         )
         self.event_key = event_key
+        self.gate = gate_for(settings)  # as the Function's webhook: an Entra ID token if set
         self.visibility_timeout = visibility_timeout
         self.max_deliveries = max_deliveries
         self.poll_interval = poll_interval
@@ -191,7 +193,7 @@ class DevHost(Lifecycle):
                     self._send(Reply(401, {"error": "missing or wrong aeg-sas-key"}))
                     return
                 headers = {key: value for key, value in self.headers.items()}
-                self._send(answer(self.command, headers, body, host.bridge_factory))
+                self._send(answer(self.command, headers, body, host.bridge_factory, host.gate))
 
             def _send(self, reply: Reply) -> None:
                 content = reply.content()

@@ -19,7 +19,7 @@ from types import FrameType
 from typing import Literal
 
 from bridge.composition import build
-from bridge.local.airflow import LocalAirflow
+from bridge.local.airflow import BRIDGE_USER, LocalAirflow
 from bridge.local.azureml import DOCUMENTED, PROFILES, AzureMLEmulator
 from bridge.local.azurite import Azurite
 from bridge.local.dead_letter import DeadLetterContainer
@@ -104,7 +104,7 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
             azureml_ca_file=str(emulator.authority) if emulator.authority else None,
             ledger_connection_string=azurite.connection_string,
             airflow_url=f"http://127.0.0.1:{airflow_port}",
-            airflow_username="admin",
+            airflow_username=BRIDGE_USER,  # least privilege, not the admin: see LocalAirflow
             airflow_password=secrets.token_urlsafe(12),  # this run's: see LocalAirflow
             signing_key=secrets.token_hex(32),
             policy_json=options.policy_json,
@@ -130,7 +130,7 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
                     options.dags_folder,
                     port=airflow_port,
                     database_url=options.database_url,
-                    password=settings.airflow_password,
+                    bridge_password=settings.airflow_password,
                     extra_env={**running.queue_env, **options.extra_airflow_env},
                     triggerer=options.airflow_triggerer,
                 )

@@ -23,7 +23,13 @@ from airflow_client.client import AssetApi
 
 from bridge.adapters.airflow import AirflowRest
 from bridge.errors import ConfigurationError, PermanentError, TransientError
-from bridge.local.airflow import LocalAirflow, fresh_postgres_database, postgres_database_exists
+from bridge.local.airflow import (
+    AUTHOR_USER,
+    BRIDGE_USER,
+    LocalAirflow,
+    fresh_postgres_database,
+    postgres_database_exists,
+)
 from bridge.local.faults import FaultProxy
 from bridge.local.process import free_port, group_alive
 
@@ -377,3 +383,31 @@ def test_burst_of_50_asset_events_on_postgres_all_recorded(tmp_path: Path) -> No
         groups = airflow.process_groups
     assert not postgres_database_exists(database)
     assert [group for group in groups if group_alive(group)] == []
+
+
+def test_the_bridge_user_may_post_events_and_a_dag_author_may_not(airflow: LocalAirflow) -> None:
+    """The stack's bridge user has the least role that can do the bridge's work (op, with the
+    simple auth manager); one role less (user, a DAG author's) is refused, so the role matters."""
+    bridge = AirflowRest(airflow.base_url, BRIDGE_USER, airflow.bridge_password)
+    bridge.post_asset_event(REPORT, {"effect_id": effect_id()})
+    assert bridge.trigger_dag_run(TRIGGERED, f"bridge__{uuid.uuid4()}", {}) is True
+    author = AirflowRest(airflow.base_url, AUTHOR_USER, airflow.password_of(AUTHOR_USER))
+    with pytest.raises(PermanentError, match=r"create_asset_event.*HTTP 403"):
+        author.post_asset_event(REPORT, {"effect_id": effect_id()})
+
+
+def test_a_static_api_token_replaces_the_user_and_password(airflow: LocalAirflow) -> None:
+    minted = AirflowRest(airflow.base_url, BRIDGE_USER, airflow.bridge_password)
+    minted.check()
+    token = minted.access_token
+    assert token
+    static = AirflowRest(airflow.base_url, token=token)
+    mark = effect_id()
+    static.post_asset_event(REPORT, {"effect_id": mark})
+    assert static.asset_event_posted(REPORT, mark, time.time() - 60)
+    assert static.identity == "static API token"
+    # A token Airflow did not sign: refused at once, naming the setting, never echoing the token.
+    forged = AirflowRest(airflow.base_url, token=f"{token[:-8]}AAAAAAAA")
+    with pytest.raises(ConfigurationError, match="BRIDGE_AIRFLOW_TOKEN") as refused:
+        forged.post_asset_event(REPORT, {"effect_id": effect_id()})
+    assert token[:-8] not in str(refused.value)

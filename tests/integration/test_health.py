@@ -55,3 +55,27 @@ def test_an_identity_without_tokens_is_named_with_each_scope(
         "the identity can get no token for Service Bus (https",
     ]
     assert "(https://servicebus.azure.net/.default): EnvironmentCredential" in found[2]
+
+
+def test_a_static_api_token_instead_of_a_password_is_checked_too(loop_stack: Stack) -> None:
+    from bridge.adapters.airflow import AirflowRest
+
+    minted = AirflowRest(
+        loop_stack.settings.airflow_url,
+        loop_stack.settings.airflow_username,
+        loop_stack.settings.airflow_password,
+    )
+    minted.check()
+    by_token = dataclasses.replace(
+        loop_stack.settings,
+        airflow_username="",
+        airflow_password="",
+        airflow_token=minted.access_token,
+    )
+    assert health.problems(by_token) == []
+    # A JWT of Airflow's shape that Airflow never signed (built here, so no scan mistakes it).
+    unsigned = ".".join(("eyJhbGciOiJIUzUxMiJ9", "e30", "forged-signature"))
+    forged = dataclasses.replace(by_token, airflow_token=unsigned)
+    [problem] = health.problems(forged)
+    assert "refused the static API token (BRIDGE_AIRFLOW_TOKEN)" in problem
+    assert "forged-signature" not in problem

@@ -61,3 +61,24 @@ def test_bad_reconcile_settings_are_named() -> None:
     assert problems[0].startswith("BRIDGE_RECONCILE_SCHEDULE: schedule '*/5 * * * *' has 5 fields")
     assert problems[1] == "BRIDGE_RECONCILE_AFTER_SECONDS is not a positive number of seconds"
     assert len(problems) == 2
+
+
+def test_a_static_airflow_token_replaces_the_user_and_password() -> None:
+    env = {**COMPLETE, "BRIDGE_AIRFLOW_TOKEN": "t" * 40}
+    del env["BRIDGE_AIRFLOW_USERNAME"], env["BRIDGE_AIRFLOW_PASSWORD"]
+    assert Settings.from_env(env).problems() == []
+    del env["BRIDGE_AIRFLOW_TOKEN"]
+    assert Settings.from_env(env).problems() == [
+        "BRIDGE_AIRFLOW_USERNAME is not set",
+        "BRIDGE_AIRFLOW_PASSWORD is not set",
+    ]
+
+
+def test_the_webhook_audience_and_issuer_come_together() -> None:
+    both = {**COMPLETE, "BRIDGE_WEBHOOK_AUDIENCE": "api://bridge",
+            "BRIDGE_WEBHOOK_ISSUER": "https://sts.windows.net/tenant/"}  # fmt: skip
+    assert Settings.from_env(both).problems() == []
+    del both["BRIDGE_WEBHOOK_ISSUER"]
+    assert Settings.from_env(both).problems() == [
+        "BRIDGE_WEBHOOK_AUDIENCE and BRIDGE_WEBHOOK_ISSUER are set together or not at all"
+    ]
