@@ -34,6 +34,9 @@ param airflowUsername string
 @description('Principal (object) id of the identity Airflow workers use to send submissions. Empty: assign the role later.')
 param airflowWorkerPrincipalId string = ''
 
+@description('Airflow outside Azure: issuer/subject pairs ([{ name, issuer, subject }]) that an Airflow identity made here trusts (workload identity federation); it gets the sender role instead of airflowWorkerPrincipalId. Empty: none. See docs/workload-identity.md.')
+param airflowFederatedCredentials array = []
+
 @description('Principal (object) id of the operator (azd sets it): may set secrets and read the ledger.')
 param operatorPrincipalId string = ''
 
@@ -130,6 +133,19 @@ module ledgerStorage 'modules/ledger-storage.bicep' = {
   }
 }
 
+// Workers outside Azure federate into an identity of their own; inside Azure they bring theirs.
+module airflowIdentity 'modules/airflow-identity.bicep' = if (!empty(airflowFederatedCredentials)) {
+  name: 'airflow-identity'
+  params: {
+    name: 'id-airflow-${token}'
+    location: location
+    tags: tags
+    federatedCredentials: airflowFederatedCredentials
+  }
+}
+
+var airflowSenderPrincipalId = empty(airflowFederatedCredentials) ? airflowWorkerPrincipalId : airflowIdentity.outputs.principalId
+
 module serviceBus 'modules/servicebus.bicep' = {
   name: 'servicebus'
   params: {
@@ -138,7 +154,7 @@ module serviceBus 'modules/servicebus.bicep' = {
     tags: tags
     queueName: submissionQueueName
     functionPrincipalId: identity.outputs.principalId
-    airflowWorkerPrincipalId: airflowWorkerPrincipalId
+    airflowWorkerPrincipalId: airflowSenderPrincipalId
   }
 }
 
@@ -226,3 +242,6 @@ output SERVICEBUS_NAMESPACE string = serviceBus.outputs.namespaceName
 output AIRFLOW_BRIDGE_SERVICEBUS_NAMESPACE string = serviceBus.outputs.fullyQualifiedNamespace
 output AIRFLOW_BRIDGE_SUBMISSION_QUEUE string = serviceBus.outputs.queueName
 output AIRFLOW_BRIDGE_FUNCTION_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+// Workload identity federation: the workers' AZURE_CLIENT_ID and AZURE_TENANT_ID (empty without it).
+output AIRFLOW_AZURE_CLIENT_ID string = empty(airflowFederatedCredentials) ? '' : airflowIdentity.outputs.clientId
+output AIRFLOW_AZURE_TENANT_ID string = tenant().tenantId

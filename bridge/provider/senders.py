@@ -37,6 +37,16 @@ SUBMISSION_QUEUE = "BRIDGE_SUBMISSION_QUEUE"
 SERVICEBUS_NAMESPACE = "BRIDGE_SERVICEBUS_NAMESPACE"
 LOCAL_QUEUE_CONNECTION_STRING = "BRIDGE_LOCAL_QUEUE_CONNECTION_STRING"
 MANAGED_IDENTITY_CLIENT_ID = "AZURE_CLIENT_ID"
+# Workload identity federation (AKS workload identity sets these three; so can any OIDC issuer's
+# platform: see docs/workload-identity.md), and where Entra ID is for a cloud of one's own.
+FEDERATED_TOKEN_FILE = "AZURE_FEDERATED_TOKEN_FILE"
+TENANT_ID = "AZURE_TENANT_ID"
+AUTHORITY_HOST = "AZURE_AUTHORITY_HOST"
+# Entra ID's hosts in Azure's clouds, which MSAL knows; any other host is checked by MSAL against
+# login.microsoftonline.com unless told it is known to its owner.
+ENTRA_HOSTS = frozenset(
+    {"login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn"}
+)
 DEFAULT_QUEUE = "submissions"
 SERVICE_BUS_SCOPE = "https://servicebus.azure.net/.default"
 
@@ -169,6 +179,7 @@ class ServiceBusSender:
         queue_name: str = DEFAULT_QUEUE,
         *,
         credential: Credential | None = None,
+        identity: str | None = None,
         managed_identity_client_id: str | None = None,
         **client_options: Any,
     ) -> None:
@@ -176,14 +187,11 @@ class ServiceBusSender:
 
         self.namespace = namespace
         self.queue_name = queue_name
-        self._credential = credential or _default_credential(managed_identity_client_id)
-        self._identity = (
-            "the credential given" if credential is not None
-            else f"the managed identity with client id {managed_identity_client_id}"
-            if managed_identity_client_id
-            else "DefaultAzureCredential (environment, workload identity, managed identity, "
-            "Azure CLI)"
-        )  # fmt: skip
+        if credential is None:
+            env = {MANAGED_IDENTITY_CLIENT_ID: managed_identity_client_id or ""}
+            credential, identity = worker_credential(env)
+        self._credential = credential
+        self._identity = identity or "the credential given"
         self._client = ServiceBusClient(namespace, self._credential, **client_options)
         self._sender = self._client.get_queue_sender(queue_name)
 
@@ -243,10 +251,9 @@ def sender_from_env(
                 "set only one (Service Bus in Azure, the Storage Queue locally)"
             )
     if namespace:
+        credential, identity = worker_credential(env)
         return ServiceBusSender(
-            _checked_namespace(namespace),
-            queue,
-            managed_identity_client_id=env.get(MANAGED_IDENTITY_CLIENT_ID, "").strip() or None,
+            _checked_namespace(namespace), queue, credential=credential, identity=identity
         )
     if connection_string:
         try:
@@ -270,10 +277,60 @@ def _checked_namespace(namespace: str) -> str:
     return namespace
 
 
-def _default_credential(client_id: str | None) -> TokenCredential:
-    from azure.identity import DefaultAzureCredential
+def worker_credential(env: Mapping[str, str]) -> tuple[TokenCredential, str]:
+    """The Airflow workers' identity, chosen from the environment, and how to name it.
 
-    return DefaultAzureCredential(managed_identity_client_id=client_id)
+    - `AZURE_FEDERATED_TOKEN_FILE` set: workload identity federation. The file holds a token of
+      the workers' own OIDC issuer (a Kubernetes service account token, a CI job's OIDC token),
+      which Entra ID exchanges for an access token of the app or managed identity
+      `AZURE_CLIENT_ID` in tenant `AZURE_TENANT_ID`, through a federated credential that trusts
+      that issuer and subject. No secret is stored anywhere.
+    - Otherwise `DefaultAzureCredential`: a managed identity (`AZURE_CLIENT_ID` picks a
+      user-assigned one), or a developer's Azure CLI sign-in.
+
+    Chosen here rather than left to `DefaultAzureCredential`'s chain, so that a federation that
+    fails names its token file instead of falling through to a managed identity that is not there.
+    """
+    client_id = env.get(MANAGED_IDENTITY_CLIENT_ID, "").strip() or None
+    token_file = env.get(FEDERATED_TOKEN_FILE, "").strip() or None
+    if token_file is None:
+        from azure.identity import DefaultAzureCredential
+
+        identity = (
+            f"the managed identity with client id {client_id}" if client_id
+            else "DefaultAzureCredential (environment, workload identity, managed identity, "
+            "Azure CLI)"
+        )  # fmt: skip
+        return DefaultAzureCredential(managed_identity_client_id=client_id), identity
+    tenant_id = env.get(TENANT_ID, "").strip() or None
+    if client_id is None or tenant_id is None:
+        raise ConfigurationError(
+            f"{FEDERATED_TOKEN_FILE} is set, so the workers use workload identity federation, "
+            f"which also needs {MANAGED_IDENTITY_CLIENT_ID} (the identity's client id) and "
+            f"{TENANT_ID}"
+        )
+    if not os.path.isfile(token_file):
+        raise ConfigurationError(
+            f"{FEDERATED_TOKEN_FILE} names {token_file}, which is not a file: the platform "
+            "writes the OIDC token there (a projected service account token, a CI job's token)"
+        )
+    from azure.identity import WorkloadIdentityCredential
+
+    options: dict[str, Any] = {}
+    authority = env.get(AUTHORITY_HOST, "").strip()
+    if authority:
+        options["authority"] = authority
+        # An Entra ID of one's own (a private cloud) is known to its owner, not to MSAL.
+        host = authority.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+        options["disable_instance_discovery"] = host not in ENTRA_HOSTS
+    credential = WorkloadIdentityCredential(
+        tenant_id=tenant_id, client_id=client_id, token_file_path=token_file, **options
+    )
+    identity = (
+        f"workload identity federation (client id {client_id}, tenant {tenant_id}, "
+        f"token file {token_file})"
+    )
+    return credential, identity
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from .templates import INFRA, REPO, ROLES, Templates, bicep_files, infra_tool
+from .templates import INFRA, REPO, ROLES, Templates, bicep_files, dotted, infra_tool
 
 # Built-in roles no identity may be given by these templates.
 BROAD_ROLES = {
@@ -178,3 +178,24 @@ def test_azd_project_points_at_infra_and_the_function_app(templates: Templates) 
     assert (service["language"], service["host"], service["project"]) == ("python", "function", ".")
     tags = templates.resource("modules/functionapp.bicep", "site")["tags"]["function"]["parameters"]
     assert tags["arg_2"] == {"'azd-service-name'": service_name}
+
+
+def test_airflow_outside_azure_federates_into_an_identity_that_may_only_send(
+    templates: Templates,
+) -> None:
+    """Workload identity federation: one federated credential per issuer/subject pair given, with
+    the token-exchange audience, written one at a time (Entra ID refuses concurrent writes on one
+    identity); that identity, and nothing else, gets the sender role on the queue."""
+    raw = templates.parsed["modules/airflow-identity.bicep"]["resources"]["federated"]
+    assert {"type": "batchSize", "argument": 1} in raw["decorators"]
+    assert raw["config"]["loop_type"]["detail"]["array_name"] == "federatedCredentials"
+    properties = raw["config"]["config"]["properties"]
+    assert properties["audiences"] == ["api://AzureADTokenExchange"]
+    assert {dotted(properties["issuer"]), dotted(properties["subject"])} == {
+        "credential.issuer", "credential.subject",
+    }  # fmt: skip
+    module = templates.parsed["main.bicep"]["modules"]["airflowIdentity"]
+    assert module["detail"]["path"] == "modules/airflow-identity.bicep"
+    assert templates.module("serviceBus")["params"]["airflowWorkerPrincipalId"] == (
+        "airflowSenderPrincipalId"
+    )
