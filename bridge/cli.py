@@ -297,7 +297,7 @@ def _jobs(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from bridge.inspection import trail
+    from bridge.inspection import TRAIL_HEADER, trail, trail_row
 
     try:
         bridge = _environment_bridge()
@@ -338,25 +338,8 @@ def _show(args: argparse.Namespace) -> int:
          for e in found.effects],
     )  # fmt: skip
     print(f"\ntrail (trace {found.trace_id or '-'})")
-    _table(("TIME", "SPAN", "RECORD", "TARGET", "RESULT", "MS", "IDENTITY"),
-           [_trail_row(entry) for entry in found.records])  # fmt: skip
+    _table(TRAIL_HEADER, [trail_row(entry) for entry in found.records])
     return 0
-
-
-def _trail_row(entry: dict[str, Any]) -> tuple[str, ...]:
-    """One audit record as a row: a call with its status and latency, or a decision."""
-    if entry.get("record") == "call":
-        what = f"{entry.get('system')} {entry.get('operation')}"
-        result = str(entry.get("status") or entry.get("error") or "")
-        latency = f"{entry.get('latency_ms', '')}"
-    else:
-        what = str(entry.get("decision") or entry.get("record"))
-        result = str(entry.get("reason") or entry.get("status") or entry.get("action") or "")
-        latency = ""
-    span = f"{entry.get('span', '')} {str(entry.get('span_id', ''))[:8]}"
-    target = str(entry.get("target") or entry.get("event_id") or entry.get("message_id") or "")
-    return (str(entry.get("time", ""))[11:23], span, what, target, result[:60], latency,
-            str(entry.get("identity", "")))  # fmt: skip
 
 
 def _routes(routes: dict[str, Any]) -> str:

@@ -75,6 +75,27 @@ class Trail:
         return asdict(self)
 
 
+TRAIL_HEADER = ("TIME", "SPAN", "RECORD", "TARGET", "RESULT", "MS", "IDENTITY")
+
+
+def trail_row(entry: dict[str, Any]) -> tuple[str, ...]:
+    """One audit record as a row under `TRAIL_HEADER`: a call with its status and latency, or a
+    decision with its reason."""
+    if entry.get("record") == "call":
+        what = f"{entry.get('system')} {entry.get('operation')}"
+        result = str(entry.get("status") or entry.get("error") or "")
+        latency = f"{entry.get('latency_ms', '')}"
+    else:
+        what = str(entry.get("decision") or entry.get("record"))
+        result = str(entry.get("reason") or entry.get("status") or entry.get("action")
+                     or entry.get("state") or "")  # fmt: skip
+        latency = ""
+    span = f"{entry.get('span', '')} {str(entry.get('span_id', ''))[:8]}"
+    target = str(entry.get("target") or entry.get("event_id") or entry.get("message_id") or "")
+    return (str(entry.get("time", ""))[11:23], span, what, target, result[:60], latency,
+            str(entry.get("identity", "")))  # fmt: skip
+
+
 def job_lines(
     ledger: Ledger, *, state: JobState | None = None, since: str | None = None, limit: int = 50
 ) -> list[JobLine]:

@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from bridge.adapters.azureml import AzureMLJobs
 from bridge.composition import azureml_jobs
+from bridge.inspection import TRAIL_HEADER, trail_row
 from bridge.ledger import EffectState
 from bridge.local.airflow import LocalAirflow
 from bridge.local.stack import Stack, StackOptions, running_stack
@@ -59,9 +60,10 @@ def run(options: StackOptions, *, keep: bool = False, timeout: float = 150.0) ->
             print(f"  stack up in {time.monotonic() - started:.1f}s")
             print(f"  Azure ML emulator profile: {stack.emulator.profile.name}")
             try:
-                steps, details = follow_one_job(stack, timeout)
+                steps, details, job_name = follow_one_job(stack, timeout)
                 print_timeline(steps)
                 print(f"\nThe consumer DAG logged: {details}")
+                print_trail(stack, job_name)
                 steps, details = follow_a_cancellation(stack, timeout)
                 print_timeline(steps, "A long job, canceled in Azure ML Studio")
                 print(f"\nThe failure DAG logged: {details}")
@@ -77,7 +79,9 @@ def run(options: StackOptions, *, keep: bool = False, timeout: float = 150.0) ->
     return 0
 
 
-def follow_one_job(stack: Stack, timeout: float) -> tuple[list[Step], str]:
+def follow_one_job(stack: Stack, timeout: float) -> tuple[list[Step], str, str]:
+    """The producer DAG's job, followed to the consumer DAG: the timeline, the consumer's log
+    line, and the job's name."""
     airflow = stack.airflow
     assert airflow is not None
     airflow.wait_for_dags([PRODUCER, CONSUMER], timeout=60)
@@ -89,7 +93,7 @@ def follow_one_job(stack: Stack, timeout: float) -> tuple[list[Step], str]:
     )
     if "Azure ML job" not in line:
         raise DemoFailed(f"the consumer's log does not report job {job_name}: {line}")
-    return _timeline(stack, t0, run_id, job_name, consumer_run), line
+    return _timeline(stack, t0, run_id, job_name, consumer_run), line, job_name
 
 
 def follow_a_cancellation(stack: Stack, timeout: float) -> tuple[list[Step], str]:
@@ -220,6 +224,19 @@ def print_timeline(steps: list[Step], title: str = "Timeline") -> None:
     print(f"\n{title}")
     for step in steps:
         print(f"  +{(step.at - t0).total_seconds():6.2f}s  {step.what}")
+
+
+def print_trail(stack: Stack, job_name: str) -> None:
+    """The job's audit trail as `bridge show` prints it: each call and decision, one trace."""
+    records = stack.bridge.ledger.trail(job_name)
+    traces = sorted({str(entry.get("trace_id")) for entry in records})
+    print(
+        f"\nAudit trail of {job_name} (trace {', '.join(traces) or '-'}; `bridge show` prints it)"
+    )
+    rows = [TRAIL_HEADER, *(trail_row(entry) for entry in records)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(TRAIL_HEADER))]
+    for row in rows:
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
 
 
 def _explore(stack: Stack, keep: bool) -> None:

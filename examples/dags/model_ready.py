@@ -31,7 +31,9 @@ def azureml_model_ready() -> None:
         jobs = []
         for event in triggering_asset_events.get(TRAINED, []):  # none when run by hand
             job = {field: event.extra.get(field) for field in JOB_FIELDS}
-            log.info("Azure ML job %s %s: %s", job["job_name"], job["status"], job["studio_url"])
+            trace = (job["traceparent"] or "00-?-").split("-")[1]  # the submitting run's trace
+            log.info("Azure ML job %s %s: %s (trace %s)", job["job_name"], job["status"],
+                     job["studio_url"], trace)  # fmt: skip
             jobs.append(job)
         return jobs
 

@@ -116,7 +116,7 @@ def events_of(stack: Stack, uri: str, job_name: str) -> list[Any]:
 
 
 def test_demo_runs_the_whole_loop(loop_stack: Stack) -> None:
-    steps, logged = demo.follow_one_job(loop_stack, timeout=120)
+    steps, logged, _ = demo.follow_one_job(loop_stack, timeout=120)
     names = [step.what for step in steps]
     assert any("created" in n for n in names) and any("job completed" in n for n in names)
     assert any("asset event posted on azureml://bridge-demo/train/completed" in n for n in names)
