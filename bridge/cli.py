@@ -154,11 +154,12 @@ def _dev(args: argparse.Namespace) -> int:
     try:
         with running_stack(_options(args)) as stack:
             assert stack.airflow is not None
-            print(f"Airflow UI      {stack.airflow.base_url}  (admin / admin)")
+            airflow = stack.airflow
+            print(f"Airflow UI      {airflow.base_url}  ({airflow.username} / {airflow.password})")
             print(f"Event webhook   {stack.devhost.webhook_url}")
             print(f"Azure ML (emu)  {stack.emulator.endpoint}")
-            print("Airflow side environment (already set for the local Airflow):")
-            for key, value in stack.queue_env.items():
+            print("The operator's connection (already set for the local Airflow):")
+            for key, value in stack.airflow_connection.items():
                 print(f"  {key}={value}")
             print("Ctrl-C stops everything.")
             while True:

@@ -32,6 +32,12 @@ CONSUMER_TASK = "announce_model"
 LONG_PRODUCER = "azureml_train_long"
 FAILURE_CONSUMER = "azureml_training_failed"
 FAILURE_TASK = "report_failure"
+# Which of the Function App's functions posts the asset event, by who found the outcome.
+_FUNCTION = {
+    "event": "bridge on_azureml_event",
+    "reconcile": "bridge reconcile",
+    "submission": "bridge on_submission",
+}
 _FOUND_BY = {
     "event": "by an Azure ML event",
     "reconcile": "by the reconcile sweep: no event told it",
@@ -50,6 +56,7 @@ class DemoFailed(RuntimeError):
 class Step:
     at: datetime
     what: str
+    who: str = ""  # the process that did it: which Airflow server, which function, Azure ML
 
 
 def run(options: StackOptions, *, keep: bool = False, timeout: float = 150.0) -> int:
@@ -114,8 +121,8 @@ def follow_a_cancellation(stack: Stack, timeout: float) -> tuple[list[Step], str
         airflow, FAILURE_CONSUMER, FAILURE_TASK, job_name, before=before, timeout=timeout
     )
     steps = [
-        Step(t0, f"producer DAG {LONG_PRODUCER} triggered"),
-        Step(canceled_at, "a user cancels the job in Azure ML Studio"),
+        Step(t0, f"producer DAG {LONG_PRODUCER} triggered", "you, REST API"),
+        Step(canceled_at, "a user cancels the job in Azure ML Studio", "Studio user"),
         *_job_steps(stack, job_name, statuses=("Running", "CancelRequested", "Canceled")),
         *_run_steps(airflow, FAILURE_CONSUMER, consumer_run, "logged the cancellation"),
     ]
@@ -140,20 +147,25 @@ def _consumed(
     before: set[str],
     timeout: float,
 ) -> tuple[str, str]:
-    """The consumer run that the job's asset event started, once it succeeded, and its log line."""
-    run = _wait(
-        lambda: next((r for r in airflow.runs(consumer) if r.dag_run_id not in before), None),
-        timeout,
-        f"no {consumer} run appeared for job {job_name}",
-    )
-    state = airflow.wait_for_run(consumer, run.dag_run_id, timeout=60)
-    if state != "success":
-        raise DemoFailed(f"{consumer} run {run.dag_run_id} ended {state}")
-    log_text = airflow.task_log(consumer, run.dag_run_id, task)
-    line = next((ln for ln in log_text.splitlines() if job_name in ln), None)
-    if line is None:
-        raise DemoFailed(f"the log of {consumer} does not mention job {job_name}")
-    return run.dag_run_id, line.strip()
+    """The consumer run that the job's asset event started, once it succeeded, and its log line.
+    Other new runs (another job's event, while tests share the stack) are passed over."""
+    seen: set[str] = set(before)
+
+    def mine() -> tuple[str, str] | None:
+        for run in airflow.runs(consumer):
+            if run.dag_run_id in seen:
+                continue
+            state = airflow.wait_for_run(consumer, run.dag_run_id, timeout=60)
+            if state != "success":
+                raise DemoFailed(f"{consumer} run {run.dag_run_id} ended {state}")
+            seen.add(run.dag_run_id)
+            log_text = airflow.task_log(consumer, run.dag_run_id, task)
+            line = next((ln for ln in log_text.splitlines() if job_name in ln), None)
+            if line is not None:
+                return run.dag_run_id, line.strip()
+        return None
+
+    return _wait(mine, timeout, f"no {consumer} run logged job {job_name}")
 
 
 def _studio(stack: Stack) -> AzureMLJobs:
@@ -166,19 +178,21 @@ def _job_steps(stack: Stack, job_name: str, statuses: tuple[str, ...]) -> list[S
     steps = []
     record = stack.bridge.ledger.get_job(job_name)
     if record and record.accepted_at:
-        steps.append(Step(_parse(record.accepted_at), "bridge accepted the submission (policy ok)"))
+        steps.append(Step(_parse(record.accepted_at), "bridge accepted the submission (policy ok)",
+                          "bridge on_submission"))  # fmt: skip
     job = stack.emulator.job(job_name)
     if job is not None:
-        steps.append(Step(_parse(job.created_at), f"Azure ML job {job_name} created"))
+        steps.append(Step(_parse(job.created_at), f"Azure ML job {job_name} created", "Azure ML"))
         for status, _, wall in job.history:
             if status in statuses:
                 at = datetime.fromtimestamp(wall, UTC)
-                steps.append(Step(at, f"job {_spoken(status)} in Azure ML"))
+                steps.append(Step(at, f"job {_spoken(status)} in Azure ML", "Azure ML"))
     found_by = _FOUND_BY.get(record.via or "", "") if record else ""
+    function = _FUNCTION.get(record.via or "", "bridge") if record else "bridge"
     for effect in stack.bridge.ledger.effects(job_name):
         if effect.state is EffectState.COMPLETED and effect.updated_at:
             what = f"asset event posted on {effect.target}"
-            steps.append(Step(_parse(effect.updated_at), f"{what} ({found_by})"))
+            steps.append(Step(_parse(effect.updated_at), f"{what} ({found_by})", function))
     return steps
 
 
@@ -186,9 +200,10 @@ def _run_steps(airflow: LocalAirflow, dag_id: str, run_id: str, did: str) -> lis
     run = next((r for r in airflow.runs(dag_id) if r.dag_run_id == run_id), None)
     steps = []
     if run is not None and run.start_date:
-        steps.append(Step(run.start_date, f"consumer DAG {dag_id} started"))
+        steps.append(Step(run.start_date, f"consumer DAG {dag_id} started", "Airflow scheduler"))
     if run is not None and run.end_date:
-        steps.append(Step(run.end_date, f"consumer DAG {dag_id} succeeded and {did}"))
+        steps.append(Step(run.end_date, f"consumer DAG {dag_id} succeeded and {did}",
+                          "Airflow worker"))  # fmt: skip
     return steps
 
 
@@ -201,7 +216,7 @@ def _timeline(
 ) -> list[Step]:
     airflow = stack.airflow
     assert airflow is not None
-    steps = [Step(t0, f"producer DAG {PRODUCER} triggered through the REST API")]
+    steps = [Step(t0, f"producer DAG {PRODUCER} triggered through the REST API", "you, REST API")]
     from airflow_client.client import TaskInstanceApi
 
     submit = TaskInstanceApi(airflow.client()).get_task_instance(PRODUCER, run_id, PRODUCER_TASK)
@@ -210,9 +225,13 @@ def _timeline(
         log_text = airflow.task_log(PRODUCER, run_id, PRODUCER_TASK)
         sent = SUBMITTED_IN.search(log_text)
         operator = f"operator {sent.group(1)} ms, " if sent else ""
-        steps.append(Step(submit.start_date, "submit task started on an Airflow worker"))
+        steps.append(Step(submit.start_date, "submit task started", "Airflow worker"))
         steps.append(
-            Step(submit.end_date, f"submission queued ({operator}task instance {took:.2f}s)")
+            Step(
+                submit.end_date,
+                f"submission queued ({operator}task instance {took:.2f}s)",
+                "Airflow worker",
+            )
         )
     steps += _job_steps(stack, job_name, statuses=("Running", "Completed", "Failed", "Canceled"))
     steps += _run_steps(airflow, CONSUMER, consumer_run, "logged the job")
@@ -221,9 +240,10 @@ def _timeline(
 
 def print_timeline(steps: list[Step], title: str = "Timeline") -> None:
     t0 = steps[0].at
+    width = max(len(step.who) for step in steps)
     print(f"\n{title}")
     for step in steps:
-        print(f"  +{(step.at - t0).total_seconds():6.2f}s  {step.what}")
+        print(f"  +{(step.at - t0).total_seconds():6.2f}s  {step.who:<{width}}  {step.what}")
 
 
 def print_trail(stack: Stack, job_name: str) -> None:

@@ -7,6 +7,7 @@ Every port is fresh, so two stacks on one machine do not collide; every process 
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import signal
@@ -75,6 +76,20 @@ class Stack:
             "BRIDGE_AZUREML_WORKSPACE_ID": self.emulator.workspace_id,
         }
 
+    @property
+    def airflow_connection(self) -> dict[str, str]:
+        """The same, as the Airflow connection `azureml_bridge_default` (an `AIRFLOW_CONN_*`
+        variable), which is how the local Airflow's operator finds the queue."""
+        connection = {
+            "conn_type": "azureml_bridge",
+            "schema": self.queue_name,
+            "extra": {
+                "local_queue_connection_string": self.azurite.connection_string,
+                "workspace_id": self.emulator.workspace_id,
+            },
+        }
+        return {"AIRFLOW_CONN_AZUREML_BRIDGE_DEFAULT": json.dumps(connection)}
+
 
 @contextmanager
 def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
@@ -131,7 +146,7 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
                     port=airflow_port,
                     database_url=options.database_url,
                     bridge_password=settings.airflow_password,
-                    extra_env={**running.queue_env, **options.extra_airflow_env},
+                    extra_env={**running.airflow_connection, **options.extra_airflow_env},
                     triggerer=options.airflow_triggerer,
                 )
             )

@@ -22,15 +22,14 @@ from pydantic import ValidationError
 
 from bridge.audit import TraceContext
 from bridge.contracts import CommandJob, Origin, Submission, describe
-from bridge.errors import InvalidSubmission, PermanentError
-from bridge.provider.senders import sender_from_env
+from bridge.errors import ConfigurationError, InvalidSubmission, PermanentError
+from bridge.provider.links import STUDIO_URL_XCOM_KEY, AzureMLStudioLink
+from bridge.provider.senders import WORKSPACE_ID, sender_from_env
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-WORKSPACE_ID = "BRIDGE_AZUREML_WORKSPACE_ID"
 STUDIO_URL = "https://ml.azure.com/runs/{job_name}?wsid={workspace_id}"
-STUDIO_URL_XCOM_KEY = "studio_url"
 TRACEPARENT_XCOM_KEY = "traceparent"
 
 # Azure ML's data bindings (`${{inputs.lr}}`) would otherwise be read as Jinja expressions.
@@ -51,8 +50,12 @@ class SubmitAzureMLJobOperator(BaseOperator):  # type: ignore[misc,unused-ignore
     :param on_canceled: assets that receive an event when the job is canceled.
     :param trigger: per outcome ("completed", "failed", "canceled"), DAG runs to start:
         `{"completed": [{"dag_id": "evaluate", "conf": {...}}]}`. Templated.
-    :param queue_name: the submission queue; default `BRIDGE_SUBMISSION_QUEUE` or "submissions".
-    :param servicebus_namespace: the Service Bus namespace; default `BRIDGE_SERVICEBUS_NAMESPACE`.
+    :param conn_id: the `azureml_bridge` Airflow connection that says where submissions go
+        (Service Bus namespace, queue, workspace id); default `azureml_bridge_default`, used when
+        it exists. Without one, the `BRIDGE_*` environment variables are read as before.
+    :param queue_name: the submission queue; overrides the connection and `BRIDGE_SUBMISSION_QUEUE`.
+    :param servicebus_namespace: the Service Bus namespace; overrides the connection and
+        `BRIDGE_SERVICEBUS_NAMESPACE`.
 
     Returns the Azure ML job name (XCom `return_value`) and pushes the job's Azure ML Studio URL
     as XCom `studio_url` (None unless `BRIDGE_AZUREML_WORKSPACE_ID` is set).
@@ -65,6 +68,7 @@ class SubmitAzureMLJobOperator(BaseOperator):  # type: ignore[misc,unused-ignore
 
     template_fields: Sequence[str] = ("job", "trigger")
     ui_color = "#cfe8fc"
+    operator_extra_links = (AzureMLStudioLink(),)
 
     def __init__(
         self,
@@ -74,6 +78,7 @@ class SubmitAzureMLJobOperator(BaseOperator):  # type: ignore[misc,unused-ignore
         on_failed: Iterable[AssetArgument] = (),
         on_canceled: Iterable[AssetArgument] = (),
         trigger: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+        conn_id: str | None = None,
         queue_name: str | None = None,
         servicebus_namespace: str | None = None,
         **kwargs: Any,
@@ -86,15 +91,17 @@ class SubmitAzureMLJobOperator(BaseOperator):  # type: ignore[misc,unused-ignore
         self.trigger = dict(trigger or {})
         self.queue_name = queue_name
         self.servicebus_namespace = servicebus_namespace
+        self.conn_id = conn_id
 
     def execute(self, context: Context) -> str:
         started = time.monotonic()
         try:
             submission = self.submission(context["ti"])
-            self.send(submission)
+            env = self.environment()
+            self.send(submission, env)
         except PermanentError as exc:
             raise AirflowFailException(str(exc)) from exc
-        url = studio_url(submission.id, os.environ.get(WORKSPACE_ID, "").strip() or None)
+        url = studio_url(submission.id, env.get(WORKSPACE_ID, "").strip() or None)
         self.log.info(
             "Submitted Azure ML job %s (experiment %s) in %.0f ms; trace %s; Studio: %s",
             submission.id, submission.experiment_name, (time.monotonic() - started) * 1000,
@@ -149,8 +156,31 @@ class SubmitAzureMLJobOperator(BaseOperator):  # type: ignore[misc,unused-ignore
             return path
         return Path(self.dag.fileloc).parent / path
 
-    def send(self, submission: Submission) -> None:
-        sender = sender_from_env(queue_name=self.queue_name, namespace=self.servicebus_namespace)
+    def environment(self) -> dict[str, str]:
+        """The settings this task sends with: the connection's, if there is one, over the
+        environment's (`bridge.provider.hooks` gives the order)."""
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        from bridge.provider.hooks import AzureMLBridgeHook
+
+        try:
+            connection = AzureMLBridgeHook.find(self.conn_id)
+        except AirflowNotFoundException as exc:
+            raise ConfigurationError(
+                f"Airflow has no connection {self.conn_id!r} (conn_id=): create it (type "
+                "azureml_bridge) in the UI, as AIRFLOW_CONN_*, or in the secrets backend"
+            ) from exc
+        if connection is None:
+            return dict(os.environ)
+        self.log.info("Sending through Airflow connection %s", connection.conn_id)
+        return connection.environment(os.environ)
+
+    def send(self, submission: Submission, env: Mapping[str, str] | None = None) -> None:
+        sender = sender_from_env(
+            os.environ if env is None else env,
+            queue_name=self.queue_name,
+            namespace=self.servicebus_namespace,
+        )
         try:
             sender.send(submission)
         finally:

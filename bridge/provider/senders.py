@@ -37,6 +37,7 @@ SUBMISSION_QUEUE = "BRIDGE_SUBMISSION_QUEUE"
 SERVICEBUS_NAMESPACE = "BRIDGE_SERVICEBUS_NAMESPACE"
 LOCAL_QUEUE_CONNECTION_STRING = "BRIDGE_LOCAL_QUEUE_CONNECTION_STRING"
 MANAGED_IDENTITY_CLIENT_ID = "AZURE_CLIENT_ID"
+WORKSPACE_ID = "BRIDGE_AZUREML_WORKSPACE_ID"  # the workspace's ARM id: the operator's Studio link
 # Workload identity federation (AKS workload identity sets these three; so can any OIDC issuer's
 # platform: see docs/workload-identity.md), and where Entra ID is for a cloud of one's own.
 FEDERATED_TOKEN_FILE = "AZURE_FEDERATED_TOKEN_FILE"

@@ -23,6 +23,7 @@ import pytest
 import yaml
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
+from cryptography.fernet import Fernet
 
 from bridge.contracts import CommandJob, Submission, YamlJob
 from bridge.local.azurite import Azurite
@@ -374,3 +375,105 @@ def test_invalid_jobs_send_nothing(
 ) -> None:
     sent = submissions_by_dag(queue_envelopes(azurite, "generated"))
     assert sorted(sent) == ["command_job", "mapped_jobs", "mapping_job"]
+
+
+# --- connections: where the operator finds its queue, and in which order ------------------------
+
+CONNECTION_DAGS = """
+from airflow.sdk import dag
+from bridge.contracts import CommandJob
+from bridge.provider import SubmitAzureMLJobOperator
+
+JOB = CommandJob(command="echo hi", environment="azureml:env:1", compute="cpu-cluster")
+
+
+def producer(dag_id, **arguments):
+    @dag(dag_id=dag_id, schedule=None)
+    def send():
+        SubmitAzureMLJobOperator(task_id="submit", job=JOB, **arguments)
+
+    send()
+
+
+producer("by_default_connection")
+producer("by_argument", queue_name="from-argument")
+producer("by_database_connection", conn_id="azureml_bridge_database")
+producer("by_secrets_backend", conn_id="azureml_bridge_vault")
+producer("by_missing_connection", conn_id="azureml_bridge_nowhere")
+"""
+CONNECTION_DAG_IDS = ["by_default_connection", "by_argument", "by_database_connection",
+                      "by_secrets_backend", "by_missing_connection"]  # fmt: skip
+
+
+def bridge_connection(azurite: Azurite, queue: str) -> str:
+    return json.dumps({
+        "conn_type": "azureml_bridge",
+        "schema": queue,
+        "extra": {"local_queue_connection_string": azurite.connection_string,
+                  "workspace_id": WORKSPACE_ID},
+    })  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def connection_runs(
+    azurite: Azurite, migrated_db: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, DagRunResult]:
+    """The same operator, configured five ways. The environment names a queue too ("from-env"),
+    so every submission that lands elsewhere shows what took precedence over it."""
+    root = tmp_path_factory.mktemp("connections")
+    dags = root / "dags"
+    dags.mkdir()
+    (dags / "producers.py").write_text(textwrap.dedent(CONNECTION_DAGS))
+    vault = root / "connections.json"  # Airflow's local-file secrets backend
+    vault.write_text(json.dumps({"azureml_bridge_vault": json.loads(
+        bridge_connection(azurite, "from-secrets-backend"))}))  # fmt: skip
+    extra = {
+        "BRIDGE_LOCAL_QUEUE_CONNECTION_STRING": azurite.connection_string,
+        "BRIDGE_SUBMISSION_QUEUE": "from-env",
+        "AIRFLOW_CONN_AZUREML_BRIDGE_DEFAULT": bridge_connection(azurite, "from-connection"),
+        "AIRFLOW__SECRETS__BACKEND": "airflow.secrets.local_filesystem.LocalFilesystemBackend",
+        "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps({"connections_file_path": str(vault)}),
+        # Connections in the database are encrypted: the CLI that adds one and the run that
+        # reads it must share a key (each Airflow home would otherwise make its own).
+        "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+    }
+    # One connection in the metadata database, added as an operator would with the CLI.
+    home = root / "prepared"
+    home.mkdir()
+    shutil.copy(migrated_db, home / "airflow.db")
+    subprocess.run(
+        [str(AIRFLOW_PYTHON), "-m", "airflow", "connections", "add", "azureml_bridge_database",
+         "--conn-json", bridge_connection(azurite, "from-database")],
+        env=airflow_env(home, dags_folder=dags, extra=extra), check=True, capture_output=True,
+        timeout=120,
+    )  # fmt: skip
+    return run_dags(root, home / "airflow.db", dags / "producers.py", CONNECTION_DAG_IDS, extra)
+
+
+def test_connections_take_precedence_over_the_environment_and_arguments_over_both(
+    azurite: Azurite, connection_runs: dict[str, DagRunResult]
+) -> None:
+    landed = {queue: sorted(submissions_by_dag(queue_envelopes(azurite, queue)))
+              for queue in ("from-connection", "from-argument", "from-database",
+                            "from-secrets-backend", "from-env")}  # fmt: skip
+    assert landed == {
+        "from-connection": ["by_default_connection"],  # AIRFLOW_CONN_* over BRIDGE_* variables
+        "from-argument": ["by_argument"],  # queue_name= over the connection
+        "from-database": ["by_database_connection"],  # the metadata database
+        "from-secrets-backend": ["by_secrets_backend"],  # a secrets backend
+        "from-env": [],
+    }
+    sent = connection_runs["by_default_connection"]
+    assert sent.state == "success"
+    assert "Sending through Airflow connection azureml_bridge_default" in sent.log
+    # The connection's workspace id gives the Studio link.
+    assert sent.xcom("submit", "studio_url").endswith(f"?wsid={WORKSPACE_ID}")
+
+
+def test_a_connection_named_but_missing_fails_the_task_naming_it(
+    connection_runs: dict[str, DagRunResult],
+) -> None:
+    missing = connection_runs["by_missing_connection"]
+    assert missing.state == "failed"
+    assert missing.task("submit")["try_number"] == 1
+    assert "Airflow has no connection 'azureml_bridge_nowhere'" in missing.log
