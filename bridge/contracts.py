@@ -203,6 +203,15 @@ class Submission(_Model):
     job: Job
     on: AssetRoutes = Field(default_factory=AssetRoutes)
     trigger: TriggerRoutes = Field(default_factory=TriggerRoutes)
+    partition_key: Annotated[
+        str | None,
+        Field(
+            max_length=250,
+            pattern=r"\S",
+            description="Partition of the asset events this job's outcome posts (Airflow 3.2+ "
+            "partitioned assets); the operator renders it from a template such as {{ ds }}",
+        ),
+    ] = None
     traceparent: Annotated[
         str | None,
         Field(
@@ -215,6 +224,13 @@ class Submission(_Model):
     def id(self) -> str:
         """The submission id, which is also the Azure ML job name."""
         return job_name(self.origin)
+
+    @property
+    def declares_outputs(self) -> bool:
+        """Whether the job names outputs of its own (then its completion reports where they are)."""
+        if isinstance(self.job, CommandJob):
+            return bool(self.job.outputs)
+        return bool(self.job.spec.get("outputs"))
 
     @property
     def experiment_name(self) -> str:

@@ -9,11 +9,13 @@ twice.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from bridge.contracts import Origin, Outcome, Route
+from bridge.ports import JobOutput
 
 
 class EffectKind(StrEnum):
@@ -37,6 +39,9 @@ class Fact:
     reason: str | None = None
     via: str = "event"  # who found the outcome: "event", "reconcile", or "submission"
     traceparent: str | None = None  # the span that routed it: the downstream run continues it
+    # The job's named outputs as Azure ML reports them (None: not read, the job declared none).
+    outputs: Mapping[str, JobOutput] | None = None
+    partition_key: str | None = None  # the submission's: every asset event of the job gets it
 
     def extra(self) -> dict[str, Any]:
         extra: dict[str, Any] = {
@@ -55,6 +60,13 @@ class Fact:
             extra["reason"] = self.reason
         if self.traceparent:
             extra["traceparent"] = self.traceparent
+        if self.partition_key is not None:
+            extra["partition_key"] = self.partition_key
+        if self.outputs is not None:
+            extra["outputs"] = {
+                name: {"type": output.type, "uri": output.uri}
+                for name, output in sorted(self.outputs.items())
+            }
         return extra
 
 

@@ -7,10 +7,19 @@ fix (network, 5xx, 429, expired token), `PermanentError` for what it cannot (4xx
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bridge.contracts import Submission
+
+
+@dataclass(frozen=True)
+class JobOutput:
+    """One named output of a job as Azure ML reports it. `uri` is None where Azure ML leaves it
+    empty (public recordings show that for outputs declared without a path)."""
+
+    type: str | None
+    uri: str | None
 
 
 @dataclass(frozen=True)
@@ -20,6 +29,7 @@ class CreatedJob:
     name: str
     status: str | None
     studio_url: str | None
+    outputs: Mapping[str, JobOutput] = field(default_factory=dict)
 
 
 class Jobs(Protocol):
@@ -37,8 +47,11 @@ class Jobs(Protocol):
 class Airflow(Protocol):
     """The effects the bridge has on Airflow, through its REST API."""
 
-    def post_asset_event(self, uri: str, extra: Mapping[str, Any]) -> None:
-        """Record an asset event; `PermanentError` if no DAG references the asset."""
+    def post_asset_event(
+        self, uri: str, extra: Mapping[str, Any], partition_key: str | None = None
+    ) -> None:
+        """Record an asset event (of one partition, if given); `PermanentError` if no DAG
+        references the asset."""
         ...
 
     def asset_event_posted(self, uri: str, effect_id: str, since: float) -> bool:

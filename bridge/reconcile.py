@@ -130,7 +130,8 @@ class Reconciler:
         outcome = _OUTCOMES.get(status)
         if outcome is None:
             return self._postpone(watch, "running")
-        report = self.bridge.conclude(record, Finding(outcome, status, via="reconcile"))
+        finding = Finding(outcome, status, via="reconcile", outputs=found.outputs)
+        report = self.bridge.conclude(record, finding)
         self.bridge.ledger.unwatch(record.name)
         log.info("reconcile %s: %s (%s)", record.name, status, report.result.value)
         return "concluded"

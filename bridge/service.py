@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -23,6 +23,7 @@ from bridge.contracts import (
     TAG_SUBMISSION,
     TAG_TRACEPARENT,
     Outcome,
+    Route,
     Submission,
     is_job_name,
 )
@@ -37,7 +38,7 @@ from bridge.errors import (
 from bridge.events import JobEvent
 from bridge.ledger import Busy, JobRecord, JobState, Ledger, Settled, now_iso
 from bridge.policy import Policy
-from bridge.ports import Airflow, Jobs
+from bridge.ports import Airflow, JobOutput, Jobs
 from bridge.signing import Keyring
 
 _TERMINAL_STATE = {
@@ -60,6 +61,7 @@ class Finding:
     experiment: str | None = None
     workspace: str | None = None
     reason: str | None = None
+    outputs: Mapping[str, JobOutput] | None = None  # when the finder read the job already
 
 
 class Result(StrEnum):
@@ -295,6 +297,7 @@ class Bridge:
             detail = "the submission was rejected: no job ran"
             decide(Decision.IGNORED, f"job {record.name}: {detail}", via=finding.via, reason=detail)
             return Report(Result.IGNORED, record.name, detail)
+        route = record.submission.route(finding.outcome)
         fact = Fact(
             job_name=record.name,
             outcome=finding.outcome,
@@ -308,14 +311,31 @@ class Bridge:
             reason=finding.reason,
             via=finding.via,
             traceparent=current_traceparent(),
+            outputs=self._outputs(record, finding, route),
+            partition_key=record.submission.partition_key,
         )
-        performed = self._perform_all(plan(fact, record.submission.route(finding.outcome)))
+        performed = self._perform_all(plan(fact, route))
         self.ledger.update_job(
             record.name, _TERMINAL_STATE[finding.outcome], finished_at=now_iso(), via=finding.via
         )
         # The job stays on the watch list until a sweep finds it due and drops it ("closed"):
         # reconciliation keeps its own index, and the event path saves a round trip.
         return Report(Result.HANDLED, record.name, finding.outcome.value, performed)
+
+    def _outputs(
+        self, record: JobRecord, finding: Finding, route: Route
+    ) -> Mapping[str, JobOutput] | None:
+        """Where a completed job's named outputs are, for the downstream DAG: one read of the job
+        from Azure ML (events do not carry outputs), unless reconciliation just read it. Jobs
+        that declare no outputs, other outcomes, and empty routes cost nothing."""
+        if finding.outcome is not Outcome.COMPLETED or route.is_empty:
+            return None
+        if finding.outputs is not None:
+            return finding.outputs
+        if not record.submission.declares_outputs:
+            return None
+        found = self.jobs.find(record.name)
+        return found.outputs if found is not None else {}
 
     def reject_event(self, event_id: str | None, reason: str, raw: Any) -> Report:
         """Record an event that cannot be read, so it is never silently lost; never retried."""
@@ -391,7 +411,9 @@ class Bridge:
 
     def _apply(self, effect: Effect) -> None:
         if effect.kind is EffectKind.ASSET_EVENT:
-            self.airflow.post_asset_event(effect.target, effect.extra())
+            self.airflow.post_asset_event(
+                effect.target, effect.extra(), partition_key=effect.fact.partition_key
+            )
             decide(
                 Decision.EFFECT_PERFORMED, f"asset event on {effect.target}",
                 effect=effect.id, kind=effect.kind.value, target=effect.target,

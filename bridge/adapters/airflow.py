@@ -93,12 +93,16 @@ class AirflowRest:
 
     # -- the port -------------------------------------------------------------------------------
 
-    def post_asset_event(self, uri: str, extra: Mapping[str, Any]) -> None:
+    def post_asset_event(
+        self, uri: str, extra: Mapping[str, Any], partition_key: str | None = None
+    ) -> None:
         from airflow_client.client import AssetApi, CreateAssetEventsBody
         from airflow_client.client.exceptions import NotFoundException
 
         asset_id = self.asset_id(uri)
-        body = CreateAssetEventsBody(asset_id=asset_id, extra=dict(extra))
+        body = CreateAssetEventsBody(
+            asset_id=asset_id, extra=dict(extra), partition_key=partition_key
+        )
         try:
             self._call(
                 "create_asset_event",

@@ -29,7 +29,7 @@ from azure.core.exceptions import (
 from bridge import audit
 from bridge.contracts import CommandJob, JobInput, Submission, YamlJob
 from bridge.errors import InvalidSubmission, PermanentError, TransientError, retry_after_seconds
-from bridge.ports import CreatedJob
+from bridge.ports import CreatedJob, JobOutput
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -215,10 +215,20 @@ def _note_response(response: Any) -> None:
 
 def _created_job(job: Any) -> CreatedJob:
     status = getattr(job.status, "value", job.status)
+    # azure-ai-ml maps the resource's outputs.<name>.uri to Output.path, jobOutputType to .type.
+    outputs = {
+        str(name): JobOutput(
+            type=None if output.type is None else str(output.type),
+            uri=None if output.path is None else str(output.path),
+        )
+        for name, output in (getattr(job, "outputs", None) or {}).items()
+        if output is not None
+    }
     return CreatedJob(
         name=str(job.name),
         status=None if status is None else str(status),
         studio_url=job.studio_url,
+        outputs=outputs,
     )
 
 

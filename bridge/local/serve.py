@@ -35,8 +35,10 @@ class CrashingAirflow:
         self.probability = probability
         self._random = random.Random(seed)
 
-    def post_asset_event(self, uri: str, extra: Mapping[str, Any]) -> None:
-        self.inner.post_asset_event(uri, extra)
+    def post_asset_event(
+        self, uri: str, extra: Mapping[str, Any], partition_key: str | None = None
+    ) -> None:
+        self.inner.post_asset_event(uri, extra, partition_key)
         self._maybe_die()
 
     def asset_event_posted(self, uri: str, effect_id: str, since: float) -> bool:

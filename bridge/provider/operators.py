@@ -50,6 +50,8 @@ class SubmitAzureMLJobOperator(BaseOperator):  # type: ignore[misc,unused-ignore
     :param on_canceled: assets that receive an event when the job is canceled.
     :param trigger: per outcome ("completed", "failed", "canceled"), DAG runs to start:
         `{"completed": [{"dag_id": "evaluate", "conf": {...}}]}`. Templated.
+    :param partition_key: the partition of the asset events the job's outcome posts, for
+        consumers on a `PartitionedAssetTimetable` (Airflow 3.2+). Templated: `"{{ ds }}"`.
     :param conn_id: the `azureml_bridge` Airflow connection that says where submissions go
         (Service Bus namespace, queue, workspace id); default `azureml_bridge_default`, used when
         it exists. Without one, the `BRIDGE_*` environment variables are read as before.
@@ -66,7 +68,7 @@ class SubmitAzureMLJobOperator(BaseOperator):  # type: ignore[misc,unused-ignore
     without retries; a queue that cannot be reached fails it with retries.
     """
 
-    template_fields: Sequence[str] = ("job", "trigger")
+    template_fields: Sequence[str] = ("job", "trigger", "partition_key")
     ui_color = "#cfe8fc"
     operator_extra_links = (AzureMLStudioLink(),)
 
@@ -78,6 +80,7 @@ class SubmitAzureMLJobOperator(BaseOperator):  # type: ignore[misc,unused-ignore
         on_failed: Iterable[AssetArgument] = (),
         on_canceled: Iterable[AssetArgument] = (),
         trigger: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+        partition_key: str | None = None,
         conn_id: str | None = None,
         queue_name: str | None = None,
         servicebus_namespace: str | None = None,
@@ -92,6 +95,7 @@ class SubmitAzureMLJobOperator(BaseOperator):  # type: ignore[misc,unused-ignore
         self.queue_name = queue_name
         self.servicebus_namespace = servicebus_namespace
         self.conn_id = conn_id
+        self.partition_key = partition_key
 
     def execute(self, context: Context) -> str:
         started = time.monotonic()
@@ -129,6 +133,7 @@ class SubmitAzureMLJobOperator(BaseOperator):  # type: ignore[misc,unused-ignore
             },
             "trigger": self.trigger,
             "traceparent": task_traceparent(),
+            "partition_key": self.partition_key or None,
         }
         try:
             submission = Submission.model_validate(fields)

@@ -1,7 +1,8 @@
 """Consumer: runs when an Azure ML training job completes, and reads the job from the asset event.
 
 The bridge posts the event; its `extra` names the job, its status, Studio URL and Airflow origin,
-and the trace (`traceparent`) that ties this run to the one that submitted the job.
+the trace (`traceparent`) that ties this run to the one that submitted the job, and where Azure ML
+put the job's named outputs (`outputs`).
 """
 
 import logging
@@ -21,6 +22,7 @@ JOB_FIELDS = (
     "submission_id",
     "origin",
     "traceparent",  # the trace of the DAG run that submitted the job (see docs/security.md)
+    "outputs",  # where Azure ML put the job's named outputs: {"model": {"type", "uri"}}
 )
 
 
@@ -34,6 +36,11 @@ def azureml_model_ready() -> None:
             trace = (job["traceparent"] or "00-?-").split("-")[1]  # the submitting run's trace
             log.info("Azure ML job %s %s: %s (trace %s)", job["job_name"], job["status"],
                      job["studio_url"], trace)  # fmt: skip
+            # The model's location, as Azure ML reports it: no call to Azure ML from here. Azure
+            # ML may leave a declared output's uri empty (docs/azure-behaviour.md).
+            model = (job["outputs"] or {}).get("model") or {}
+            where = model.get("uri") or "(not reported)"
+            log.info("model output of %s: %s", job["job_name"], where)
             jobs.append(job)
         return jobs
 

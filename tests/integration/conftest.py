@@ -57,7 +57,8 @@ def loop_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(options) as stack:
         assert stack.airflow is not None
         stack.airflow.wait_for_dags(
-            ["azureml_train", "azureml_model_ready", "loop_assets", "loop_triggered"],
+            ["azureml_train", "azureml_model_ready", "loop_assets", "loop_triggered",
+             "loop_partitioned_consumer"],
             timeout=90,
         )
         yield stack

@@ -14,14 +14,14 @@ import pytest
 from bridge.adapters.airflow import AirflowRest
 from bridge.audit import JsonFormatter, TraceContext
 from bridge.composition import build
-from bridge.contracts import TAG_TRACEPARENT, Outcome, Submission
+from bridge.contracts import TAG_TRACEPARENT, JobOutput, Outcome, Submission
 from bridge.errors import BridgeError
 from bridge.local.credential import LocalCredential
 from bridge.local.stack import Stack
 from bridge.provider.senders import StorageQueueSender
 from bridge.reconcile import Reconciler
 from bridge.service import Finding, Result
-from tests.integration.conftest import eventually, job_tags, own_ledger, run_bridge
+from tests.integration.conftest import eventually, job_events, job_tags, own_ledger, run_bridge
 
 pytestmark = pytest.mark.integration
 
@@ -80,6 +80,11 @@ def test_one_trace_from_the_dag_run_to_the_downstream_run(loop_stack: Stack) -> 
     downstream = eventually(consumed, timeout=120, what=f"azureml_model_ready run for {job}")
     routed = TraceContext.parse(downstream["traceparent"])
     assert routed is not None and routed.trace_id == sent.trace_id
+    # The same event tells the consumer where the job's model output is (documented profile).
+    assert downstream["outputs"]["model"] == {
+        "type": "uri_folder",
+        "uri": f"azureml://datastores/workspaceblobstore/paths/azureml/{job}/model/",
+    }
 
     # The job carries the bridge's span as a tag, in the same trace.
     tagged = TraceContext.parse(job_tags(loop_stack, job)[TAG_TRACEPARENT])
@@ -88,6 +93,8 @@ def test_one_trace_from_the_dag_run_to_the_downstream_run(loop_stack: Stack) -> 
     records = trail_until(loop_stack, job, "effect-performed")
     assert {entry["trace_id"] for entry in records} == {sent.trace_id}
     decisions = [entry["decision"] for entry in records if entry["record"] == "decision"]
+    # The outputs cost one audited read of the job, in the event's span.
+    assert any(e.get("operation") == "jobs.get" and e["span"] == "event" for e in records)
     for expected in ("accepted", "created", "event-received", "effect-performed"):
         assert expected in decisions, decisions
     assert (
@@ -140,7 +147,9 @@ def test_reconciliation_continues_the_trace_of_the_submission(loop_stack: Stack)
     job = submission(sent.traceparent)
     assert bridge.submit(job.to_json().encode(), job.id).result is Result.CREATED
     loop_stack.emulator.wait_for_status(job.id, ["Completed"], timeout=30)
-    assert Reconciler(bridge).sweep().jobs == {job.id: "concluded"}
+    # Due 0.1 s after acceptance: a fast job may complete before that, so sweep until it is.
+    swept_jobs = eventually(lambda: Reconciler(bridge).sweep().jobs, timeout=10, what="a sweep")
+    assert swept_jobs == {job.id: "concluded"}
     records = bridge.ledger.trail(job.id)
     assert {entry["trace_id"] for entry in records} == {sent.trace_id}
     swept = [entry for entry in records if entry["span"] == "reconcile"]
@@ -228,3 +237,23 @@ def test_no_configured_secret_appears_in_any_log_record_or_error(
         assert len(value) >= 16, name
         leaks = [line for line in every_record + errors if value in line]
         assert not leaks, f"{name} appears in {len(leaks)} record(s): {leaks[0][:300]}"
+
+
+def test_reconciliation_shares_its_read_of_the_job_with_the_outputs(loop_stack: Stack) -> None:
+    """Found by the sweep, a completed job's outputs come from the sweep's own read: one
+    `jobs.get` in the reconcile span, none more for the outputs."""
+    bridge = build(own_ledger(loop_stack, "outputs", reconcile_after_seconds=0.1))
+    job = submission(TraceContext.new().traceparent, command="echo m > ${{outputs.model}}/m.txt")
+    job = job.model_copy(update={"job": job.job.model_copy(  # type: ignore[union-attr]
+        update={"outputs": {"model": JobOutput(type="uri_folder")}})})  # fmt: skip
+    assert bridge.submit(job.to_json().encode(), job.id).result is Result.CREATED
+    loop_stack.emulator.wait_for_status(job.id, ["Completed"], timeout=30)
+    # Due 0.1 s after acceptance: a fast job may complete before that, so sweep until it is.
+    swept_jobs = eventually(lambda: Reconciler(bridge).sweep().jobs, timeout=10, what="a sweep")
+    assert swept_jobs == {job.id: "concluded"}
+    swept = [e for e in bridge.ledger.trail(job.id) if e["span"] == "reconcile"]
+    assert [e["operation"] for e in swept if e["record"] == "call" and e["system"] == "azureml"] \
+        == ["jobs.get"]  # fmt: skip
+    [routed] = job_events(loop_stack, DONE, job.id)
+    assert routed.extra["via"] == "reconcile"
+    assert routed.extra["outputs"]["model"]["uri"].endswith(f"/azureml/{job.id}/model/")

@@ -47,7 +47,9 @@ SCENARIOS: dict[str, tuple[dict[str, Any], str, str]] = {
     "cancel": (command("sleep 120"), CANCELED, "Canceled"),
     "reject": (command("echo never", compute="gpu-monster"), FAILED, "Rejected"),
     "pipeline": (PIPELINE, DONE, "Completed"),
-}
+    "outputs": ({**command("echo trained > ${{outputs.model}}/model.txt"),
+                 "outputs": {"model": {"type": "uri_folder"}}}, DONE, "Completed"),
+}  # fmt: skip
 
 
 @pytest.fixture
@@ -125,8 +127,24 @@ def test_every_outcome_reaches_airflow_exactly_once(loop_stack: Stack, profile: 
     triggered = [r.dag_run_id for r in airflow.runs("loop_triggered") if r.dag_run_id in {
         f"azureml__{job.id}__completed" for job in jobs.values()}]  # fmt: skip
     assert sorted(triggered) == sorted(
-        f"azureml__{jobs[name].id}__completed" for name in ("complete", "pipeline")
+        f"azureml__{jobs[name].id}__completed" for name in ("complete", "pipeline", "outputs")
     )
+    # Where the outputs are, as each profile's Azure ML reports them; no read for a job that
+    # declares none. The REST spec's examples fill the uri; real recordings leave it null and add
+    # the run's artifact folder as `default` (docs/azure-behaviour.md).
+    [produced] = job_events(loop_stack, DONE, jobs["outputs"].id)
+    name = jobs["outputs"].id
+    if profile.name == "observed":
+        assert produced.extra["outputs"] == {
+            "default": {"type": "uri_folder", "uri":
+                        f"azureml://datastores/workspaceartifactstore/ExperimentRun/dcid.{name}"},
+            "model": {"type": "uri_folder", "uri": None},
+        }  # fmt: skip
+    else:
+        assert produced.extra["outputs"] == {"model": {"type": "uri_folder", "uri":
+            f"azureml://datastores/workspaceblobstore/paths/azureml/{name}/model/"}}  # fmt: skip
+    [plain] = job_events(loop_stack, DONE, jobs["complete"].id)
+    assert "outputs" not in plain.extra
     assert via["reject"] == "submission"
     if profile.name == "lossy":  # the profile did lose, double or hold back some of these events
         faults = [d for d in loop_stack.emulator.events

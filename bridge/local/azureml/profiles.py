@@ -38,6 +38,12 @@ class Profile:
     time_style: Literal["python", "azure"] = "python"  # azure: 7 fractional digits
     data_version: str = ""
     loss: Loss = field(default_factory=Loss)
+    # A job's outputs in GET jobs/{name}. The REST spec's examples fill every `uri`; recordings
+    # from real workspaces (azure-sdk-for-python, sdk/ml/azure-ai-ml/tests/recordings) leave it
+    # null for an output declared without a path, even once the job completed, and add a
+    # `default` output (the run's artifact folder) to command jobs. docs/azure-behaviour.md.
+    output_uris: Literal["filled", "null"] = "filled"
+    default_output: bool = False
 
 
 DOCUMENTED = Profile("documented", status_changed=DOCUMENTED_STATUSES)
@@ -47,6 +53,8 @@ OBSERVED = Profile(
     run_completed_tags_key="RunTags",
     time_style="azure",
     data_version="2",
+    output_uris="null",
+    default_output=True,
 )
 LOSSY = Profile(
     "lossy",

@@ -429,6 +429,7 @@ class AzureMLEmulator(Lifecycle):
         properties = job.properties
         studio = f"https://ml.azure.com/runs/{job.name}?wsid={self.workspace_id}"
         properties["status"] = job.status
+        properties["outputs"] = self._outputs(job)
         properties["services"] = {
             **(properties.get("services") or {}),
             "Studio": {"jobServiceType": "Studio", "endpoint": studio, "status": None},
@@ -440,6 +441,33 @@ class AzureMLEmulator(Lifecycle):
             "properties": properties,
             "systemData": {"createdAt": job.created_at, "createdBy": "local-emulator"},
         }
+
+    def _outputs(self, job: EmulatedJob) -> dict[str, Any]:
+        """The job's outputs as the service reports them: every field named, the mode defaulted,
+        and `uri` filled or left null by the profile (see `Profile.output_uris`)."""
+        reported: dict[str, Any] = {}
+        for name, output in (job.properties.get("outputs") or {}).items():
+            uri = output.get("uri")
+            if not uri and self.profile.output_uris == "filled":
+                uri = f"azureml://datastores/workspaceblobstore/paths/azureml/{job.name}/{name}/"
+            reported[name] = {
+                "description": output.get("description"),
+                "uri": uri or None,
+                "assetName": output.get("assetName"),
+                "assetVersion": output.get("assetVersion"),
+                "mode": output.get("mode") or "ReadWriteMount",
+                "jobOutputType": output.get("jobOutputType") or "uri_folder",
+            }
+        if self.profile.default_output and job.job_type == "Command":
+            reported["default"] = {
+                "description": None,
+                "uri": f"azureml://datastores/workspaceartifactstore/ExperimentRun/dcid.{job.name}",
+                "assetName": None,
+                "assetVersion": None,
+                "mode": "ReadWriteMount",
+                "jobOutputType": "uri_folder",
+            }
+        return reported
 
     # -- running a job ---------------------------------------------------------------------------
 

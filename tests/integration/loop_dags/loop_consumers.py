@@ -7,7 +7,7 @@ listed events started is still queued (apache/airflow#71360), and the tests list
 
 from typing import Any
 
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import Asset, PartitionedAssetTimetable, dag, task
 
 DONE = Asset("azureml://bridge-tests/loop/completed")
 FAILED = Asset("azureml://bridge-tests/loop/failed")
@@ -52,3 +52,21 @@ def loop_coalescing_consumer() -> None:
 
 
 loop_coalescing_consumer()
+
+
+# Partitioned (Airflow 3.2+): a run per partition key of the asset events the bridge posts.
+PARTITIONED = Asset("azureml://bridge-tests/loop/partitioned")
+
+
+@dag(schedule=PartitionedAssetTimetable(assets=PARTITIONED))
+def loop_partitioned_consumer() -> None:
+    @task
+    def key(**context: Any) -> Any:
+        events = (context.get("triggering_asset_events") or {}).get(PARTITIONED, [])
+        return {"partition_key": context["dag_run"].partition_key,
+                "jobs": [str(event.extra.get("job_name")) for event in events]}  # fmt: skip
+
+    key()
+
+
+loop_partitioned_consumer()
