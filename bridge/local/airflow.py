@@ -478,11 +478,20 @@ class LocalAirflow(Lifecycle):
         self._poll(settled, timeout, lambda: f"{dag_id} runs: {[r.state.value for r in found]}")
         return found
 
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+    def xcom(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        key: str = "return_value",
+        map_index: int = -1,
+    ) -> Any:
         """A task's XCom value, deserialized by Airflow."""
         from airflow_client.client import XComApi
 
-        entry = XComApi(self.client()).get_xcom_entry(dag_id, task_id, run_id, key)
+        entry = XComApi(self.client()).get_xcom_entry(
+            dag_id, task_id, run_id, key, map_index=map_index
+        )
         return entry.actual_instance.value  # type: ignore[union-attr]
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
