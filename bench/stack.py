@@ -46,7 +46,9 @@ for peer, uris in CONFIG["consumed"].items():
             from queue_watcher import StorageQueueTrigger
 
             trigger = StorageQueueTrigger(
-                connection_string=os.environ["BRIDGE_LOCAL_QUEUE_CONNECTION_STRING"],
+                # Azurite's queue, from the connection the local stack gives its Airflow.
+                connection_string=json.loads(os.environ["AIRFLOW_CONN_AZUREML_BRIDGE_DEFAULT"])[
+                    "extra"]["local_queue_connection_string"],
                 queue=CONFIG["watch_queue"].format(index=index),
                 poll_interval=CONFIG["watch_poll_seconds"],
             )
