@@ -125,7 +125,6 @@ class Span:
 
     operation: str
     context: TraceContext
-    parent: TraceContext | None
     job: str | None
     entries: list[dict[str, Any]] = field(default_factory=list)
     dropped: int = 0
@@ -167,7 +166,7 @@ class Audit:
         **attributes: str,
     ) -> Iterator[Span]:
         opened = self.spans.start(operation, parent, {"job": job or "", **attributes})
-        span = Span(operation, opened.context, parent, job)
+        span = Span(operation, opened.context, job)
         token = _current.set(span)
         error: str | None = None
         try:

@@ -23,6 +23,7 @@ from bridge.signing import Keyring
 from bridge.webhook import Gate
 
 if TYPE_CHECKING:
+    from bridge.adapters.airflow import AirflowRest
     from bridge.adapters.azureml import AzureMLJobs
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -30,7 +31,6 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def build(settings: Settings) -> Bridge:
     settings.require()
-    from bridge.adapters.airflow import AirflowRest
     from bridge.ledger.table import TableLedger
 
     credential = credential_for(settings)
@@ -47,16 +47,24 @@ def build(settings: Settings) -> Bridge:
         ledger=ledger,
         audit=Audit(spans=spans_for(settings, credential), keep=ledger.add_trail),
         jobs=azureml_jobs(settings, credential),
-        airflow=AirflowRest(
-            settings.airflow_url,
-            settings.airflow_username,
-            settings.airflow_password,
-            token=settings.airflow_token,
-        ),
+        airflow=airflow_for(settings),
         policy=Policy.from_json(settings.policy_json),
         keys=Keyring(settings.signing_key, settings.signing_key_previous),
         workspace=settings.azureml_workspace,
         reconcile_after=settings.reconcile_after_seconds,
+    )
+
+
+def airflow_for(settings: Settings, *, timeout: float = 10.0) -> AirflowRest:
+    """The Airflow adapter these settings name: the bridge's user, or its static API token."""
+    from bridge.adapters.airflow import AirflowRest
+
+    return AirflowRest(
+        settings.airflow_url,
+        settings.airflow_username,
+        settings.airflow_password,
+        token=settings.airflow_token,
+        timeout=timeout,
     )
 
 
@@ -125,22 +133,27 @@ def webhook_gate() -> Gate | None:
 
 
 def identity_of(settings: Settings) -> str:
-    """The identity the audit trail names for Azure calls: a client id, never a secret."""
+    """The identity the audit trail names for Azure calls (the one `credential_for` picks): a
+    client id, never a secret."""
+    if _emulated(settings):
+        return "local emulator token"
     if settings.managed_identity_client_id:
         return f"managed identity {settings.managed_identity_client_id}"
-    endpoint = settings.azureml_endpoint
-    if endpoint and urlparse(endpoint).hostname in _LOOPBACK:
-        return "local emulator token"
     return "default credential"
 
 
 def credential_for(settings: Settings) -> TokenCredential:
     """The managed identity in Azure; a fixed token only for an Azure ML emulator on loopback."""
-    endpoint = settings.azureml_endpoint
-    if endpoint and urlparse(endpoint).hostname in _LOOPBACK:
+    if _emulated(settings):
         from bridge.local.credential import LocalCredential
 
         return LocalCredential()
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential(managed_identity_client_id=settings.managed_identity_client_id)
+
+
+def _emulated(settings: Settings) -> bool:
+    """Whether Azure ML is the local emulator on loopback (which takes the local token)."""
+    endpoint = settings.azureml_endpoint
+    return bool(endpoint) and urlparse(endpoint).hostname in _LOOPBACK

@@ -89,6 +89,10 @@ class Effect:
     def extra(self) -> dict[str, Any]:
         return {**self.fact.extra(), "effect_id": f"{self.fact.job_name}/{self.id}"}
 
+    def named(self) -> dict[str, str]:
+        """How the audit trail names this effect."""
+        return {"effect": self.id, "kind": self.kind.value, "target": self.target}
+
 
 def effect_id(outcome: Outcome, kind: EffectKind, target: str) -> str:
     """Stable across redeliveries; also a valid Table Storage row key (no / \\ # ?)."""

@@ -60,11 +60,10 @@ def scopes(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
 def _airflow(settings: Settings) -> list[str]:
     """Whether Airflow's API answers the bridge's identity: a token issued to the configured user
     (or the static token taken), then one authorized read."""
-    from bridge.adapters.airflow import AirflowRest
+    from bridge.composition import airflow_for
 
     try:
-        AirflowRest(settings.airflow_url, settings.airflow_username, settings.airflow_password,
-                    token=settings.airflow_token, timeout=5).check()  # fmt: skip
+        airflow_for(settings, timeout=5).check()
     except BridgeError as exc:
         return [str(exc)]
     return []

@@ -362,10 +362,8 @@ class Bridge:
     def _perform_once(self, effect: Effect) -> int:
         claim = self.ledger.claim(effect, self.clock(), self.lease_seconds)
         if isinstance(claim, Settled):
-            decide(
-                Decision.DUPLICATE_SKIPPED, f"effect on {effect.target} already {claim.state}",
-                effect=effect.id, kind=effect.kind.value, target=effect.target,
-            )  # fmt: skip
+            summary = f"effect on {effect.target} already {claim.state}"
+            decide(Decision.DUPLICATE_SKIPPED, summary, **effect.named())
             return 0
         if isinstance(claim, Busy):
             wait = max(1.0, claim.lease_until - self.clock())
@@ -375,7 +373,7 @@ class Bridge:
                 decide(
                     Decision.DUPLICATE_SKIPPED,
                     f"effect on {effect.target} was performed by an earlier attempt",
-                    effect=effect.id, kind=effect.kind.value, target=effect.target,
+                    **effect.named(),
                     reason="performed by an earlier attempt",
                 )  # fmt: skip
             else:
@@ -384,7 +382,7 @@ class Bridge:
             self.ledger.fail(claim, str(exc))
             decide(
                 Decision.REJECTED, f"effect on {effect.target} failed for good: {exc}",
-                effect=effect.id, kind=effect.kind.value, target=effect.target, reason=str(exc),
+                **effect.named(), reason=str(exc),
             )  # fmt: skip
             return 0
         except TransientError as exc:
@@ -414,16 +412,13 @@ class Bridge:
             self.airflow.post_asset_event(
                 effect.target, effect.extra(), partition_key=effect.fact.partition_key
             )
-            decide(
-                Decision.EFFECT_PERFORMED, f"asset event on {effect.target}",
-                effect=effect.id, kind=effect.kind.value, target=effect.target,
-            )  # fmt: skip
+            decide(Decision.EFFECT_PERFORMED, f"asset event on {effect.target}", **effect.named())
         else:
             conf = {**effect.conf, "azureml": effect.extra()}
             created = self.airflow.trigger_dag_run(effect.target, effect.dag_run_id, conf)
             decide(
                 Decision.EFFECT_PERFORMED if created else Decision.DUPLICATE_SKIPPED,
                 f"dag run {effect.target}/{effect.dag_run_id} (new: {created})",
-                effect=effect.id, kind=effect.kind.value, target=effect.target,
+                **effect.named(),
                 dag_run_id=effect.dag_run_id,
             )  # fmt: skip

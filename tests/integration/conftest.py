@@ -1,21 +1,26 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import secrets
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
+from bridge.contracts import Submission
 from bridge.local.airflow import fresh_postgres_database
-from bridge.local.process import child_environment
+from bridge.local.process import LoopbackServer, child_environment
 from bridge.local.stack import EXAMPLE_DAGS, Stack, StackOptions, running_stack
+from bridge.provider.senders import StorageQueueSender
 from bridge.settings import Settings
 
 HERE = Path(__file__).parent
@@ -131,3 +136,34 @@ def identity_with_nothing(monkeypatch: pytest.MonkeyPatch) -> Any:
                  "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_USERNAME"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     return EnvironmentCredential()
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """A loopback stand-in's request handler: JSON answers, no request log."""
+
+    def send_json(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def serve(server: LoopbackServer) -> LoopbackServer:
+    """Serve in a daemon thread; the caller shuts it down."""
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def send(stack: Stack, *jobs: Submission) -> None:
+    """Queue submissions as the operator does locally: on the stack's Storage Queue."""
+    sender = StorageQueueSender(stack.azurite.connection_string, stack.queue_name)
+    try:
+        for job in jobs:
+            sender.send(job)
+    finally:
+        sender.close()

@@ -18,10 +18,16 @@ from bridge.contracts import TAG_TRACEPARENT, JobOutput, Outcome, Submission
 from bridge.errors import BridgeError
 from bridge.local.credential import LocalCredential
 from bridge.local.stack import Stack
-from bridge.provider.senders import StorageQueueSender
 from bridge.reconcile import Reconciler
 from bridge.service import Finding, Result
-from tests.integration.conftest import eventually, job_events, job_tags, own_ledger, run_bridge
+from tests.integration.conftest import (
+    eventually,
+    job_events,
+    job_tags,
+    own_ledger,
+    run_bridge,
+    send,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -122,11 +128,7 @@ def test_one_trace_from_the_dag_run_to_the_downstream_run(loop_stack: Stack) -> 
 def test_a_triggered_dag_run_finds_the_trace_in_its_conf(loop_stack: Stack) -> None:
     sent = TraceContext.new()
     job = submission(sent.traceparent)
-    sender = StorageQueueSender(loop_stack.azurite.connection_string, loop_stack.queue_name)
-    try:
-        sender.send(job)
-    finally:
-        sender.close()
+    send(loop_stack, job)
     airflow = loop_stack.airflow
     assert airflow is not None
     run_id = f"azureml__{job.id}__completed"

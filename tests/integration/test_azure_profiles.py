@@ -23,8 +23,7 @@ from bridge.contracts import Submission
 from bridge.ledger import JobState
 from bridge.local.azureml import DOCUMENTED, PROFILES, Profile
 from bridge.local.stack import Stack
-from bridge.provider.senders import StorageQueueSender
-from tests.integration.conftest import PIPELINE_SPEC, eventually, job_events
+from tests.integration.conftest import PIPELINE_SPEC, eventually, job_events, send
 
 pytestmark = pytest.mark.integration
 
@@ -98,12 +97,7 @@ def settled(stack: Stack, names: set[str]) -> bool:
 @pytest.mark.parametrize("profile", ["documented", "observed", "lossy"], indirect=True)
 def test_every_outcome_reaches_airflow_exactly_once(loop_stack: Stack, profile: Profile) -> None:
     jobs = {name: submission(name, job) for name, (job, _, _) in SCENARIOS.items()}
-    sender = StorageQueueSender(loop_stack.azurite.connection_string, loop_stack.queue_name)
-    try:
-        for job in jobs.values():
-            sender.send(job)
-    finally:
-        sender.close()
+    send(loop_stack, *jobs.values())
     cancel_when_running(loop_stack, jobs["cancel"])
 
     for name, (_, route, _) in SCENARIOS.items():

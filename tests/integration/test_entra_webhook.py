@@ -11,10 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import secrets
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import azure.functions as func
@@ -30,6 +28,7 @@ from bridge.local.process import LoopbackServer, free_port, loopback_http
 from bridge.local.stack import Stack
 from bridge.service import Bridge
 from bridge.webhook import answer
+from tests.integration.conftest import JsonHandler, serve
 
 pytestmark = pytest.mark.integration
 
@@ -50,22 +49,14 @@ class Entra:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.kid = secrets.token_hex(8)
         public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
-        document = json.dumps({"keys": [{**public, "kid": self.kid, "use": "sig"}]}).encode()
+        document = {"keys": [{**public, "kid": self.kid, "use": "sig"}]}
 
-        class Keys(BaseHTTPRequestHandler):
+        class Keys(JsonHandler):
             def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(document)))
-                self.end_headers()
-                self.wfile.write(document)
+                self.send_json(200, document)
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = LoopbackServer(("127.0.0.1", 0), Keys)
+        self.server = serve(LoopbackServer(("127.0.0.1", 0), Keys))
         self.jwks_url = f"http://127.0.0.1:{self.server.server_address[1]}/discovery/v2.0/keys"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def token(self, *, key: Any = None, kid: str | None = None, **claims: Any) -> str:
         now = int(time.time())

@@ -15,9 +15,8 @@ from bridge.contracts import Submission
 from bridge.ledger import JobState
 from bridge.local import demo
 from bridge.local.stack import Stack
-from bridge.provider.senders import StorageQueueSender
 from bridge.signing import Keyring, key_id
-from tests.integration.conftest import asset_events, eventually, job_tags
+from tests.integration.conftest import asset_events, eventually, job_tags, send
 
 pytestmark = pytest.mark.integration
 
@@ -44,13 +43,6 @@ def submission(*, command: str = "sleep 300", compute: str = "cpu-cluster") -> S
         }
     )
 
-
-def send(stack: Stack, job: Submission) -> None:
-    sender = StorageQueueSender(stack.azurite.connection_string, stack.queue_name)
-    try:
-        sender.send(job)
-    finally:
-        sender.close()
 
 
 def created(stack: Stack, job: Submission) -> None:

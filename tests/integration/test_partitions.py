@@ -10,8 +10,7 @@ import pytest
 
 from bridge.contracts import Submission
 from bridge.local.stack import Stack
-from bridge.provider.senders import StorageQueueSender
-from tests.integration.conftest import eventually
+from tests.integration.conftest import eventually, send
 
 pytestmark = pytest.mark.integration
 
@@ -36,12 +35,7 @@ def test_each_job_reaches_the_consumer_run_of_its_own_partition(loop_stack: Stac
     assert airflow is not None
     keys = [f"2026-11-{day}-{secrets.token_hex(2)}" for day in (26, 27)]
     jobs = {key: submission(key) for key in keys}
-    sender = StorageQueueSender(loop_stack.azurite.connection_string, loop_stack.queue_name)
-    try:
-        for job in jobs.values():
-            sender.send(job)
-    finally:
-        sender.close()
+    send(loop_stack, *jobs.values())
 
     def runs_by_key() -> dict[str, Any] | None:
         runs = {r.partition_key: r for r in airflow.runs(CONSUMER) if r.partition_key in keys}

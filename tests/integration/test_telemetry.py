@@ -13,9 +13,7 @@ import gzip
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -25,7 +23,7 @@ from bridge.contracts import Submission
 from bridge.local.process import LoopbackServer, child_environment
 from bridge.local.stack import Stack
 from bridge.settings import APPLICATIONINSIGHTS_CONNECTION_STRING
-from tests.integration.conftest import own_ledger
+from tests.integration.conftest import JsonHandler, own_ledger, serve
 
 pytestmark = pytest.mark.integration
 
@@ -48,28 +46,19 @@ class Ingestion:
         self.envelopes: list[dict[str, Any]] = []
         received = self.envelopes
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if body[:2] == b"\x1f\x8b":
                     body = gzip.decompress(body)
                 items = json.loads(body) if self.path.startswith("/v2.1/track") else []
                 received.extend(items)
-                answer = json.dumps(
-                    {"itemsReceived": len(items), "itemsAccepted": len(items), "errors": []}
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                self.send_json(
+                    200, {"itemsReceived": len(items), "itemsAccepted": len(items), "errors": []}
+                )
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = LoopbackServer(("127.0.0.1", 0), Handler)
+        self.server = serve(LoopbackServer(("127.0.0.1", 0), Handler))
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def of_trace(self, trace_id: str) -> list[dict[str, Any]]:
         return [e for e in self.envelopes if e.get("tags", {}).get("ai.operation.id") == trace_id]

@@ -10,14 +10,10 @@ request checked is the one they really send.
 
 from __future__ import annotations
 
-import json
 import ssl
-import threading
 import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
 import pytest
 from azure.identity import DefaultAzureCredential, WorkloadIdentityCredential
@@ -26,6 +22,7 @@ from bridge.errors import ConfigurationError
 from bridge.local.certificate import LocalCertificate
 from bridge.local.process import LoopbackServer
 from bridge.provider.senders import SERVICE_BUS_SCOPE, ServiceBusSender, worker_credential
+from tests.integration.conftest import JsonHandler, serve
 
 pytestmark = pytest.mark.integration
 
@@ -42,42 +39,32 @@ class TokenService:
         self.certificate = LocalCertificate.create(folder)
         seen = self.requests
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 base = f"https://127.0.0.1:{self.server.server_address[1]}/{TENANT}"
                 if self.path.startswith(f"/{TENANT}/v2.0/.well-known/openid-configuration"):
-                    self._json(200, {
+                    self.send_json(200, {
                         "issuer": f"{base}/v2.0",
                         "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
                         "token_endpoint": f"{base}/oauth2/v2.0/token",
                     })  # fmt: skip
                 else:
-                    self._json(404, {"error": "not_found"})
+                    self.send_json(404, {"error": "not_found"})
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
                 seen.append({"path": self.path, **form})
-                self._json(200, {"token_type": "Bearer", "expires_in": 3600,
-                                 "access_token": "entra-access-token-for-service-bus"})  # fmt: skip
-
-            def _json(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
+                token = "entra-access-token-for-service-bus"
+                self.send_json(200, {"token_type": "Bearer", "expires_in": 3600,
+                                     "access_token": token})  # fmt: skip
 
         self.server = LoopbackServer(("127.0.0.1", 0), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.certificate.certificate, self.certificate.key)
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.authority = f"https://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        serve(self.server)
 
 
 @pytest.fixture

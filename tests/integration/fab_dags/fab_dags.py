@@ -14,24 +14,18 @@ def fab_assets() -> None:
     declare()
 
 
-@dag(schedule=None)
-def fab_allowed() -> None:
-    @task
-    def noop() -> None:
-        pass
+def runnable(dag_id: str) -> None:
+    @dag(dag_id=dag_id, schedule=None)
+    def noop_dag() -> None:
+        @task
+        def noop() -> None:
+            pass
 
-    noop()
+        noop()
 
-
-@dag(schedule=None)
-def fab_forbidden() -> None:
-    @task
-    def noop() -> None:
-        pass
-
-    noop()
+    noop_dag()
 
 
 fab_assets()
-fab_allowed()
-fab_forbidden()
+runnable("fab_allowed")
+runnable("fab_forbidden")
