@@ -62,8 +62,17 @@ class AzureMonitorSpans:
                     credential=credential,
                     logger_name="bridge",
                     enable_live_metrics=False,
+                    # The audit trail is not a sample (docs/audit-sampling.md). Since 1.8.6 the
+                    # distro's default sampler keeps 5 traces a second and drops the rest of a
+                    # burst; ratio 1.0 keeps every span, whatever the sender's trace flags say.
+                    sampling_ratio=1.0,
+                    # A record is exported even when its span is not (when OTEL_TRACES_SAMPLER
+                    # overrides the ratio). False is today's default; Microsoft documents it as
+                    # on wherever sampling is, so it is pinned rather than inherited.
+                    enable_trace_based_sampling_for_logs=False,
                     **options,
                 )
+                _warn_unless_every_span_is_kept()
                 # The audit records are INFO: a root logger at its default (WARNING) drops them.
                 bridge_logger = logging.getLogger("bridge")
                 if bridge_logger.level == logging.NOTSET:
@@ -96,6 +105,26 @@ class AzureMonitorSpans:
         own = span.get_span_context()
         ids = TraceContext(f"{own.trace_id:032x}", f"{own.span_id:016x}", f"{own.trace_flags:02x}")
         return _OtelSpan(ids, span, token)
+
+
+def _warn_unless_every_span_is_kept() -> None:
+    """Say so, where the records go, when the process's tracer provider is not the one asked for:
+    OTEL_TRACES_SAMPLER, which the distro reads after its arguments, or an earlier configuration
+    (the Functions worker's own, with PYTHON_ENABLE_OPENTELEMETRY) decides which spans are kept.
+    The records are exported regardless."""
+    from azure.monitor.opentelemetry.exporter import ApplicationInsightsSampler
+    from opentelemetry import trace
+
+    sampler = getattr(trace.get_tracer_provider(), "sampler", None)
+    wanted = ApplicationInsightsSampler(1.0).get_description()
+    if sampler is None or sampler.get_description() != wanted:
+        described = sampler.get_description() if sampler is not None else "none"
+        logging.getLogger(__name__).warning(
+            "spans of the audit trail are sampled by %s, not %s: OTEL_TRACES_SAMPLER or an "
+            "earlier OpenTelemetry configuration decides; every audit record is still exported",
+            described,
+            wanted,
+        )
 
 
 def flush() -> None:
