@@ -17,9 +17,11 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SerializerFunctionWrapHandler,
     Tag,
     ValidationError,
     field_validator,
+    model_serializer,
 )
 
 from bridge.errors import InvalidSubmission
@@ -63,6 +65,19 @@ class Origin(_Model):
     run_id: Annotated[str, Field(min_length=1, max_length=250)]
     task_id: Annotated[str, Field(min_length=1, max_length=250)]
     map_index: int = -1
+    # 0 until a person clears the task instance; then the try number it was cleared at
+    # (`max_tries - retries`, which Airflow resets on a clear and leaves alone on a retry). A
+    # clear asks for a new job; an automatic retry must not make one (docs/dags.md).
+    cleared: Annotated[int, Field(ge=0)] = 0
+
+    @model_serializer(mode="wrap")
+    def _without_cleared_zero(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Left out until set, so a Function App older than the field still takes the
+        submissions of an upgraded operator (its Origin forbids unknown fields)."""
+        data: dict[str, Any] = handler(self)
+        if not self.cleared:
+            data.pop("cleared", None)
+        return data
 
 
 class JobInput(_Model):
@@ -287,10 +302,14 @@ def job_name(origin: Origin) -> str:
     """A valid, readable, deterministic Azure ML job name for one Airflow task instance.
 
     The DAG id gives a readable prefix; a hash of the whole origin makes it unique, so a resent
-    submission (or a retried task) names the same job and never creates a second one. The suffix
+    submission (or a retried task) names the same job and never creates a second one, while a
+    task a person cleared names a new one (`Origin.cleared`). The suffix
     marks the job as the bridge's for the Event Grid subscription's subject filter.
     """
-    key = "\x1f".join((origin.dag_id, origin.run_id, origin.task_id, str(origin.map_index)))
+    parts = [origin.dag_id, origin.run_id, origin.task_id, str(origin.map_index)]
+    if origin.cleared:  # never cleared: the name every earlier version gave
+        parts.append(f"cleared={origin.cleared}")
+    key = "\x1f".join(parts)
     digest = hashlib.sha256(key.encode()).hexdigest()[:_NAME_HASH_LENGTH]
     prefix = re.sub(r"[^a-z0-9_]+", "_", origin.dag_id.lower()).strip("_")[:_NAME_PREFIX_LENGTH]
     if not prefix or not prefix[0].isalpha():

@@ -440,6 +440,28 @@ class LocalAirflow(Lifecycle):
         body = TriggerDAGRunPostBody(dag_run_id=run_id, conf=dict(conf or {}), logical_date=None)
         return str(DagRunApi(self.client()).trigger_dag_run(dag_id, body).dag_run_id)
 
+    def clear(self, dag_id: str, run_id: str, task_ids: list[str]) -> None:
+        """Clear these task instances of a run, as a person does in the UI (failed or not)."""
+        from airflow_client.client import (
+            ClearTaskInstancesBody,
+            ClearTaskInstancesBodyTaskIdsInner,
+            TaskInstanceApi,
+        )
+
+        body = ClearTaskInstancesBody(
+            dag_run_id=run_id,
+            task_ids=[ClearTaskInstancesBodyTaskIdsInner(task_id) for task_id in task_ids],
+            only_failed=False,  # its default: a clear of a succeeded task would clear nothing
+            dry_run=False,
+        )
+        TaskInstanceApi(self.client()).post_clear_task_instances(dag_id, body)
+
+    def try_number(self, dag_id: str, run_id: str, task_id: str) -> int:
+        from airflow_client.client import TaskInstanceApi
+
+        found = TaskInstanceApi(self.client()).get_task_instance(dag_id, run_id, task_id)
+        return int(found.try_number)
+
     def run_state(self, dag_id: str, run_id: str) -> str:
         from airflow_client.client import DagRunApi
 

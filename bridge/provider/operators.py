@@ -122,6 +122,7 @@ class SubmitAzureMLJobOperator(BaseOperator):  # type: ignore[misc,unused-ignore
             run_id=ti.run_id,
             task_id=ti.task_id,
             map_index=-1 if ti.map_index is None else ti.map_index,
+            cleared=cleared_at(ti),
         )
         fields = {
             "origin": origin,
@@ -259,3 +260,18 @@ def studio_url(job_name: str, workspace_id: str | None) -> str | None:
     if not workspace_id:
         return None
     return STUDIO_URL.format(job_name=job_name, workspace_id=workspace_id)
+
+
+def cleared_at(ti: Any) -> int:
+    """The try number this task instance was last cleared at by a person, or 0.
+
+    Airflow 3 sets `max_tries = try_number + task.retries` when a task instance is cleared (alone,
+    with its run, or while running) and leaves it alone on an automatic retry
+    (`clear_task_instances`, airflow/models/taskinstance.py; Airflow's own reschedule logic reads
+    `max_tries - retries` the same way). `DagRun.clear_number` is no signal: a clear that leaves
+    the run alone does not move it, and a retry in a run another task's clear touched does.
+    """
+    try:
+        return max(0, int(ti.max_tries) - int(ti.task.retries))
+    except (AttributeError, TypeError, ValueError):
+        return 0
