@@ -86,6 +86,9 @@ class Decision(StrEnum):
     DUPLICATE_SKIPPED = "duplicate-skipped"
     RECONCILED = "reconciled"
     IGNORED = "ignored"
+    BLOCKED = "blocked"  # waits on an operator's fix; retried with backoff until the deadline
+    DEFERRED = "deferred"  # Azure ML refused for now: the sweep resumes it, no redelivery
+    REDRIVEN = "redriven"  # an operator's `bridge retry`
 
 
 class OpenSpan(Protocol):

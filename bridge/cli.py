@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from bridge.settings import Settings
 
 SCHEMA_FILE = Path(__file__).parent / "schemas" / "submission.v1.json"
+BLOCKED = "blocked"
+ATTENTION = "attention"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         "serve", help="run one dev host (webhook, queue worker, reconcile) on the env's settings"
     )
     serve.add_argument("--port", type=int, required=True)
-    serve.add_argument("--lease-seconds", type=float, default=120.0, help="effect claim lease")
+    serve.add_argument(
+        "--lease-seconds", type=float, help="effect claim lease (default: from the timeouts)"
+    )
+    serve.add_argument(
+        "--ambiguity-hold",
+        type=float,
+        help="how long a claim stays unusable after a lost reply (default: from the timeouts)",
+    )
     serve.add_argument(
         "--crash-after-effect",
         type=float,
@@ -84,8 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--json", action="store_true", help="print JSON instead of a table")
     replay.set_defaults(run=_replay)
 
+    _add_retry(commands)
+
     jobs = commands.add_parser("jobs", help="list the ledger's jobs (settings from the env)")
-    jobs.add_argument("--state", choices=[state.value for state in JobState])
+    jobs.add_argument(
+        "--state",
+        choices=[*(state.value for state in JobState), BLOCKED, ATTENTION],
+        help=f"a job state, {BLOCKED} (waiting on an operator's fix) or {ATTENTION} "
+        "(blocked, a failed effect, or rejected: what `bridge retry --all` re-drives)",
+    )
     jobs.add_argument("--since", help="accepted at or after this ISO 8601 time (UTC)")
     jobs.add_argument("--limit", type=int, default=50)
     jobs.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -114,6 +130,21 @@ def main(argv: list[str] | None = None) -> int:
     # azure-ai-ml announces its experimental classes and studio URL details at WARNING.
     logging.getLogger("azure").setLevel(logging.ERROR)
     return int(args.run(args))
+
+
+def _add_retry(commands: Any) -> None:
+    retry = commands.add_parser(
+        "retry",
+        help="after a fix, re-drive failed and blocked effects and submissions, once",
+    )
+    retry.add_argument("job", nargs="*", help="the jobs to re-drive (default: see --all/--since)")
+    retry.add_argument("--all", action="store_true", help="every job with something to re-drive")
+    retry.add_argument("--since", help="only jobs accepted at or after this ISO 8601 time (UTC)")
+    retry.add_argument(
+        "--dry-run", action="store_true", help="say what would happen; change nothing"
+    )
+    retry.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    retry.set_defaults(run=_retry)
 
 
 def _stack_arguments(parser: argparse.ArgumentParser) -> None:
@@ -191,7 +222,10 @@ def _serve(args: argparse.Namespace) -> int:
     json_logs(logging.getLogger())  # as the Function App logs without Application Insights
 
     return serve(
-        args.port, lease_seconds=args.lease_seconds, crash_after_effect=args.crash_after_effect
+        args.port,
+        lease_seconds=args.lease_seconds,
+        ambiguity_hold=args.ambiguity_hold,
+        crash_after_effect=args.crash_after_effect,
     )
 
 
@@ -275,12 +309,15 @@ def _jobs(args: argparse.Namespace) -> int:
     from bridge.inspection import job_lines
 
     since = _utc(args.since) if args.since else None
+    state = args.state if args.state in (None, BLOCKED, ATTENTION) else JobState(args.state)
     try:
         lines = job_lines(
             _environment_bridge().ledger,
-            state=JobState(args.state) if args.state else None,
+            state=state if isinstance(state, JobState) else None,
             since=since,
             limit=args.limit,
+            blocked=state == BLOCKED,
+            attention=state == ATTENTION,
         )
     except BridgeError as exc:
         print(f"jobs: {exc}", file=sys.stderr)
@@ -290,11 +327,34 @@ def _jobs(args: argparse.Namespace) -> int:
         return 0
     rows = [
         (line.name, line.state, _ago(line.age_seconds), f"{line.dag_id} / {line.run_id}",
-         _targets(line.done), _targets(line.pending))
+         _targets(line.done), _targets(line.pending), (line.blocked or line.failed or "")[:80])
         for line in lines
     ]  # fmt: skip
-    _table(("JOB", "STATE", "AGE", "DAG / RUN", "DONE", "PENDING"), rows)
+    _table(("JOB", "STATE", "AGE", "DAG / RUN", "DONE", "PENDING", "WAITING ON"), rows)
     return 0
+
+
+def _retry(args: argparse.Namespace) -> int:
+    from bridge.retry import Retrier, as_json
+
+    if not (args.job or args.all or args.since):
+        print("retry: name the jobs, or say --all or --since", file=sys.stderr)
+        return 2
+    since = _utc(args.since) if args.since else None
+    try:
+        retrier = Retrier(_environment_bridge(), dry_run=args.dry_run)
+        lines = retrier.retry(retrier.candidates(args.job, since=since))
+    except BridgeError as exc:
+        print(f"retry: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(as_json(lines))
+    else:
+        _table(("JOB", "WAS", "RESULT", "DETAIL"),
+               [(x.job, x.was[:60], x.result, x.detail[:100]) for x in lines])  # fmt: skip
+        print(f"\n{len(lines)} job(s){' (dry run)' if args.dry_run else ''}")
+    stuck = {"retry", "blocked", "deferred", "still rejected"}
+    return 1 if any(line.result in stuck for line in lines) else 0
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -327,6 +387,10 @@ def _show(args: argparse.Namespace) -> int:
     ]
     if found.reason:
         facts.append(("reason", found.reason))
+    if found.blocked:
+        facts.append(("blocked", f"{found.blocked} (since {found.blocked_since})"))
+    if found.failed:
+        facts.append(("failed", f"{found.failed} (bridge retry {job.name})"))
     if found.watch:
         facts.append(("next check", f"{found.watch['due_at']} (checked {found.watch['checks']}x)"))
     width = max(len(name) for name, _ in facts)

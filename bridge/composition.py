@@ -17,7 +17,7 @@ from azure.core.credentials import TokenCredential
 
 from bridge.audit import Audit, JsonFormatter, LocalSpans, Spans
 from bridge.policy import Policy
-from bridge.service import Bridge
+from bridge.service import Bridge, hold_for, lease_for
 from bridge.settings import Settings
 from bridge.signing import Keyring
 from bridge.webhook import Gate
@@ -52,10 +52,15 @@ def build(settings: Settings) -> Bridge:
         keys=Keyring(settings.signing_key, settings.signing_key_previous),
         workspace=settings.azureml_workspace,
         reconcile_after=settings.reconcile_after_seconds,
+        blocked_give_up=settings.blocked_give_up_seconds,
+        lease_seconds=lease_for(
+            settings.function_timeout_seconds, settings.airflow_timeout_seconds
+        ),
+        ambiguity_hold=hold_for(settings.airflow_timeout_seconds),
     )
 
 
-def airflow_for(settings: Settings, *, timeout: float = 10.0) -> AirflowRest:
+def airflow_for(settings: Settings, *, timeout: float | None = None) -> AirflowRest:
     """The Airflow adapter these settings name: the bridge's user, or its static API token."""
     from bridge.adapters.airflow import AirflowRest
 
@@ -64,7 +69,7 @@ def airflow_for(settings: Settings, *, timeout: float = 10.0) -> AirflowRest:
         settings.airflow_username,
         settings.airflow_password,
         token=settings.airflow_token,
-        timeout=timeout,
+        timeout=settings.airflow_timeout_seconds if timeout is None else timeout,
     )
 
 

@@ -17,6 +17,8 @@ from typing import Any
 from bridge.contracts import Origin, Outcome, Route
 from bridge.ports import JobOutput
 
+REJECTED = "rejected"
+
 
 class EffectKind(StrEnum):
     ASSET_EVENT = "asset"
@@ -42,6 +44,12 @@ class Fact:
     # The job's named outputs as Azure ML reports them (None: not read, the job declared none).
     outputs: Mapping[str, JobOutput] | None = None
     partition_key: str | None = None  # the submission's: every asset event of the job gets it
+
+    @property
+    def route_key(self) -> str:
+        """What names this fact's effects: its outcome, or "rejected" for a refused submission,
+        so that a submission re-driven after a fix still reports its job's own failure."""
+        return REJECTED if self.via == "submission" else self.outcome.value
 
     def extra(self) -> dict[str, Any]:
         extra: dict[str, Any] = {
@@ -79,12 +87,12 @@ class Effect:
 
     @property
     def id(self) -> str:
-        return effect_id(self.fact.outcome, self.kind, self.target)
+        return effect_id(self.fact.route_key, self.kind, self.target)
 
     @property
     def dag_run_id(self) -> str:
         """Deterministic, so Airflow itself refuses a second run (409) if all else failed."""
-        return f"azureml__{self.fact.job_name}__{self.fact.outcome.value}"
+        return f"azureml__{self.fact.job_name}__{self.fact.route_key}"
 
     def extra(self) -> dict[str, Any]:
         return {**self.fact.extra(), "effect_id": f"{self.fact.job_name}/{self.id}"}
@@ -94,10 +102,11 @@ class Effect:
         return {"effect": self.id, "kind": self.kind.value, "target": self.target}
 
 
-def effect_id(outcome: Outcome, kind: EffectKind, target: str) -> str:
-    """Stable across redeliveries; also a valid Table Storage row key (no / \\ # ?)."""
+def effect_id(route_key: str, kind: EffectKind, target: str) -> str:
+    """Stable across redeliveries; also a valid Table Storage row key (no / \\ # ?). The route
+    key is an outcome's value, or "rejected" (`Fact.route_key`)."""
     digest = hashlib.sha256(target.encode()).hexdigest()[:24]
-    return f"{outcome.value}-{kind.value}-{digest}"
+    return f"{route_key}-{kind.value}-{digest}"
 
 
 def targets(route: Route) -> list[tuple[EffectKind, str]]:

@@ -1,8 +1,11 @@
 """The bridge's error hierarchy: every failure says whether a retry can fix it.
 
-The entry points map the two classes onto their transport: a *transient* error is raised so that
+The entry points map the classes onto their transport: a *transient* error is raised so that
 Service Bus redelivers or Event Grid retries; a *permanent* one is recorded with its reason and the
-message is answered as handled, because no retry will ever make it succeed.
+message is answered as handled, because no change of configuration or deployment will ever make
+the same input succeed. A *blocked* one is what an operator fixes (a wrong secret, a role still
+propagating, a consumer DAG not deployed yet): the work stays unsettled, is retried with backoff
+until a deadline, and shows wherever an operator looks (docs/reliability.md has the taxonomy).
 """
 
 from __future__ import annotations
@@ -25,6 +28,25 @@ class TransientError(BridgeError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class BlockedError(TransientError):
+    """An operator's fix is missing: credentials refused, a role not granted (yet), an asset or a
+    DAG Airflow does not know (yet), a Key Vault reference that does not resolve. Not settled and
+    not concluded: retried with backoff until `BRIDGE_BLOCKED_GIVE_UP_SECONDS`, only then failed.
+
+    Raised where it is not handled as such, it is transient: the transport retries, nothing is
+    lost. `cause` is the reason's class, which `/api/health` may show (never a secret)."""
+
+    CREDENTIALS = "credentials"  # 401, a token refused, a password Airflow does not accept
+    PERMISSION = "permission"  # 403: the identity lacks a role (or it is still propagating)
+    MISSING_ASSET = "missing-asset"  # no parsed DAG references the asset yet
+    MISSING_DAG = "missing-dag"  # the DAG to trigger is not parsed yet
+    KEY_VAULT = "key-vault"  # an app setting still reads @Microsoft.KeyVault(...): unresolved
+
+    def __init__(self, message: str, *, cause: str, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.cause = cause
 
 
 class AmbiguousError(TransientError):

@@ -70,11 +70,10 @@ def events_webhook(request: func.HttpRequest) -> func.HttpResponse:
 
 
 def health(request: func.HttpRequest) -> func.HttpResponse:
-    problems = health_checks.problems(Settings.from_env(os.environ), os.environ)
-    body = {"status": "misconfigured" if problems else "ok", "problems": problems}
-    return func.HttpResponse(
-        json.dumps(body), status_code=503 if problems else 200, mimetype="application/json"
+    status, body = health_checks.report(
+        Settings.from_env(os.environ), os.environ, ledger=lambda: runtime().ledger
     )
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
 
 
 def _event_grid_dict(event: func.EventGridEvent) -> dict[str, Any]:

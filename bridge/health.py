@@ -4,17 +4,24 @@ ever shown, so the answer may be public (the route is anonymous)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ClientAuthenticationError
 
 from bridge.errors import BridgeError, ConfigurationError, first_line
+from bridge.ledger import Ledger
 from bridge.policy import Policy
 from bridge.provider.senders import SERVICE_BUS_SCOPE
 from bridge.settings import SERVICEBUS_CONNECTION, Settings
 
 AZUREML_SCOPE = "https://management.azure.com/.default"
+# How many blocked jobs one health answer reads at most (it counts, it does not page for ever).
+BLOCKED_READ_LIMIT = 1000
+_CAUSE = re.compile(r"^\[([a-z-]+)\] ")
 TABLES_SCOPE = "https://storage.azure.com/.default"
 
 
@@ -67,3 +74,36 @@ def _airflow(settings: Settings) -> list[str]:
     except BridgeError as exc:
         return [str(exc)]
     return []
+
+
+def report(
+    settings: Settings,
+    env: Mapping[str, str] | None = None,
+    *,
+    ledger: Callable[[], Ledger] | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """The health answer: 503 with the problems when the bridge cannot work; else 200, and
+    `blocked`: how many jobs wait on an operator's fix, by the class of their reason (never the
+    reason itself, which may name a user or an asset: the route is anonymous)."""
+    found = problems(settings, env)
+    if found:
+        return 503, {"status": "misconfigured", "problems": found}
+    body: dict[str, Any] = {"status": "ok", "problems": []}
+    if ledger is not None:
+        try:
+            body["blocked"] = blocked(ledger())
+        except BridgeError as exc:
+            return 503, {"status": "misconfigured", "problems": [f"ledger: {first_line(exc)}"]}
+        if body["blocked"]["jobs"]:
+            body["status"] = "blocked"
+    return 200, body
+
+
+def blocked(ledger: Ledger) -> dict[str, Any]:
+    """`{"jobs": n, "causes": {"credentials": k, ...}}` over the jobs that wait on a fix."""
+    records = ledger.jobs(blocked=True, limit=BLOCKED_READ_LIMIT)
+    causes = Counter(
+        match.group(1) if (match := _CAUSE.match(record.blocked or "")) else "transient"
+        for record in records
+    )
+    return {"jobs": len(records), "causes": dict(sorted(causes.items()))}

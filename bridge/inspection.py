@@ -15,7 +15,7 @@ from typing import Any
 
 from bridge.audit import TraceContext
 from bridge.contracts import Outcome
-from bridge.effects import EffectKind, effect_id, targets
+from bridge.effects import REJECTED, EffectKind, effect_id, targets
 from bridge.errors import BridgeError
 from bridge.ledger import EffectRecord, EffectState, JobRecord, JobState, Ledger
 from bridge.ports import Jobs
@@ -50,6 +50,8 @@ class JobLine:
     map_index: int
     done: list[str] = field(default_factory=list)  # targets whose effect happened
     pending: list[str] = field(default_factory=list)  # targets planned and not done yet
+    blocked: str | None = None  # what the job waits on (an operator's fix), if anything
+    failed: str | None = None  # why an effect of the job failed for good, if one did
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,9 @@ class Trail:
     watch: dict[str, Any] | None  # the reconcile sweep's next check, while the job is open
     effects: list[EffectLine]
     routes: dict[str, Any]
+    blocked: str | None = None  # what the job waits on, and since when (ISO 8601)
+    blocked_since: str | None = None
+    failed: str | None = None
     trace_id: str | None = None  # the correlation id of every record below (`bridge.audit`)
     records: list[dict[str, Any]] = field(default_factory=list)  # each call and decision, in order
 
@@ -97,12 +102,18 @@ def trail_row(entry: dict[str, Any]) -> tuple[str, ...]:
 
 
 def job_lines(
-    ledger: Ledger, *, state: JobState | None = None, since: str | None = None, limit: int = 50
+    ledger: Ledger,
+    *,
+    state: JobState | None = None,
+    since: str | None = None,
+    limit: int = 50,
+    blocked: bool = False,
+    attention: bool = False,
 ) -> list[JobLine]:
-    return [
-        _line(record, ledger.effects(record.name))
-        for record in ledger.jobs(state=state, since=since, limit=limit)
-    ]
+    records = ledger.jobs(
+        state=state, since=since, limit=limit, blocked=blocked, attention=attention
+    )
+    return [_line(record, ledger.effects(record.name)) for record in records]
 
 
 def trail(ledger: Ledger, jobs: Jobs | None, name: str) -> Trail | None:
@@ -141,6 +152,9 @@ def trail(ledger: Ledger, jobs: Jobs | None, name: str) -> Trail | None:
             "on": submission.on.model_dump(),
             "trigger": submission.trigger.model_dump(),
         },
+        blocked=record.blocked,
+        blocked_since=_iso(record.blocked_since) if record.blocked_since else None,
+        failed=record.failed,
         trace_id=traced.trace_id if traced else None,
         records=ledger.trail(name),
     )
@@ -150,7 +164,9 @@ def _line(record: JobRecord, effects: list[EffectRecord]) -> JobLine:
     origin = record.submission.origin
     done = [e.target for e in effects if e.state is EffectState.COMPLETED]
     planned = _planned(record)
-    settled = {e.effect_id for e in effects if e.state is not EffectState.IN_PROGRESS}
+    settled = {
+        e.effect_id for e in effects if e.state in (EffectState.COMPLETED, EffectState.FAILED)
+    }
     pending = [target for eid, _, target in planned if eid not in settled]
     return JobLine(
         name=record.name,
@@ -162,6 +178,8 @@ def _line(record: JobRecord, effects: list[EffectRecord]) -> JobLine:
         map_index=origin.map_index,
         done=done,
         pending=pending,
+        blocked=record.blocked,
+        failed=record.failed,
     )
 
 
@@ -180,11 +198,12 @@ def _effect_lines(record: JobRecord, effects: list[EffectRecord]) -> list[Effect
 
 
 def _planned(record: JobRecord) -> list[tuple[str, EffectKind, str]]:
-    outcome = _OUTCOME.get(record.state)
+    outcome = _OUTCOME.get(record.state) or (Outcome(record.outcome) if record.outcome else None)
     if outcome is None:
         return []  # still open: which route it takes is not known yet
     route = record.submission.route(outcome)
-    return [(effect_id(outcome, kind, target), kind, target) for kind, target in targets(route)]
+    key = REJECTED if record.state is JobState.REJECTED else outcome.value
+    return [(effect_id(key, kind, target), kind, target) for kind, target in targets(route)]
 
 
 def _age(accepted_at: str | None) -> float | None:

@@ -11,7 +11,13 @@ sweeps the watch list, the ledger's index of jobs whose outcome is not routed ye
   the same effect-once path as an event, with the same effect ids: whichever comes second, the
   event or the sweep, changes nothing;
 - a submission stuck in ACCEPTED is resumed; a rejection not yet told is told; a job Azure ML no
-  longer knows is reported on its `failed` route with status `NotFound`.
+  longer knows is reported on its `failed` route with status `NotFound`;
+- a job whose outcome is known but one of whose effects is blocked (a wrong secret, a consumer DAG
+  not deployed yet) is routed again from the ledger, without reading Azure ML.
+
+A sweep never stalls: whatever one job's check raises postpones that job alone, with backoff;
+checks run a few at a time (they wait on Azure ML and the ledger), and a sweep takes no new job
+after its time budget, well inside the function's timeout.
 
 Cost: one read of the watch list per sweep (O(open jobs)), then per due job one ledger read, one
 Azure ML GET and one ledger write. See docs/reconciliation.md for calls per hour against a poller's.
@@ -20,12 +26,14 @@ Azure ML GET and one ledger write. See docs/reconciliation.md for calls per hour
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from bridge.audit import Decision, TraceContext, decide
 from bridge.contracts import Outcome
-from bridge.errors import BridgeError, TransientError
+from bridge.errors import BlockedError, TransientError, first_line
 from bridge.events import normalise_status
 from bridge.ledger import JobRecord, JobState, Watch
 from bridge.service import Bridge, Finding, Result
@@ -33,9 +41,15 @@ from bridge.service import Bridge, Finding, Result
 log = logging.getLogger("bridge.reconcile")
 
 MAX_BACKOFF_SECONDS = 3600.0
-SWEEP_LIMIT = 500  # jobs per sweep; the rest are due at the next one
+SWEEP_LIMIT = 1000  # jobs per sweep; the rest are due at the next one
+# A sweep stops taking due jobs after this long (the rest are due at the next one): well inside
+# the Function App's timeout (host.json functionTimeout, 5 minutes), which would kill it mid-job.
+SWEEP_BUDGET_SECONDS = 120.0
+# Due jobs checked at once: each check waits on Azure ML and the ledger, not on this CPU.
+SWEEP_CONCURRENCY = 8
 NOT_FOUND = "NotFound"
 _OUTCOMES = {"Completed": Outcome.COMPLETED, "Failed": Outcome.FAILED, "Canceled": Outcome.CANCELED}
+_BLOCKED_OR_DEFERRED = {Result.BLOCKED: "blocked", Result.DEFERRED: "deferred"}
 
 
 @dataclass
@@ -45,6 +59,7 @@ class SweepReport:
     due: int = 0
     actions: Counter[str] = field(default_factory=Counter)
     jobs: dict[str, str] = field(default_factory=dict)  # job name -> what was done
+    seconds: float = 0.0
 
     def note(self, name: str, action: str) -> None:
         self.actions[action] += 1
@@ -52,7 +67,7 @@ class SweepReport:
 
     def summary(self) -> str:
         done = ", ".join(f"{count} {action}" for action, count in sorted(self.actions.items()))
-        return f"{self.due} due: {done or 'nothing to do'}"
+        return f"{self.due} due: {done or 'nothing to do'} in {self.seconds:.1f}s"
 
 
 class Reconciler:
@@ -62,28 +77,60 @@ class Reconciler:
         *,
         max_backoff: float = MAX_BACKOFF_SECONDS,
         limit: int = SWEEP_LIMIT,
+        budget: float = SWEEP_BUDGET_SECONDS,
+        concurrency: int = SWEEP_CONCURRENCY,
     ) -> None:
         self.bridge = bridge
         self.max_backoff = max_backoff
         self.limit = limit
+        self.budget = budget
+        self.concurrency = max(1, concurrency)
 
     def sweep(self) -> SweepReport:
-        """Check each due job once; a failure on one leaves it due and the sweep goes on."""
+        """Check each due job once, a bounded number at a time, until the time budget is spent.
+        Whatever one job's check raises postpones that job alone; the sweep goes on."""
+        started = time.monotonic()
         report = SweepReport()
         watched = self.bridge.ledger.due(self.bridge.clock(), self.limit)
         report.due = len(watched)
-        for watch in watched:
-            try:
-                action = self._check(watch)
-            except TransientError as exc:
-                action = "retry"
-                log.warning("reconcile %s: will retry at the next sweep: %s", watch.job_name, exc)
-            except BridgeError as exc:
-                action = "error"
-                log.error("reconcile %s: %s", watch.job_name, exc)
-            report.note(watch.job_name, action)
+        pending = iter(watched)
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="reconcile") as pool:
+            running: dict[Future[str], Watch] = {}
+            while True:
+                while len(running) < self.concurrency and time.monotonic() - started < self.budget:
+                    watch = next(pending, None)
+                    if watch is None:
+                        break
+                    running[pool.submit(self._guarded, watch)] = watch
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    report.note(running.pop(future).job_name, future.result())
+        report.seconds = time.monotonic() - started
+        left = report.due - len(report.jobs)
+        if left:
+            log.warning("reconcile sweep: time budget spent; %d due job(s) left for the next", left)
         log.info("reconcile sweep: %s", report.summary())
         return report
+
+    def _guarded(self, watch: Watch) -> str:
+        try:
+            return self._check(watch)
+        except BlockedError as exc:
+            log.warning("reconcile %s: blocked, will retry: %s", watch.job_name, exc)
+            return self._postpone(watch, "blocked")
+        except TransientError as exc:
+            log.warning("reconcile %s: will retry: %s", watch.job_name, exc)
+            return self._postpone(watch, "retry")
+        except Exception as exc:
+            # Not ours to judge here (a bug, a payload no one foresaw): this job alone waits,
+            # with backoff, so it is not first in line again at every sweep.
+            log.exception("reconcile %s: %s", watch.job_name, first_line(exc))
+            try:
+                return self._postpone(watch, "error")
+            except Exception:  # the ledger itself is failing: the job stays due as it was
+                return "error"
 
     def _check(self, watch: Watch) -> str:
         ledger = self.bridge.ledger
@@ -114,7 +161,14 @@ class Reconciler:
             report = self.bridge.resume(record)
             if report.result is Result.REJECTED:
                 return "rejected"
+            if report.result in _BLOCKED_OR_DEFERRED:
+                return _BLOCKED_OR_DEFERRED[report.result]  # `retry_soon` set its next check
             return self._postpone(watch, "resumed")
+        if record.outcome:
+            # Its outcome is known and some effect was blocked: route it again, no read needed.
+            status = record.status or record.outcome.title()
+            finding = Finding(Outcome(record.outcome), status, via=record.via or "reconcile")
+            return self._concluded(record, finding, "retried")
         return self._read(watch, record)
 
     def _read(self, watch: Watch, record: JobRecord) -> str:
@@ -122,19 +176,22 @@ class Reconciler:
         if found is None:
             reason = f"Azure ML has no job named {record.name}: it was deleted or never ran"
             finding = Finding(Outcome.FAILED, NOT_FOUND, via="reconcile", reason=reason)
-            self.bridge.conclude(record, finding)
-            self.bridge.ledger.unwatch(record.name)
             log.warning("reconcile %s: %s", record.name, reason)
-            return "missing"
+            return self._concluded(record, finding, "missing")
         status = normalise_status(found.status or "")
         outcome = _OUTCOMES.get(status)
         if outcome is None:
             return self._postpone(watch, "running")
         finding = Finding(outcome, status, via="reconcile", outputs=found.outputs)
+        return self._concluded(record, finding, "concluded")
+
+    def _concluded(self, record: JobRecord, finding: Finding, action: str) -> str:
         report = self.bridge.conclude(record, finding)
+        if report.result is Result.BLOCKED:
+            return "blocked"  # still open, and `retry_soon` set its next check
         self.bridge.ledger.unwatch(record.name)
-        log.info("reconcile %s: %s (%s)", record.name, status, report.result.value)
-        return "concluded"
+        log.info("reconcile %s: %s (%s)", record.name, finding.status, report.result.value)
+        return action
 
     def _postpone(self, watch: Watch, action: str) -> str:
         delay = min(self.bridge.reconcile_after * 2 ** min(watch.checks, 30), self.max_backoff)

@@ -30,13 +30,14 @@ from bridge.contracts import (
 from bridge.effects import Effect, EffectKind, Fact, plan
 from bridge.errors import (
     AmbiguousError,
+    BlockedError,
     InvalidSubmission,
     PermanentError,
     PolicyViolation,
     TransientError,
 )
 from bridge.events import JobEvent
-from bridge.ledger import Busy, JobRecord, JobState, Ledger, Settled, now_iso
+from bridge.ledger import Busy, Claim, JobRecord, JobState, Ledger, Settled, now_iso
 from bridge.policy import Policy
 from bridge.ports import Airflow, JobOutput, Jobs
 from bridge.signing import Keyring
@@ -64,12 +65,34 @@ class Finding:
     outputs: Mapping[str, JobOutput] | None = None  # when the finder read the job already
 
 
+# How long blocked work is retried before it fails with its last reason: Event Grid's own window.
+BLOCKED_GIVE_UP_SECONDS = 24 * 3600.0
+# Blocked or deferred work is retried after `retry_base` seconds, doubling up to this.
+RETRY_MAX_SECONDS = 900.0
+
+
+def lease_for(function_timeout: float, request_timeout: float) -> float:
+    """How long a claim is held: its holder's invocation lives at most the function's timeout,
+    and the Airflow request it began last may run its own timeout past that, plus a margin."""
+    return function_timeout + hold_for(request_timeout)
+
+
+def hold_for(request_timeout: float) -> float:
+    """How long a claim stays unusable after a request that may still be in flight failed (a
+    read timeout, a lost reply): the client gave up after its timeout, the server may still commit
+    for a while; the margin is that timeout again, at least 5 s. Before then, a takeover could ask
+    Airflow, find nothing, and post while the first request commits."""
+    return request_timeout + max(5.0, request_timeout)
+
+
 class Result(StrEnum):
     CREATED = "created"  # a job was created
     DUPLICATE = "duplicate"  # already done before: nothing happened now
     REJECTED = "rejected"  # refused for good, recorded with the reason
     HANDLED = "handled"  # effects performed (or already performed)
     IGNORED = "ignored"  # nothing to do: progress status, a job the bridge did not submit
+    BLOCKED = "blocked"  # waits on an operator's fix: not settled, retried until the deadline
+    DEFERRED = "deferred"  # Azure ML refused for now (429, 5xx): the sweep resumes it
 
 
 @dataclass(frozen=True)
@@ -91,7 +114,9 @@ class Bridge:
         keys: Keyring,
         workspace: str,
         lease_seconds: float = 120.0,
+        ambiguity_hold: float = 0.0,
         reconcile_after: float = 600.0,
+        blocked_give_up: float = BLOCKED_GIVE_UP_SECONDS,
         clock: Callable[[], float] = time.time,
         audit: Audit | None = None,
     ) -> None:
@@ -101,8 +126,12 @@ class Bridge:
         self.policy = policy
         self.keys = keys
         self.workspace = workspace
-        self.lease_seconds = lease_seconds
+        self.lease_seconds = lease_seconds  # `lease_for`: how long a live attempt may last
+        self.ambiguity_hold = ambiguity_hold  # `hold_for`: how long a request may stay in flight
         self.reconcile_after = reconcile_after  # grace before reconciliation looks at a job
+        self.blocked_give_up = blocked_give_up
+        # First retry of blocked or deferred work: a minute in Azure, sooner where the sweep is.
+        self.retry_base = min(reconcile_after, 60.0)
         self.clock = clock
         self.audit = audit or Audit()
 
@@ -160,21 +189,68 @@ class Bridge:
     def _create(
         self, submission: Submission, traceparent: str | None, *, recovering: bool
     ) -> Report:
-        existing = self.jobs.find(submission.id) if recovering else None
+        existing = None
         try:
+            existing = self.jobs.find(submission.id) if recovering else None
             created = existing or self.jobs.create(
                 submission, self._tags(submission, traceparent or current_traceparent())
             )
         except PermanentError as exc:
             return self._reject(submission, f"Azure ML refused the job: {exc}")
-        self.ledger.update_job(
-            submission.id, JobState.CREATED, studio_url=created.studio_url, created_at=now_iso()
+        except TransientError as exc:
+            # The submission is on record: the sweep resumes it with backoff, and the message is
+            # done. An hour of throttling, or roles still propagating, costs no dead letters.
+            return self._defer(submission, exc)
+        moved = self.ledger.update_job(
+            submission.id,
+            JobState.CREATED,
+            studio_url=created.studio_url,
+            created_at=now_iso(),
+            blocked=None,
+            blocked_since=None,
         )
         decide(
             Decision.CREATED, f"job {created.name} ({created.studio_url})",
             studio_url=created.studio_url, found=existing is not None or None,
+            recorded=moved or None,
         )  # fmt: skip
         return Report(Result.CREATED, submission.id, created.studio_url or "")
+
+    def _defer(self, submission: Submission, exc: TransientError) -> Report:
+        """A recorded submission Azure ML refused for now: keep it ACCEPTED with the reason and
+        leave it to the sweep's backoff, until the give-up deadline; then reject it."""
+        now = self.clock()
+        record = self.ledger.get_job(submission.id)
+        since = (record.blocked_since if record else None) or now
+        reason = _reason(exc)
+        if now - since >= self.blocked_give_up:
+            return self._reject(
+                submission, f"gave up after {_duration(now - since)} of retries: {reason}"
+            )
+        self.ledger.update_job(
+            submission.id, JobState.ACCEPTED, blocked=reason, blocked_since=since
+        )
+        delay = self.retry_soon(submission.id, exc.retry_after)
+        blocked = isinstance(exc, BlockedError)
+        decide(
+            Decision.BLOCKED if blocked else Decision.DEFERRED,
+            f"submission {submission.id}: {reason}; next attempt in {delay:.0f}s",
+            reason=reason, retry_in=round(delay),
+        )  # fmt: skip
+        return Report(Result.BLOCKED if blocked else Result.DEFERRED, submission.id, reason)
+
+    def retry_soon(self, name: str, retry_after: float | None = None) -> float:
+        """Bring the job's next sweep forward to the retry backoff (doubling per attempt, at
+        least `retry_after`); returns the delay."""
+        watch = self.ledger.watching(name)
+        attempts = watch.checks if watch else 0
+        delay = min(self.retry_base * 2.0 ** min(attempts, 30), RETRY_MAX_SECONDS)
+        delay = max(delay, retry_after or 0.0)
+        if watch is None:
+            self.ledger.watch(name, self.clock() + delay)
+        else:
+            self.ledger.postpone(name, self.clock() + delay, attempts + 1)
+        return delay
 
     def _tags(self, submission: Submission, traceparent: str | None) -> dict[str, str]:
         tags = {
@@ -191,16 +267,21 @@ class Bridge:
             submission, JobState.REJECTED, reason=reason, finished_at=now_iso(), via="submission"
         )
         stored, inserted = self.ledger.add_job(record)
-        if not inserted:
-            if stored.state not in (JobState.ACCEPTED, JobState.REJECTED):
-                return Report(Result.DUPLICATE, submission.id, stored.state.value)
-            self.ledger.update_job(
+        if not inserted and stored.state is not JobState.REJECTED:
+            # Conditional: a creation that won the race keeps its CREATED (the first one wins).
+            moved = self.ledger.update_job(
                 submission.id,
                 JobState.REJECTED,
                 reason=reason,
                 finished_at=now_iso(),
                 via="submission",
+                blocked=None,
+                blocked_since=None,
             )
+            if not moved:
+                current = self.ledger.get_job(submission.id)
+                state = current.state.value if current else "gone"
+                return Report(Result.DUPLICATE, submission.id, state)
         decide(Decision.REJECTED, f"submission {submission.id}: {reason}", reason=reason)
         performed = self.tell_rejection(record)
         return Report(Result.REJECTED, submission.id, reason, performed)
@@ -220,8 +301,14 @@ class Bridge:
             via="submission",
             traceparent=current_traceparent(),
         )
-        performed = self._perform_all(plan(fact, submission.route(Outcome.FAILED)))
-        self.ledger.unwatch(submission.id)
+        performed, blocked = self._perform_all(plan(fact, submission.route(Outcome.FAILED)))
+        if blocked:
+            self.ledger.update_job(
+                submission.id, JobState.REJECTED, blocked=_reason(blocked), blocked_since=None
+            )
+            self.retry_soon(submission.id)  # the sweep tells it again ("told")
+        else:
+            self.ledger.unwatch(submission.id)
         return performed
 
     # Azure ML → Airflow
@@ -297,6 +384,16 @@ class Bridge:
             detail = "the submission was rejected: no job ran"
             decide(Decision.IGNORED, f"job {record.name}: {detail}", via=finding.via, reason=detail)
             return Report(Result.IGNORED, record.name, detail)
+        if record.outcome and record.outcome != finding.outcome.value:
+            detail = f"{record.outcome} is being routed; a later {finding.status} changes nothing"
+            decide(Decision.IGNORED, f"job {record.name}: {detail}", via=finding.via, reason=detail)
+            return Report(Result.IGNORED, record.name, detail)
+        return self.route(record, finding)
+
+    def route(self, record: JobRecord, finding: Finding) -> Report:
+        """Perform every effect of the finding's route that is not settled yet, then conclude
+        the job; while one is blocked, the job stays open with the outcome noted (the sweep
+        retries it). `bridge retry` calls this on a concluded job, after reopening effects."""
         route = record.submission.route(finding.outcome)
         fact = Fact(
             job_name=record.name,
@@ -314,10 +411,22 @@ class Bridge:
             outputs=self._outputs(record, finding, route),
             partition_key=record.submission.partition_key,
         )
-        performed = self._perform_all(plan(fact, route))
+        performed, blocked = self._perform_all(plan(fact, route))
+        if blocked:
+            reason = _reason(blocked)
+            self.ledger.update_job(
+                record.name, record.state, blocked=reason, outcome=finding.outcome.value,
+                status=finding.status, via=finding.via,
+                blocked_since=record.blocked_since or self.clock(),
+            )  # fmt: skip
+            delay = self.retry_soon(record.name, blocked.retry_after)
+            detail = f"{finding.outcome.value}: {reason}; next attempt in {delay:.0f}s"
+            return Report(Result.BLOCKED, record.name, detail, performed)
         self.ledger.update_job(
-            record.name, _TERMINAL_STATE[finding.outcome], finished_at=now_iso(), via=finding.via
-        )
+            record.name, _TERMINAL_STATE[finding.outcome], finished_at=record.finished_at
+            or now_iso(), via=record.via or finding.via, outcome=finding.outcome.value,
+            status=record.status or finding.status, blocked=None, blocked_since=None,
+        )  # fmt: skip
         # The job stays on the watch list until a sweep finds it due and drops it ("closed"):
         # reconciliation keeps its own index, and the event path saves a round trip.
         return Report(Result.HANDLED, record.name, finding.outcome.value, performed)
@@ -347,17 +456,21 @@ class Bridge:
 
     # Effect-once
 
-    def _perform_all(self, effects: list[Effect]) -> int:
-        """Perform each effect once; a transient failure of one still lets the others happen."""
-        performed, failure = 0, None
+    def _perform_all(self, effects: list[Effect]) -> tuple[int, BlockedError | None]:
+        """Perform each effect once; a failure of one still lets the others happen. Returns how
+        many were performed and the first block (the caller keeps the job open); raises the
+        first transient failure (the transport retries)."""
+        performed, failure, blocked = 0, None, None
         for effect in effects:
             try:
                 performed += self._perform_once(effect)
+            except BlockedError as exc:
+                blocked = blocked or exc
             except TransientError as exc:
                 failure = failure or exc
         if failure is not None:
             raise failure
-        return performed
+        return performed, blocked
 
     def _perform_once(self, effect: Effect) -> int:
         claim = self.ledger.claim(effect, self.clock(), self.lease_seconds)
@@ -379,25 +492,45 @@ class Bridge:
             else:
                 self._apply(effect)
         except PermanentError as exc:
-            self.ledger.fail(claim, str(exc))
-            decide(
-                Decision.REJECTED, f"effect on {effect.target} failed for good: {exc}",
-                **effect.named(), reason=str(exc),
-            )  # fmt: skip
+            self._fail(claim, str(exc))
             return 0
+        except BlockedError as exc:
+            now = self.clock()
+            since = claim.blocked_since or now
+            if now - since >= self.blocked_give_up:
+                self._fail(claim, f"blocked for {_duration(now - since)}, gave up: {exc}")
+                return 0
+            self.ledger.block(claim, str(exc), since)
+            decide(
+                Decision.BLOCKED, f"effect on {effect.target} is blocked: {exc}",
+                **effect.named(), reason=str(exc), cause=exc.cause,
+            )  # fmt: skip
+            raise
         except TransientError as exc:
             # Only a failure that surely did nothing, on a claim no earlier attempt touched, may
-            # forget the attempt; otherwise the next one must check before acting.
-            if claim.taken_over or isinstance(exc, AmbiguousError):
+            # forget the attempt; otherwise the next one must check before acting, and after a
+            # request that may still be in flight, not before it can no longer commit.
+            if isinstance(exc, AmbiguousError):
+                self.ledger.abandon(claim, self.clock() + self.ambiguity_hold)
+            elif claim.taken_over:
                 self.ledger.abandon(claim)
             else:
                 self.ledger.release(claim)
             raise
         except BaseException:
-            self.ledger.abandon(claim)
+            self.ledger.abandon(claim, self.clock() + self.ambiguity_hold)
             raise
         self.ledger.complete(claim)
         return 1
+
+    def _fail(self, claim: Claim, reason: str) -> None:
+        self.ledger.fail(claim, reason)
+        # Found by `bridge jobs --state failed-effects` and `bridge retry --all` without a scan.
+        self.ledger.mark(claim.effect.fact.job_name, failed=reason[:2000])
+        decide(
+            Decision.REJECTED, f"effect on {claim.effect.target} failed for good: {reason}",
+            **claim.effect.named(), reason=reason,
+        )  # fmt: skip
 
     def _already_performed(self, effect: Effect, since: float) -> bool:
         """After an attempt that may have performed the effect: ask Airflow whether it did."""
@@ -422,3 +555,13 @@ class Bridge:
                 **effect.named(),
                 dag_run_id=effect.dag_run_id,
             )  # fmt: skip
+
+
+def _reason(exc: TransientError) -> str:
+    """What an operator reads: the class of a block (never a secret), then the message."""
+    cause = f"[{exc.cause}] " if isinstance(exc, BlockedError) else ""
+    return f"{cause}{exc}"[:2000]
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds:.0f} s"

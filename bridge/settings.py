@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from bridge.errors import ConfigurationError
 from bridge.ncrontab import Schedule
+from bridge.signing import KEY_VAULT_REFERENCE
 
 # Read by function_app.py's decorators (the Functions host resolves them), not by Settings.
 SUBMISSION_QUEUE = "BRIDGE_SUBMISSION_QUEUE"
@@ -39,6 +41,13 @@ SIGNING_KEY = "BRIDGE_SIGNING_KEY"
 SIGNING_KEY_PREVIOUS = "BRIDGE_SIGNING_KEY_PREVIOUS"
 POLICY = "BRIDGE_POLICY"
 RECONCILE_AFTER_SECONDS = "BRIDGE_RECONCILE_AFTER_SECONDS"
+# How long work blocked on an operator's fix is retried before it fails (docs/reliability.md).
+BLOCKED_GIVE_UP_SECONDS = "BRIDGE_BLOCKED_GIVE_UP_SECONDS"
+# How long the bridge waits for one Airflow request (the effect claim's lease derives from it).
+AIRFLOW_TIMEOUT_SECONDS = "BRIDGE_AIRFLOW_TIMEOUT_SECONDS"
+# The host's own override of host.json's functionTimeout: the host and the bridge read the same
+# value (Bicep sets it to host.json's; a test keeps them equal), and the lease derives from it.
+FUNCTION_TIMEOUT = "AzureFunctionsJobHost__functionTimeout"
 # Event Grid's secure webhook delivery (optional): the Entra ID token every delivery must carry.
 WEBHOOK_AUDIENCE = "BRIDGE_WEBHOOK_AUDIENCE"  # the Entra app's id or application id URI
 WEBHOOK_ISSUER = "BRIDGE_WEBHOOK_ISSUER"  # https://sts.windows.net/<tenant>/ (v1 tokens)
@@ -71,6 +80,9 @@ SETTINGS: Mapping[str, bool] = {
     MANAGED_IDENTITY_CLIENT_ID: True,
     RECONCILE_SCHEDULE: True,
     RECONCILE_AFTER_SECONDS: True,
+    BLOCKED_GIVE_UP_SECONDS: False,  # default: 24 h, Event Grid's own retry window
+    AIRFLOW_TIMEOUT_SECONDS: False,  # default: 10 s
+    FUNCTION_TIMEOUT: True,
     AIRFLOW_TOKEN: False,  # instead of the user and password (docs/airflow-identity.md)
     WEBHOOK_AUDIENCE: False,
     WEBHOOK_ISSUER: False,
@@ -81,6 +93,9 @@ SETTINGS: Mapping[str, bool] = {
 }
 DEFAULT_RECONCILE_SCHEDULE = "0 */5 * * * *"  # every 5 minutes
 DEFAULT_RECONCILE_AFTER_SECONDS = 600.0
+DEFAULT_BLOCKED_GIVE_UP_SECONDS = 24 * 3600.0
+DEFAULT_AIRFLOW_TIMEOUT_SECONDS = 10.0
+DEFAULT_FUNCTION_TIMEOUT = "00:05:00"  # host.json's functionTimeout
 
 _SECRET_SETTINGS = (AIRFLOW_PASSWORD, SIGNING_KEY, LEDGER_CONNECTION_STRING)
 
@@ -105,6 +120,9 @@ class Settings:
     managed_identity_client_id: str | None = None
     reconcile_schedule: str = DEFAULT_RECONCILE_SCHEDULE
     reconcile_after_seconds: float = DEFAULT_RECONCILE_AFTER_SECONDS
+    blocked_give_up_seconds: float = DEFAULT_BLOCKED_GIVE_UP_SECONDS
+    airflow_timeout_seconds: float = DEFAULT_AIRFLOW_TIMEOUT_SECONDS
+    function_timeout: str = DEFAULT_FUNCTION_TIMEOUT
     applicationinsights_connection_string: str | None = field(default=None, repr=False)
     applicationinsights_entra_auth: bool = False
     webhook_audience: str | None = None
@@ -135,6 +153,13 @@ class Settings:
             managed_identity_client_id=get(MANAGED_IDENTITY_CLIENT_ID) or None,
             reconcile_schedule=get(RECONCILE_SCHEDULE) or DEFAULT_RECONCILE_SCHEDULE,
             reconcile_after_seconds=_seconds(get(RECONCILE_AFTER_SECONDS)),
+            blocked_give_up_seconds=_seconds(
+                get(BLOCKED_GIVE_UP_SECONDS), DEFAULT_BLOCKED_GIVE_UP_SECONDS
+            ),
+            airflow_timeout_seconds=_seconds(
+                get(AIRFLOW_TIMEOUT_SECONDS), DEFAULT_AIRFLOW_TIMEOUT_SECONDS
+            ),
+            function_timeout=get(FUNCTION_TIMEOUT) or DEFAULT_FUNCTION_TIMEOUT,
             applicationinsights_connection_string=get(APPLICATIONINSIGHTS_CONNECTION_STRING)
             or None,
             applicationinsights_entra_auth="Authorization=AAD"
@@ -165,6 +190,9 @@ class Settings:
             MANAGED_IDENTITY_CLIENT_ID: self.managed_identity_client_id,
             RECONCILE_SCHEDULE: self.reconcile_schedule,
             RECONCILE_AFTER_SECONDS: repr(self.reconcile_after_seconds),
+            BLOCKED_GIVE_UP_SECONDS: repr(self.blocked_give_up_seconds),
+            AIRFLOW_TIMEOUT_SECONDS: repr(self.airflow_timeout_seconds),
+            FUNCTION_TIMEOUT: self.function_timeout,
             APPLICATIONINSIGHTS_CONNECTION_STRING: self.applicationinsights_connection_string,
             APPLICATIONINSIGHTS_AUTHENTICATION_STRING: (
                 "Authorization=AAD" if self.applicationinsights_entra_auth else None
@@ -200,14 +228,7 @@ class Settings:
         ):
             if url and urlparse(url).scheme not in ("http", "https"):
                 found.append(f"{name} is not an http(s) URL")
-        # App Service passes a Key Vault reference it could not resolve through as literal text.
-        found += [f"{name} is an unresolved Key Vault reference (check the identity's access)"
-                  for name, value in ((AIRFLOW_PASSWORD, self.airflow_password),
-                                      (SIGNING_KEY, self.signing_key),
-                                      (SIGNING_KEY_PREVIOUS, self.signing_key_previous or ""),
-                                      (AIRFLOW_USERNAME, self.airflow_username),
-                                      (AIRFLOW_TOKEN, self.airflow_token or ""))
-                  if value.startswith("@Microsoft.KeyVault(")]  # fmt: skip
+        found += self.unresolved()
         found += [f"{name} is shorter than 32 characters"
                   for name, key in ((SIGNING_KEY, self.signing_key),
                                     (SIGNING_KEY_PREVIOUS, self.signing_key_previous))
@@ -225,18 +246,49 @@ class Settings:
             found.append(f"{RECONCILE_SCHEDULE}: {exc}")
         if not (math.isfinite(self.reconcile_after_seconds) and self.reconcile_after_seconds > 0):
             found.append(f"{RECONCILE_AFTER_SECONDS} is not a positive number of seconds")
+        if not (math.isfinite(self.blocked_give_up_seconds) and self.blocked_give_up_seconds >= 0):
+            found.append(f"{BLOCKED_GIVE_UP_SECONDS} is not a number of seconds (0 or more)")
+        if not (math.isfinite(self.airflow_timeout_seconds) and self.airflow_timeout_seconds > 0):
+            found.append(f"{AIRFLOW_TIMEOUT_SECONDS} is not a positive number of seconds")
+        if not math.isfinite(self.function_timeout_seconds):
+            found.append(f"{FUNCTION_TIMEOUT} is not a time span (hh:mm:ss) of at most a day")
         return found
 
+    @property
+    def function_timeout_seconds(self) -> float:
+        """The host's functionTimeout (hh:mm:ss, or -1 for none: then a day); NaN if unreadable."""
+        text = self.function_timeout.strip()
+        if text == "-1":
+            return 24 * 3600.0
+        match = re.fullmatch(r"(\d{1,2}):(\d{2}):(\d{2})(?:\.\d+)?", text)
+        if match is None:
+            return math.nan
+        hours, minutes, seconds = (int(part) for part in match.groups())
+        return float(hours * 3600 + minutes * 60 + seconds)
+
+    def unresolved(self) -> list[str]:
+        """Settings App Service passed through as Key Vault references it could not resolve.
+        They block the work that needs them (`BlockedError`) and heal once the platform resolves
+        them; they do not stop the bridge from starting."""
+        return [f"{name} is an unresolved Key Vault reference (check the identity's access)"
+                for name, value in ((AIRFLOW_PASSWORD, self.airflow_password),
+                                    (SIGNING_KEY, self.signing_key),
+                                    (SIGNING_KEY_PREVIOUS, self.signing_key_previous or ""),
+                                    (AIRFLOW_USERNAME, self.airflow_username),
+                                    (AIRFLOW_TOKEN, self.airflow_token or ""))
+                if value.startswith(KEY_VAULT_REFERENCE)]  # fmt: skip
+
     def require(self) -> None:
-        problems = self.problems()
+        unresolved = set(self.unresolved())
+        problems = [problem for problem in self.problems() if problem not in unresolved]
         if problems:
             raise ConfigurationError("; ".join(problems))
 
 
-def _seconds(text: str) -> float:
-    """A positive number of seconds; NaN (reported by `problems`) when the text is not a number."""
+def _seconds(text: str, default: float = DEFAULT_RECONCILE_AFTER_SECONDS) -> float:
+    """A number of seconds; NaN (reported by `problems`) when the text is not a number."""
     if not text:
-        return DEFAULT_RECONCILE_AFTER_SECONDS
+        return default
     try:
         return float(text)
     except ValueError:

@@ -17,7 +17,11 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 
+from bridge.errors import BlockedError
+
 KID_LENGTH = 8
+# What App Service leaves in a setting whose Key Vault reference it could not resolve.
+KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
 
 
 def key_id(key: str) -> str:
@@ -36,6 +40,12 @@ class Keyring:
     previous: str | None = field(default=None, repr=False)
 
     def sign(self, submission_id: str) -> str:
+        if self.current.startswith(KEY_VAULT_REFERENCE):
+            # Signing with the reference's text would tag jobs no event of theirs could verify.
+            raise BlockedError(
+                "the signing key setting is a Key Vault reference the platform has not resolved",
+                cause=BlockedError.KEY_VAULT,
+            )
         return f"{key_id(self.current)}:{_mac(self.current, submission_id)}"
 
     def verify(self, submission_id: str, signature: str) -> bool:

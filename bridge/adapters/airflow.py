@@ -4,10 +4,11 @@ One `ApiClient` per instance, reused for every call. The bearer token comes from
 manager (`POST /auth/token`) and is renewed a minute before the `exp` its JWT payload states, or
 once when Airflow refuses it (401 or 403). Asset ids are cached, and a miss reads the URI's whole
 folder (`azureml://models/...`) in one paged read, so an effect costs one HTTP call. Failures
-leave as `bridge.errors`: transient for what a retry can fix (network, 5xx, 429), permanent for
-what it cannot (other 4xx, an asset no DAG references). A write that failed after it left (no
-reply, a read timeout, a 5xx) is `AmbiguousError`: Airflow may have acted, so the caller asks
-`asset_event_posted` before writing again.
+leave as `bridge.errors`: transient for what a retry can fix (network, 5xx, 429), blocked for what
+an operator fixes (credentials or a role refused, an asset or DAG Airflow does not know yet, a Key
+Vault reference not resolved), permanent for what no fix of theirs changes (other 4xx). A write
+that failed after it left (no reply, a read timeout, a 5xx) is `AmbiguousError`: Airflow may have
+acted, so the caller asks `asset_event_posted` before writing again.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from bridge import audit
 from bridge.errors import (
     AmbiguousError,
+    BlockedError,
     ConfigurationError,
     PermanentError,
     TransientError,
@@ -49,6 +51,8 @@ FILL_PAGES = 20
 POOL_SIZE = 32
 REFILL_SECONDS = 60.0
 PREFIX_MIN = len("x://")
+# What App Service leaves in a setting whose Key Vault reference it could not resolve.
+KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
 
 
 class AirflowRest:
@@ -112,7 +116,7 @@ class AirflowRest:
                 ),
                 writes=True,
             )
-        except PermanentError as exc:
+        except BlockedError as exc:
             if isinstance(exc.__cause__, NotFoundException):
                 # The cached id went stale (the asset was removed): look it up again next time.
                 self._asset_ids.pop(uri, None)
@@ -278,9 +282,10 @@ class AirflowRest:
                     return int(asset.id)
             offset += len(assets)
             if not assets or offset >= total:
-                raise PermanentError(
-                    f"no DAG references the asset URI {uri!r} in Airflow at {self.base_url}: "
-                    "an asset exists only once a parsed DAG schedules on it or produces it"
+                raise BlockedError(
+                    f"no DAG references the asset URI {uri!r} in Airflow at {self.base_url} "
+                    "(yet): an asset exists only once a parsed DAG schedules on it or produces it",
+                    cause=BlockedError.MISSING_ASSET,
                 )
 
     def _assets_page(self, pattern: str, offset: int) -> tuple[list[AssetResponse], int]:
@@ -332,6 +337,12 @@ class AirflowRest:
 
     def _ensure_token(self) -> None:
         if self._static:
+            if (self.access_token or "").startswith(KEY_VAULT_REFERENCE):
+                raise BlockedError(
+                    "the Airflow API token setting is a Key Vault reference the platform has not "
+                    "resolved (the identity's access to the vault, or the secret)",
+                    cause=BlockedError.KEY_VAULT,
+                )
             return
         if self.access_token is None or (
             self._expires_at is not None and time.time() >= self._expires_at - RENEW_EARLY_SECONDS
@@ -346,6 +357,16 @@ class AirflowRest:
 
     def _request_token(self) -> str:
         import urllib3
+
+        unresolved = [name for name, value in (("username", self._username),
+                                               ("password", self._password))
+                      if value.startswith(KEY_VAULT_REFERENCE)]  # fmt: skip
+        if unresolved:
+            raise BlockedError(
+                f"the Airflow {' and '.join(unresolved)} setting is a Key Vault reference the "
+                "platform has not resolved (the identity's access to the vault, or the secret)",
+                cause=BlockedError.KEY_VAULT,
+            )
 
         with audit.call("airflow", "auth_token", self.base_url, self.identity) as call:
             try:
@@ -364,8 +385,10 @@ class AirflowRest:
                 raise TransientError(f"Airflow at {self.base_url} is unreachable: {exc}") from exc
             call.status = status = int(response.status)
         if status in (401, 403):
-            raise ConfigurationError(
-                f"Airflow at {self.base_url} refused the credentials of user {self._username!r}"
+            raise BlockedError(
+                f"Airflow at {self.base_url} refused the credentials of user {self._username!r} "
+                f"(HTTP {status}): a wrong or rotated password",
+                cause=BlockedError.CREDENTIALS,
             )
         if status == 429 or status >= 500:
             raise TransientError(
@@ -436,11 +459,12 @@ class AirflowRest:
                 f"Airflow {what}: {self.base_url} is unreachable ({type(exc).__name__}: {exc})"
             ) from exc
 
-    def _token_refused(self, exc: ApiException) -> ConfigurationError:
-        return ConfigurationError(
+    def _token_refused(self, exc: ApiException) -> BlockedError:
+        return BlockedError(
             f"Airflow at {self.base_url} refused the static API token (BRIDGE_AIRFLOW_TOKEN) with "
             f"HTTP {exc.status}: {airflow_detail(exc.body)}. It has expired, was not signed by "
-            "this Airflow, or its user lacks the permission: replace the token in Key Vault"
+            "this Airflow, or its user lacks the permission: replace the token in Key Vault",
+            cause=BlockedError.CREDENTIALS,
         )
 
     def _failure(
@@ -456,6 +480,13 @@ class AirflowRest:
         if status == 0 or status >= 500:
             # A 5xx may come from a proxy after Airflow acted, or from Airflow after its commit.
             return AmbiguousError(message) if writes else TransientError(message)
+        if status in (401, 403):  # after one renewed token: the user, its role, or the secret
+            cause = BlockedError.CREDENTIALS if status == 401 else BlockedError.PERMISSION
+            return BlockedError(message, cause=cause)
+        if status == 404:  # a DAG not parsed yet, or an asset removed since it was cached
+            asset = "asset" in what.split("(", 1)[0]
+            cause = BlockedError.MISSING_ASSET if asset else BlockedError.MISSING_DAG
+            return BlockedError(message, cause=cause)
         return PermanentError(message)
 
 

@@ -2,8 +2,9 @@
 
 `azure.ai.ml` costs over a second to import, so it is imported on first use, never at import time.
 Failures are translated on azure-core's exception classes and status codes, never on message text:
-network, 401, 429 and 5xx are transient (the queue redelivers), other 4xx are permanent, and the
-SDK's own validation errors are an invalid submission.
+network, 429 and 5xx are transient, 401 and 403 (and no token at all) block until an operator's
+fix (a role assignment still propagating heals by itself), other 4xx are permanent, and the SDK's
+own validation errors are an invalid submission.
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ from azure.core.exceptions import (
 
 from bridge import audit
 from bridge.contracts import CommandJob, JobInput, Submission, YamlJob
-from bridge.errors import InvalidSubmission, PermanentError, TransientError, retry_after_seconds
+from bridge.errors import (
+    BlockedError,
+    InvalidSubmission,
+    PermanentError,
+    TransientError,
+    retry_after_seconds,
+)
 from bridge.ports import CreatedJob, JobOutput
 
 if TYPE_CHECKING:
@@ -245,10 +252,9 @@ def _translated_errors(action: str) -> Iterator[None]:
     except (ServiceRequestError, ServiceResponseError) as exc:
         raise TransientError(f"{action}: Azure ML unreachable ({type(exc).__name__})") from exc
     except ClientAuthenticationError as exc:
-        # 401 or no token at all: a fresh token on redelivery may work. 403 is a missing role.
-        if exc.status_code == 403:
-            raise PermanentError(f"{action}: forbidden: {_service_message(exc)}") from exc
-        raise TransientError(f"{action}: not authenticated: {_service_message(exc)}") from exc
+        # No token, or a 401/403: what an operator fixes (an identity, a role assignment, which
+        # takes minutes to propagate after `azd up`), so it blocks and heals, never rejects.
+        raise _refused(action, exc) from exc
     except HttpResponseError as exc:
         raise _classified(action, exc) from exc
 
@@ -258,8 +264,23 @@ def _is_refused_put(refused: PermanentError) -> bool:
     return isinstance(cause, HttpResponseError) and cause.status_code in (400, 409)
 
 
+def _refused(action: str, exc: HttpResponseError) -> BlockedError:
+    if exc.status_code == 403:
+        return BlockedError(
+            f"{action}: Azure ML answered 403 (the identity lacks a role on the workspace, or "
+            f"its assignment is still propagating): {_service_message(exc)}",
+            cause=BlockedError.PERMISSION,
+        )
+    return BlockedError(
+        f"{action}: not authenticated to Azure ML: {_service_message(exc)}",
+        cause=BlockedError.CREDENTIALS,
+    )
+
+
 def _classified(action: str, exc: HttpResponseError) -> PermanentError | TransientError:
     status = exc.status_code or 0
+    if status in (401, 403):
+        return _refused(action, exc)
     message = f"{action}: Azure ML answered {status}: {_service_message(exc)}"
     if status == 429 or status >= 500 or status == 0:
         return TransientError(message, retry_after=_retry_after(exc))

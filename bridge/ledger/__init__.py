@@ -34,11 +34,34 @@ class JobState(StrEnum):
     FAILED = "failed"
     CANCELED = "canceled"
 
+    def may_become(self, state: JobState) -> bool:
+        """Whether a job in this state may move to `state`: never back. A late CREATED after the
+        outcome was routed, or a rejection racing a creation, is refused (the first one wins)."""
+        return state in _NEXT[self]
+
+    @property
+    def finished(self) -> bool:
+        return self in _FINISHED
+
+
+_FINISHED = frozenset({JobState.REJECTED, JobState.COMPLETED, JobState.FAILED, JobState.CANCELED})
+_OUTCOMES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELED})
+_NEXT: dict[JobState, frozenset[JobState]] = {
+    JobState.ACCEPTED: frozenset(JobState),
+    JobState.CREATED: frozenset({JobState.CREATED, *_OUTCOMES}),
+    # A finished job takes field updates in its own state, nothing else. (An operator's
+    # `bridge retry` of a rejected submission reopens it explicitly: `Ledger.reopen_job`.)
+    **{state: frozenset({state}) for state in _FINISHED},
+}
+
 
 class EffectState(StrEnum):
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"
-    FAILED = "failed"  # a permanent failure, recorded with its reason; never retried
+    FAILED = "failed"  # a permanent failure, recorded with its reason; `bridge retry` reopens it
+    # Refused for a reason an operator fixes (`bridge.errors.BlockedError`): not settled, so the
+    # next attempt claims it again; failed only after `blocked_since` + the give-up deadline.
+    BLOCKED = "blocked"
 
 
 @dataclass(frozen=True)
@@ -52,6 +75,15 @@ class JobRecord:
     finished_at: str | None = None
     via: str | None = None  # who found the outcome: "event", "reconcile" or "submission"
     traceparent: str | None = None  # the span that accepted the submission (`bridge.audit`)
+    # Work that waits on an operator's fix (`BlockedError`), or an ACCEPTED submission that Azure
+    # ML refused for now: why, and since when (epoch seconds; the give-up deadline counts from it).
+    blocked: str | None = None
+    blocked_since: float | None = None
+    # The outcome being routed while an effect is blocked (the job is not concluded until every
+    # effect is settled), and the status it was found with: the first outcome found wins.
+    outcome: str | None = None
+    status: str | None = None
+    failed: str | None = None  # the last reason an effect of the job failed for good
 
     @property
     def name(self) -> str:
@@ -67,6 +99,7 @@ class Claim:
     lease_until: float
     taken_over: bool  # an earlier attempt lapsed or failed ambiguously: the effect may exist
     since: float  # when the first attempt at this effect was claimed (epoch seconds)
+    blocked_since: float | None = None  # when an attempt was first blocked, if one was
 
 
 @dataclass(frozen=True)
@@ -112,8 +145,20 @@ class Ledger(Protocol):
 
     def get_job(self, name: str) -> JobRecord | None: ...
 
-    def update_job(self, name: str, state: JobState, **fields: str | None) -> None:
-        """Move a job to `state`, setting the given timestamp/url/reason fields."""
+    def update_job(self, name: str, state: JobState, **fields: str | float | None) -> bool:
+        """Move a job to `state`, setting the given fields, if its stored state may become
+        `state` (`JobState.may_become`); a conditional write on the record's ETag, so no state
+        ever goes back. Returns whether it moved; False leaves the record as another writer left
+        it (or absent)."""
+        ...
+
+    def mark(self, name: str, **fields: str | float | None) -> None:
+        """Set fields that are not the job's state (a failed effect's reason): no transition."""
+        ...
+
+    def reopen_job(self, name: str) -> bool:
+        """REJECTED → ACCEPTED, for an operator's `bridge retry` after a fix; False if the job is
+        not (or no longer) rejected."""
         ...
 
     def claim(self, effect: Effect, now: float, lease_seconds: float) -> Claim | Settled | Busy: ...
@@ -122,21 +167,40 @@ class Ledger(Protocol):
 
     def fail(self, claim: Claim, reason: str) -> None: ...
 
+    def block(self, claim: Claim, reason: str, since: float) -> None:
+        """Leave the effect unsettled and claimable at once, with why, blocked since `since`."""
+        ...
+
+    def reopen(self, job_name: str, effect_id: str, now: float) -> bool:
+        """A FAILED or BLOCKED effect made claimable again now, for `bridge retry` (a fresh
+        give-up deadline); whether an earlier attempt may have performed it is kept."""
+        ...
+
     def release(self, claim: Claim) -> None:
         """Give the claim up after a failure that surely did nothing: a retry starts afresh."""
         ...
 
-    def abandon(self, claim: Claim) -> None:
-        """Give the claim up after a failure that may have done the effect: the row stays, its
-        lease lapsed, so the next attempt takes it over at once and checks before acting."""
+    def abandon(self, claim: Claim, hold_until: float = 0.0) -> None:
+        """Give the claim up after a failure that may have done the effect: the row stays, marked
+        as attempted, and no one may take it over before `hold_until` (epoch seconds), when the
+        request that may still be in flight can no longer commit; the next attempt then checks
+        before acting."""
         ...
 
     def effects(self, job_name: str) -> list[EffectRecord]: ...
 
     def jobs(
-        self, *, state: JobState | None = None, since: str | None = None, limit: int = 100
+        self,
+        *,
+        state: JobState | None = None,
+        since: str | None = None,
+        limit: int = 100,
+        blocked: bool = False,
+        attention: bool = False,
     ) -> list[JobRecord]:
-        """Job records, newest first: for operators. Reads across every job's partition."""
+        """Job records, newest first: for operators. Reads across every job's partition; with
+        `blocked`, only jobs waiting on an operator's fix; with `attention`, those and every job
+        with a failed effect or a rejected submission (what `bridge retry --all` re-drives)."""
         ...
 
     def reject_message(self, message_id: str, reason: str, body: bytes) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -44,7 +44,7 @@ from bridge.ledger import (
 )
 
 JOB_ROW = "job"
-TRAIL_PREFIX = "trail-"  # sorts after every effect id (completed-, failed-, canceled-) and "job"
+TRAIL_PREFIX = "trail-"  # sorts after every effect id (canceled-, completed-, failed-, rejected-)
 REJECTED_PARTITION = "rejected-messages"
 WATCH_PARTITION = "open-jobs"
 # A string property holds at most 64 KiB (32K UTF-16 characters); a submission may be larger.
@@ -99,10 +99,54 @@ class TableLedger:
                 return None
         return _job_record(entity)
 
-    def update_job(self, name: str, state: JobState, **fields: str | None) -> None:
-        entity = {"PartitionKey": name, "RowKey": JOB_ROW, "state": state.value, **fields}
-        with _transient("update a job record"):
+    def update_job(self, name: str, state: JobState, **fields: str | float | None) -> bool:
+        return self._transition(name, lambda stored: stored.may_become(state), state, fields)
+
+    def mark(self, name: str, **fields: str | float | None) -> None:
+        entity: dict[str, str | float] = {"PartitionKey": name, "RowKey": JOB_ROW}
+        entity |= {key: "" if value is None else value for key, value in fields.items()}
+        with _transient("mark a job record"), suppress(ResourceNotFoundError):
             self._table.update_entity(entity, mode=UpdateMode.MERGE)
+
+    def reopen_job(self, name: str) -> bool:
+        return self._transition(
+            name,
+            lambda stored: stored is JobState.REJECTED,
+            JobState.ACCEPTED,
+            {"reason": "", "finished_at": "", "via": "", "blocked": "", "blocked_since": ""},
+        )
+
+    def _transition(
+        self,
+        name: str,
+        allowed: Callable[[JobState], bool],
+        state: JobState,
+        fields: Mapping[str, str | float | None],
+    ) -> bool:
+        """Read the record, check the move, write it only if nobody wrote in between (If-Match);
+        on a lost race read again and decide again."""
+        self.ensure_table()
+        values = {key: "" if value is None else value for key, value in fields.items()}
+        while True:
+            with _transient("read a job record"):
+                try:
+                    current = self._table.get_entity(name, JOB_ROW, select=["state"])
+                except ResourceNotFoundError:
+                    return False
+            if not allowed(JobState(current["state"])):
+                return False
+            entity = {"PartitionKey": name, "RowKey": JOB_ROW, "state": state.value, **values}
+            with _transient("update a job record"):
+                try:
+                    self._table.update_entity(
+                        entity,
+                        mode=UpdateMode.MERGE,
+                        etag=current.metadata["etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                    return True
+                except ResourceModifiedError:
+                    continue  # another writer was first: its state decides the next try
 
     # Effects
 
@@ -127,12 +171,19 @@ class TableLedger:
             except ResourceExistsError:
                 current = self._table.get_entity(effect.fact.job_name, effect.id)
         state = EffectState(current["state"])
-        if state is not EffectState.IN_PROGRESS:
+        if state in (EffectState.COMPLETED, EffectState.FAILED):
             return Settled(state, current.get("reason"))
-        if float(current["lease_until"]) > now:
+        if state is EffectState.IN_PROGRESS and float(current["lease_until"]) > now:
             return Busy(float(current["lease_until"]))
         since = float(current.get("first_claimed_at") or now)
         entity["first_claimed_at"] = since  # every attempt's window starts at the first one
+        # A blocked attempt was refused, so it did nothing; an earlier one may have done it.
+        taken_over = state is EffectState.IN_PROGRESS or bool(current.get("attempted"))
+        blocked_since = current.get("blocked_since")
+        if blocked_since:
+            entity["blocked_since"] = float(blocked_since)
+        if current.get("attempted"):
+            entity["attempted"] = True
         with _transient("take over a lapsed claim"):
             try:
                 meta = self._table.update_entity(
@@ -143,13 +194,68 @@ class TableLedger:
                 )
             except ResourceModifiedError:
                 return Busy(lease_until)  # another worker took it over first
-        return Claim(effect, str(meta["etag"]), lease_until, taken_over=True, since=since)
+        return Claim(
+            effect,
+            str(meta["etag"]),
+            lease_until,
+            taken_over=taken_over,
+            since=since,
+            blocked_since=float(blocked_since) if blocked_since else None,
+        )
 
     def complete(self, claim: Claim) -> None:
         self._settle(claim, EffectState.COMPLETED, None)
 
     def fail(self, claim: Claim, reason: str) -> None:
         self._settle(claim, EffectState.FAILED, reason[:30_000])
+
+    def block(self, claim: Claim, reason: str, since: float) -> None:
+        entity = {
+            "PartitionKey": claim.effect.fact.job_name,
+            "RowKey": claim.effect.id,
+            "state": EffectState.BLOCKED.value,
+            "reason": reason[:30_000],
+            "blocked_since": float(since),
+            "lease_until": 0.0,
+            "updated_at": now_iso(),
+        }
+        # A 412 means our lease lapsed and someone took over: the effect is theirs to settle.
+        with _transient("record a blocked effect"), suppress(ResourceModifiedError):
+            self._table.update_entity(
+                entity,
+                mode=UpdateMode.MERGE,
+                etag=claim.etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+
+    def reopen(self, job_name: str, effect_id: str, now: float) -> bool:
+        with _transient("read an effect"):
+            try:
+                current = self._table.get_entity(job_name, effect_id)
+            except ResourceNotFoundError:
+                return False
+        if EffectState(current["state"]) not in (EffectState.FAILED, EffectState.BLOCKED):
+            return False
+        entity = {
+            "PartitionKey": job_name,
+            "RowKey": effect_id,
+            "state": EffectState.BLOCKED.value,
+            "reason": f"re-driven by an operator after: {current.get('reason') or '-'}"[:30_000],
+            "blocked_since": float(now),
+            "lease_until": 0.0,
+            "updated_at": now_iso(),
+        }
+        with _transient("reopen an effect"):
+            try:
+                self._table.update_entity(
+                    entity,
+                    mode=UpdateMode.MERGE,
+                    etag=current.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except ResourceModifiedError:
+                return False  # someone is at it already
+        return True
 
     def release(self, claim: Claim) -> None:
         # A 412 or 404 means someone took over the lapsed claim: it is theirs now.
@@ -162,11 +268,11 @@ class TableLedger:
                 match_condition=MatchConditions.IfNotModified,
             )
 
-    def abandon(self, claim: Claim) -> None:
+    def abandon(self, claim: Claim, hold_until: float = 0.0) -> None:
         entity = {
             "PartitionKey": claim.effect.fact.job_name,
             "RowKey": claim.effect.id,
-            "lease_until": 0.0,
+            "lease_until": float(hold_until),
             "attempted": True,
             "updated_at": now_iso(),
         }
@@ -200,10 +306,24 @@ class TableLedger:
         ]
 
     def jobs(
-        self, *, state: JobState | None = None, since: str | None = None, limit: int = 100
+        self,
+        *,
+        state: JobState | None = None,
+        since: str | None = None,
+        limit: int = 100,
+        blocked: bool = False,
+        attention: bool = False,
     ) -> list[JobRecord]:
         self.ensure_table()
         query, parameters = "RowKey eq @job_row", {"job_row": JOB_ROW}
+        # Rows without the property never match a comparison on it.
+        if attention:
+            # (The SDK substitutes parameters word by word: no parenthesis may touch one.)
+            query += " and ( blocked gt @empty or failed gt @empty or state eq @rejected )"
+            parameters |= {"empty": "", "rejected": JobState.REJECTED.value}
+        elif blocked:
+            query += " and blocked gt @empty"
+            parameters["empty"] = ""
         if state is not None:
             query += " and state eq @state"
             parameters["state"] = state.value
@@ -392,6 +512,11 @@ def _job_fields(record: JobRecord) -> dict[str, Any]:
         via=record.via or "",
         traceparent=record.traceparent or "",
         dag_id=record.submission.origin.dag_id,
+        blocked=record.blocked or "",
+        blocked_since=record.blocked_since or "",
+        outcome=record.outcome or "",
+        status=record.status or "",
+        failed=record.failed or "",
     )
     return fields
 
@@ -415,4 +540,9 @@ def _job_record(entity: dict[str, Any]) -> JobRecord:
         finished_at=opt("finished_at"),
         via=opt("via"),
         traceparent=opt("traceparent"),
+        blocked=opt("blocked"),
+        blocked_since=float(entity["blocked_since"]) if entity.get("blocked_since") else None,
+        outcome=opt("outcome"),
+        status=opt("status"),
+        failed=opt("failed"),
     )

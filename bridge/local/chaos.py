@@ -381,8 +381,10 @@ class BridgeProcess:
         if airflow_url:
             env["BRIDGE_AIRFLOW_URL"] = airflow_url
         bridge = str(Path(sys.executable).with_name("bridge"))
+        # A lost reply here was always committed before it was lost: the hold can be the lease.
         self.argv = [bridge, "serve", "--port", str(self.port), "--lease-seconds",
-                     str(lease_seconds), "--crash-after-effect", str(crash_share)]  # fmt: skip
+                     str(lease_seconds), "--ambiguity-hold", str(lease_seconds),
+                     "--crash-after-effect", str(crash_share)]  # fmt: skip
         self.env = env
         self.service: Service | None = None
         self._lock = threading.Lock()

@@ -171,9 +171,9 @@ class DevHost(Lifecycle):
                 if self.path.split("?")[0] != "/api/health":
                     self._send(Reply(404, {"error": f"no route {self.path}"}))
                     return
-                problems = health.problems(host.settings)
-                status = 503 if problems else 200
-                body = {"status": "misconfigured" if problems else "ok", "problems": problems}
+                status, body = health.report(
+                    host.settings, ledger=lambda: host.bridge_factory().ledger
+                )
                 self._send(Reply(status, body))
 
             def _dispatch(self) -> None:

@@ -27,6 +27,9 @@ class Fault(StrEnum):
     LOSE_REPLY = "lose-reply"  # forwarded and done by the server; the client gets no answer
     GATEWAY_ERROR = "gateway-error"  # forwarded and done; the client gets a 502
     LOSE_REQUEST = "lose-request"  # never forwarded; the client gets no answer
+    # Held until the client has given up (`late_by`), then forwarded and done: the server
+    # commits after the client's timeout, while a retry may already be asking about it.
+    COMMIT_LATE = "commit-late"
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,14 @@ Decide = Callable[[str, str, bytes], Fault | None]
 
 
 class FaultProxy(Lifecycle):
-    def __init__(self, target: str, decide: Decide | None = None, *, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        target: str,
+        decide: Decide | None = None,
+        *,
+        delay: float = 0.0,
+        late_by: float = 0.0,
+    ) -> None:
         parts = urlsplit(target)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"the fault proxy forwards to a plain http URL, not {target!r}")
@@ -52,6 +62,7 @@ class FaultProxy(Lifecycle):
         self.target_port = parts.port or 80
         self.decide: Decide = decide or (lambda method, path, body: None)
         self.delay = delay  # seconds added to every request before it is forwarded
+        self.late_by = late_by  # how long a COMMIT_LATE request is held before it is forwarded
         self.passages: list[Passage] = []
         self._lock = threading.Lock()
         self._server = LoopbackServer(("127.0.0.1", 0), self._handler())
@@ -108,11 +119,13 @@ class FaultProxy(Lifecycle):
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
                 if proxy.delay:
                     time.sleep(proxy.delay)
+                if fault is Fault.COMMIT_LATE:
+                    time.sleep(proxy.late_by)
                 status, reply_headers, reply = proxy._forward(
                     self.command, self.path, headers, body
                 )
                 proxy._record(Passage(self.command, self.path, body, fault, status))
-                if fault is Fault.LOSE_REPLY:
+                if fault in (Fault.LOSE_REPLY, Fault.COMMIT_LATE):
                     self.close_connection = True  # the server acted; the answer is lost
                     return
                 if fault is Fault.GATEWAY_ERROR:

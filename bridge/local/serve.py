@@ -54,10 +54,20 @@ class CrashingAirflow:
             os.kill(os.getpid(), signal.SIGKILL)  # between Airflow's commit and the ledger's
 
 
-def serve(port: int, *, lease_seconds: float, crash_after_effect: float = 0.0) -> int:
+def serve(
+    port: int,
+    *,
+    lease_seconds: float | None = None,
+    ambiguity_hold: float | None = None,
+    crash_after_effect: float = 0.0,
+) -> int:
     settings = Settings.from_env(os.environ)
     bridge = build(settings)
-    bridge.lease_seconds = lease_seconds
+    # The chaos run shortens both, so that a crash or a lost reply costs seconds, not minutes.
+    if lease_seconds is not None:
+        bridge.lease_seconds = lease_seconds
+    if ambiguity_hold is not None:
+        bridge.ambiguity_hold = ambiguity_hold
     if crash_after_effect:
         bridge.airflow = CrashingAirflow(bridge.airflow, crash_after_effect, seed=os.getpid())
     stopped = threading.Event()

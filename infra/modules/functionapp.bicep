@@ -128,6 +128,9 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'BRIDGE_POLICY', value: policyJson }
         { name: 'BRIDGE_RECONCILE_SCHEDULE', value: reconcileSchedule }
         { name: 'BRIDGE_RECONCILE_AFTER_SECONDS', value: string(reconcileAfterSeconds) }
+        // host.json's functionTimeout, as the host reads it and the bridge derives its effect
+        // lease from it (docs/reliability.md); a test keeps the two equal.
+        { name: 'AzureFunctionsJobHost__functionTimeout', value: '00:05:00' }
         { name: 'AZURE_CLIENT_ID', value: identityClientId }
       ]
     }

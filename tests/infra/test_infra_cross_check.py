@@ -155,3 +155,13 @@ def test_default_reconcile_settings_in_bicep_match_the_code(templates: Templates
     Schedule.parse(schedule)
     after = float(main["reconcileAfterSeconds"]["default"])
     assert after == settings.DEFAULT_RECONCILE_AFTER_SECONDS
+
+
+def test_the_function_timeout_the_lease_derives_from_is_host_jsons(templates: Templates) -> None:
+    import json
+    from pathlib import Path
+
+    host = json.loads((Path(__file__).parents[2] / "host.json").read_text())
+    app_settings = templates.app_settings()
+    assert app_settings[settings.FUNCTION_TIMEOUT] == host["functionTimeout"]
+    assert host["functionTimeout"] == settings.DEFAULT_FUNCTION_TIMEOUT

@@ -22,7 +22,7 @@ import pytest
 from airflow_client.client import AssetApi
 
 from bridge.adapters.airflow import AirflowRest
-from bridge.errors import ConfigurationError, PermanentError, TransientError
+from bridge.errors import BlockedError, TransientError
 from bridge.local.airflow import (
     AUTHOR_USER,
     BRIDGE_USER,
@@ -176,7 +176,7 @@ def test_a_miss_reads_the_uri_folder_once_so_its_siblings_cost_no_call(
         adapter = AirflowRest(proxy.url, airflow.username, airflow.password)
 
         found = {uri: adapter.asset_id(uri) for uri in siblings}
-        with pytest.raises(PermanentError):
+        with pytest.raises(BlockedError):
             adapter.asset_id("bridge://tests/late/part-99")  # read once this minute: asked alone
 
     assert found == {uri: asset_ids_by_uri(airflow)[uri] for uri in siblings}
@@ -186,9 +186,11 @@ def test_a_miss_reads_the_uri_folder_once_so_its_siblings_cost_no_call(
     assert "part-99" in lookups[1]
 
 
-def test_unknown_asset_uri_is_permanent_error_naming_it(adapter: AirflowRest) -> None:
-    with pytest.raises(PermanentError, match=r"no DAG references the asset URI 'bridge://nope'"):
+def test_unknown_asset_uri_blocks_naming_it(adapter: AirflowRest) -> None:
+    """A consumer DAG deployed late: the asset appears once it is parsed, so this heals."""
+    with pytest.raises(BlockedError, match=r"no DAG references the asset URI 'bridge://nope'") as e:
         adapter.post_asset_event("bridge://nope", {"effect_id": effect_id()})
+    assert e.value.cause == BlockedError.MISSING_ASSET
 
 
 def test_asset_event_posted_finds_event_by_effect_id_only(
@@ -232,9 +234,10 @@ def test_trigger_dag_run_twice_with_one_run_id_starts_one_run(
     assert "'job_name': 'train-7'" in airflow.task_log(TRIGGERED, run_id, "read_conf")
 
 
-def test_trigger_unknown_dag_is_permanent_error(adapter: AirflowRest) -> None:
-    with pytest.raises(PermanentError, match=r"trigger_dag_run\(no_such_dag/.*HTTP 404"):
+def test_trigger_unknown_dag_blocks(adapter: AirflowRest) -> None:
+    with pytest.raises(BlockedError, match=r"trigger_dag_run\(no_such_dag/.*HTTP 404") as e:
         adapter.trigger_dag_run("no_such_dag", f"bridge__{uuid.uuid4()}", {})
+    assert e.value.cause == BlockedError.MISSING_DAG
 
 
 # -- tokens ---------------------------------------------------------------------------------------
@@ -262,11 +265,21 @@ def test_token_near_expiry_is_renewed_before_the_call(adapter: AirflowRest) -> N
     assert adapter.access_token not in (None, first)
 
 
-def test_wrong_password_is_configuration_error_naming_user(airflow: LocalAirflow) -> None:
+def test_wrong_password_blocks_naming_user(airflow: LocalAirflow) -> None:
     wrong = AirflowRest(airflow.base_url, airflow.username, "not-the-password")
 
-    with pytest.raises(ConfigurationError, match=r"refused the credentials of user 'admin'"):
+    with pytest.raises(BlockedError, match=r"refused the credentials of user 'admin'") as e:
         wrong.post_asset_event(MODEL, {})
+    assert e.value.cause == BlockedError.CREDENTIALS and "not-the-password" not in str(e.value)
+
+
+def test_an_unresolved_key_vault_reference_blocks_without_calling_airflow() -> None:
+    unresolved = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/airflow)"
+    adapter = AirflowRest(f"http://127.0.0.1:{free_port()}", "bridge", unresolved)
+
+    with pytest.raises(BlockedError, match="Key Vault reference") as e:
+        adapter.post_asset_event(MODEL, {})
+    assert e.value.cause == BlockedError.KEY_VAULT
 
 
 # -- failures a retry can fix ---------------------------------------------------------------------
@@ -349,11 +362,12 @@ def test_server_error_is_transient_error_with_airflow_detail(refusing: RefusingS
         refused_trigger(refusing)
 
 
-def test_forbidden_is_permanent_error_with_airflow_detail(refusing: RefusingServer) -> None:
+def test_forbidden_blocks_with_airflow_detail(refusing: RefusingServer) -> None:
     refusing.status, refusing.detail = 403, "Forbidden for role viewer"
 
-    with pytest.raises(PermanentError, match=r"trigger_dag_run.*HTTP 403: Forbidden for role"):
+    with pytest.raises(BlockedError, match=r"trigger_dag_run.*HTTP 403: Forbidden for role") as e:
         refused_trigger(refusing)
+    assert e.value.cause == BlockedError.PERMISSION
 
 
 # -- PostgreSQL -----------------------------------------------------------------------------------
@@ -392,7 +406,7 @@ def test_the_bridge_user_may_post_events_and_a_dag_author_may_not(airflow: Local
     bridge.post_asset_event(REPORT, {"effect_id": effect_id()})
     assert bridge.trigger_dag_run(TRIGGERED, f"bridge__{uuid.uuid4()}", {}) is True
     author = AirflowRest(airflow.base_url, AUTHOR_USER, airflow.password_of(AUTHOR_USER))
-    with pytest.raises(PermanentError, match=r"create_asset_event.*HTTP 403"):
+    with pytest.raises(BlockedError, match=r"create_asset_event.*HTTP 403"):
         author.post_asset_event(REPORT, {"effect_id": effect_id()})
 
 
@@ -408,6 +422,6 @@ def test_a_static_api_token_replaces_the_user_and_password(airflow: LocalAirflow
     assert static.identity == "static API token"
     # A token Airflow did not sign: refused at once, naming the setting, never echoing the token.
     forged = AirflowRest(airflow.base_url, token=f"{token[:-8]}AAAAAAAA")
-    with pytest.raises(ConfigurationError, match="BRIDGE_AIRFLOW_TOKEN") as refused:
+    with pytest.raises(BlockedError, match="BRIDGE_AIRFLOW_TOKEN") as refused:
         forged.post_asset_event(REPORT, {"effect_id": effect_id()})
     assert token[:-8] not in str(refused.value)

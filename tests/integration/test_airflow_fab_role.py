@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bridge.adapters.airflow import AirflowRest
-from bridge.errors import PermanentError
+from bridge.errors import BlockedError
 from bridge.local.airflow import LocalAirflow
 from bridge.local.process import loopback_http
 
@@ -58,7 +58,7 @@ def test_the_scripted_role_does_the_bridges_work_and_nothing_else(
     bridge.post_asset_event(REPORT, {"effect_id": mark})
     assert bridge.asset_event_posted(REPORT, mark, time.time() - 60)
     assert bridge.trigger_dag_run("fab_allowed", f"bridge__{uuid.uuid4()}", {}) is True
-    with pytest.raises(PermanentError, match=r"trigger_dag_run\(fab_forbidden/.*HTTP 403"):
+    with pytest.raises(BlockedError, match=r"trigger_dag_run\(fab_forbidden/.*HTTP 403"):
         bridge.trigger_dag_run("fab_forbidden", f"bridge__{uuid.uuid4()}", {})
 
     # Nothing else the API offers: connections, variables, pools, configuration, other DAGs.

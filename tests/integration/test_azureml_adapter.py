@@ -12,7 +12,7 @@ import pytest
 
 from bridge.adapters.azureml import AzureMLJobs
 from bridge.contracts import TAG_DAG_ID, TAG_SIGNATURE, TAG_SUBMISSION, Submission
-from bridge.errors import InvalidSubmission, PermanentError, TransientError
+from bridge.errors import BlockedError, InvalidSubmission, PermanentError, TransientError
 from bridge.local.azureml import AzureMLEmulator
 from bridge.local.credential import LocalCredential
 from bridge.local.process import free_port
@@ -272,11 +272,23 @@ def test_bad_request_is_permanent_with_the_service_message(
     assert emulator.job(submission(command_job()).id) is None
 
 
-def test_forbidden_is_permanent(emulator: AzureMLEmulator, jobs: AzureMLJobs) -> None:
+def test_forbidden_blocks_as_a_missing_role(emulator: AzureMLEmulator, jobs: AzureMLJobs) -> None:
+    """Right after `azd up`, role assignments take minutes to propagate: this heals."""
     emulator.fail_next(403)
 
-    with pytest.raises(PermanentError, match="403"):
+    with pytest.raises(BlockedError, match="403") as raised:
         jobs.find("any")
+    assert raised.value.cause == BlockedError.PERMISSION
+
+
+def test_unauthenticated_blocks_on_credentials(
+    emulator: AzureMLEmulator, jobs: AzureMLJobs
+) -> None:
+    emulator.fail_next(401)
+
+    with pytest.raises(BlockedError) as raised:
+        jobs.find("any")
+    assert raised.value.cause == BlockedError.CREDENTIALS
 
 
 def test_unreachable_workspace_is_transient() -> None:

@@ -20,7 +20,9 @@ def test_a_working_stack_has_no_problem_and_the_dev_host_says_ok(loop_stack: Sta
     assert health.problems(loop_stack.settings) == []
     url = loop_stack.devhost.webhook_url.replace("/api/events", "/api/health")
     with urllib.request.urlopen(url, timeout=30) as response:
-        assert json.loads(response.read()) == {"status": "ok", "problems": []}
+        body = json.loads(response.read())
+    assert (body["status"], body["problems"]) == ("ok", []), body
+    assert body["blocked"] == {"jobs": 0, "causes": {}}
 
 
 def test_airflow_refusing_the_user_is_named_without_the_password(loop_stack: Stack) -> None:
@@ -31,7 +33,7 @@ def test_airflow_refusing_the_user_is_named_without_the_password(loop_stack: Sta
 
     assert found == [
         f"Airflow at {settings.airflow_url} refused the credentials of user "
-        f"{settings.airflow_username!r}"
+        f"{settings.airflow_username!r} (HTTP 401): a wrong or rotated password"
     ]
     assert wrong not in json.dumps(found)
 

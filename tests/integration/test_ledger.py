@@ -194,3 +194,107 @@ def test_watch_list_is_its_own_partition_apart_from_job_records(ledger: TableLed
     ledger.add_job(JobRecord(job, JobState.ACCEPTED))
     assert [w.job_name for w in ledger.due(1000.0, limit=10)] == [job.id]
     assert ledger.effects(job.id) == []
+
+
+# -- no state ever goes back ------------------------------------------------------------------
+
+
+def test_a_created_written_after_the_outcome_was_routed_changes_nothing(
+    ledger: TableLedger,
+) -> None:
+    job = submission()
+    ledger.add_job(JobRecord(job, JobState.ACCEPTED))
+    assert ledger.update_job(job.id, JobState.COMPLETED, finished_at="t2")
+
+    late = ledger.update_job(job.id, JobState.CREATED, studio_url="https://studio/x")
+
+    stored = ledger.get_job(job.id)
+    assert late is False and stored is not None
+    assert (stored.state, stored.finished_at, stored.studio_url) == (
+        JobState.COMPLETED, "t2", None,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("first", [JobState.CREATED, JobState.REJECTED])
+def test_a_rejection_and_a_creation_in_either_order_keep_the_first(
+    ledger: TableLedger, first: JobState
+) -> None:
+    job = submission()
+    ledger.add_job(JobRecord(job, JobState.ACCEPTED))
+    second = JobState.REJECTED if first is JobState.CREATED else JobState.CREATED
+
+    assert ledger.update_job(job.id, first, reason="one")
+    assert not ledger.update_job(job.id, second, reason="two")
+
+    stored = ledger.get_job(job.id)
+    assert stored is not None and (stored.state, stored.reason) == (first, "one")
+
+
+def test_a_rejection_racing_a_creation_lets_exactly_one_win(ledger: TableLedger) -> None:
+    """Two writers that both read ACCEPTED: the ETag lets only one of them move the job (an
+    unconditional merge would let both 'succeed', the later one silently overwriting)."""
+    import threading
+
+    for round_ in range(12):
+        job = submission(run_id=f"race-{round_}")
+        ledger.add_job(JobRecord(job, JobState.ACCEPTED))
+        start = threading.Barrier(2)
+        moved: dict[JobState, bool] = {}
+
+        def write(
+            state: JobState,
+            job: Submission = job,
+            start: threading.Barrier = start,
+            moved: dict[JobState, bool] = moved,
+        ) -> None:
+            start.wait()
+            moved[state] = ledger.update_job(job.id, state, reason=state.value)
+
+        writers = [threading.Thread(target=write, args=(state,))
+                   for state in (JobState.CREATED, JobState.REJECTED)]  # fmt: skip
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join()
+
+        stored = ledger.get_job(job.id)
+        assert stored is not None
+        assert sorted(moved.values()) == [False, True], moved
+        assert moved[stored.state] and stored.reason == stored.state.value
+
+
+def test_a_blocked_effect_is_claimed_again_and_keeps_when_it_was_first_blocked(
+    ledger: TableLedger,
+) -> None:
+    job = submission()
+    first = ledger.claim(effect(job), now=1000.0, lease_seconds=60)
+    assert isinstance(first, Claim)
+    ledger.block(first, "[credentials] refused", since=1000.0)
+
+    again = ledger.claim(effect(job), now=1001.0, lease_seconds=60)  # no lease to wait out
+
+    assert isinstance(again, Claim)
+    assert (again.taken_over, again.blocked_since) == (False, 1000.0)  # refused: nothing sent
+    ledger.complete(again)
+    assert ledger.claim(effect(job), now=1002.0, lease_seconds=60) == Settled(
+        EffectState.COMPLETED, ""
+    )
+
+
+def test_reopening_a_failed_effect_keeps_the_mark_of_an_attempt_that_may_have_sent_it(
+    ledger: TableLedger,
+) -> None:
+    job = submission()
+    first = ledger.claim(effect(job), now=1000.0, lease_seconds=60)
+    assert isinstance(first, Claim)
+    ledger.abandon(first)  # a lost reply: Airflow may have acted
+    taken = ledger.claim(effect(job), now=1001.0, lease_seconds=60)
+    assert isinstance(taken, Claim) and taken.taken_over
+    ledger.fail(taken, "HTTP 400")
+
+    assert ledger.reopen(job.id, effect(job).id, now=2000.0)
+    redriven = ledger.claim(effect(job), now=2001.0, lease_seconds=60)
+
+    assert isinstance(redriven, Claim)
+    assert (redriven.taken_over, redriven.blocked_since) == (True, 2000.0)  # checked first
+    assert not ledger.reopen(job.id, "completed-asset-nothing", now=2002.0)

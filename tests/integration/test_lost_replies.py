@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -19,8 +20,8 @@ from bridge.errors import AmbiguousError, TransientError
 from bridge.ledger import EffectState, JobRecord, JobState
 from bridge.local.faults import Fault, FaultProxy, first_of_each
 from bridge.local.stack import Stack
-from bridge.service import Bridge, Finding, Result
-from tests.integration.conftest import job_events
+from bridge.service import Bridge, Finding, Result, hold_for
+from tests.integration.conftest import eventually, job_events
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +38,14 @@ def proxy(loop_stack: Stack) -> Iterator[FaultProxy]:
         yield running
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture
 def bridge(loop_stack: Stack, proxy: FaultProxy) -> Bridge:
     settings = dataclasses.replace(
@@ -44,7 +53,16 @@ def bridge(loop_stack: Stack, proxy: FaultProxy) -> Bridge:
         airflow_url=proxy.url,
         ledger_table=f"lost{secrets.token_hex(4)}",
     )
-    return build(settings)
+    bridge = build(settings)
+    bridge.clock = Clock()
+    return bridge
+
+
+def past_the_hold(bridge: Bridge) -> None:
+    """The next delivery, once a request that may have been in flight can no longer commit. These
+    faults strike after Airflow committed, so only the bridge's clock need move."""
+    assert isinstance(bridge.clock, Clock)
+    bridge.clock.now += bridge.ambiguity_hold + 1
 
 
 def finished_job(bridge: Bridge) -> JobRecord:
@@ -83,6 +101,7 @@ def test_a_lost_reply_is_asked_about_not_posted_again(
 
     with pytest.raises(AmbiguousError):
         bridge.conclude(record, COMPLETED)  # Event Grid would retry this delivery
+    past_the_hold(bridge)
     assert routed(loop_stack, record) == (1, 1, 1)  # Airflow did act, on both assets
     report = bridge.conclude(record, COMPLETED)
 
@@ -103,6 +122,7 @@ def test_a_request_lost_before_airflow_saw_it_is_posted_after_the_check(
     with pytest.raises(AmbiguousError):
         bridge.conclude(record, COMPLETED)
     assert routed(loop_stack, record)[:2] == (0, 0)
+    past_the_hold(bridge)
     bridge.conclude(record, COMPLETED)
 
     assert routed(loop_stack, record) == (1, 1, 1)
@@ -116,6 +136,7 @@ def test_a_lost_reply_to_a_dag_run_trigger_starts_one_run(
 
     with pytest.raises(AmbiguousError):
         bridge.conclude(record, COMPLETED)
+    past_the_hold(bridge)
     bridge.conclude(record, COMPLETED)  # the run id is deterministic: Airflow answers 409
 
     assert routed(loop_stack, record) == (1, 1, 1)
@@ -128,6 +149,7 @@ def test_the_check_itself_failing_keeps_the_attempt_on_record(
     proxy.decide = first_of_each(*POST_EVENTS, Fault.LOSE_REPLY)
     with pytest.raises(AmbiguousError):
         bridge.conclude(record, COMPLETED)
+    past_the_hold(bridge)
 
     # Airflow cannot answer the check now (as 3.3.2 does while a run is queued): nothing is posted.
     proxy.decide = lambda method, path, body: (
@@ -140,3 +162,36 @@ def test_the_check_itself_failing_keeps_the_attempt_on_record(
     proxy.decide = lambda method, path, body: None
     bridge.conclude(record, COMPLETED)
     assert routed(loop_stack, record) == (1, 1, 1)
+
+
+def test_a_request_that_commits_after_the_client_gave_up_still_makes_one_event(
+    loop_stack: Stack, proxy: FaultProxy
+) -> None:
+    """Airflow receives the POST and commits it only after the bridge's client timed out. A
+    takeover at once would ask Airflow, find nothing, and post again; the claim stays unusable
+    until the request can no longer commit (its timeout plus a margin), so it asks afterwards."""
+    settings = dataclasses.replace(
+        loop_stack.settings,
+        airflow_url=proxy.url,
+        ledger_table=f"late{secrets.token_hex(4)}",
+        airflow_timeout_seconds=1.0,
+    )
+    bridge = build(settings)
+    assert bridge.ambiguity_hold == hold_for(1.0) == 6.0
+    record = finished_job(bridge)
+    proxy.late_by = 2.5
+    proxy.decide = first_of_each(*POST_EVENTS, Fault.COMMIT_LATE)
+
+    with pytest.raises(AmbiguousError, match="may have been done"):
+        bridge.conclude(record, COMPLETED)
+    gave_up = time.monotonic()  # each claim is held from its own timeout, the last one's now
+    with pytest.raises(TransientError, match="in progress elsewhere"):
+        bridge.conclude(record, COMPLETED)  # the redelivery that comes at once
+    eventually(lambda: routed(loop_stack, record) == (1, 1, 1), timeout=30, what="late commits")
+    time.sleep(max(0.0, gave_up + bridge.ambiguity_hold + 0.5 - time.monotonic()))
+    report = bridge.conclude(record, COMPLETED)
+
+    assert report.result is Result.HANDLED
+    assert routed(loop_stack, record) == (1, 1, 1)
+    posts = [p for p in proxy.passages if (p.method, p.path) == POST_EVENTS]
+    assert len(posts) == 2 and all(p.fault is Fault.COMMIT_LATE for p in posts)

@@ -171,7 +171,7 @@ class AzureMLEmulator(Lifecycle):
         )
         self._jobs: dict[str, EmulatedJob] = {}
         self._components: dict[str, dict[str, Any]] = {}
-        self._failures: list[Answer] = []
+        self._failures: list[tuple[str | None, Answer]] = []  # (the job it is for, answer)
         self._changed = threading.Condition()
         self._server: LoopbackServer | None = None
 
@@ -290,11 +290,24 @@ class AzureMLEmulator(Lifecycle):
         count: int = 1,
         body: dict[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        *,
+        job: str | None = None,
     ) -> None:
-        """Answer the next `count` API requests with this status (Azure error body by default)."""
+        """Answer the next `count` API requests with this status (Azure error body by default);
+        with `job`, only requests about that job, so other clients of a shared emulator are
+        not answered with a fault meant for one test."""
         default = {"error": {"code": "InjectedFault", "message": f"injected HTTP {status}"}}
         with self._changed:
-            self._failures += [Answer(status, body or default, dict(headers or {}))] * count
+            answer = Answer(status, body or default, dict(headers or {}))
+            self._failures += [(job, answer)] * count
+
+    def _injected(self, path: str) -> Answer | None:
+        """The first injected fault meant for this request, taken off the list (lock held)."""
+        for index, (job, answer) in enumerate(self._failures):
+            if job is None or path.rstrip("/").endswith(f"/jobs/{job}"):
+                del self._failures[index]
+                return answer
+        return None
 
     # -- HTTP ------------------------------------------------------------------------------------
 
@@ -309,8 +322,9 @@ class AzureMLEmulator(Lifecycle):
             self.requests.append(
                 RecordedRequest(method, url.path, dict(parse_qsl(url.query)), body, time.time())
             )
-            if self._failures:
-                return self._failures.pop(0)
+            injected = self._injected(url.path)
+            if injected is not None:
+                return injected
         if not headers.get("authorization", "").startswith("Bearer "):
             return azure_error(401, "AuthenticationFailed", "no bearer token in Authorization")
         operation = _OPERATION_ROUTE.match(url.path)
