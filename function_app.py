@@ -30,6 +30,12 @@ def reconcile(timer: func.TimerRequest) -> None:
     functions.reconcile(timer)
 
 
+@app.function_name("retain")
+@app.timer_trigger(arg_name="timer", schedule="0 30 3 * * *")  # daily, 03:30 UTC
+def retain(timer: func.TimerRequest) -> None:
+    functions.retain(timer)
+
+
 @app.function_name("events_webhook")
 @app.route(route="events", methods=["POST", "OPTIONS"])
 def events_webhook(req: func.HttpRequest) -> func.HttpResponse:

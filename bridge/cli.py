@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _add_retry(commands: Any) -> None:
+    """The ledger's upkeep: `retry` after a fix, `retention`, `reindex`."""
     retry = commands.add_parser(
         "retry",
         help="after a fix, re-drive failed and blocked effects and submissions, once",
@@ -145,6 +146,15 @@ def _add_retry(commands: Any) -> None:
     )
     retry.add_argument("--json", action="store_true", help="print JSON instead of a table")
     retry.set_defaults(run=_retry)
+
+    retention = commands.add_parser(
+        "retention", help="forget finished jobs older than BRIDGE_LEDGER_RETENTION_DAYS, now"
+    )
+    retention.set_defaults(run=_retention)
+    reindex = commands.add_parser(
+        "reindex", help="index jobs recorded before this version (once, after upgrading)"
+    )
+    reindex.set_defaults(run=_reindex)
 
 
 def _stack_arguments(parser: argparse.ArgumentParser) -> None:
@@ -331,6 +341,33 @@ def _jobs(args: argparse.Namespace) -> int:
         for line in lines
     ]  # fmt: skip
     _table(("JOB", "STATE", "AGE", "DAG / RUN", "DONE", "PENDING", "WAITING ON"), rows)
+    return 0
+
+
+def _retention(args: argparse.Namespace) -> int:
+    from bridge.retention import Retention
+
+    try:
+        settings = bridge_settings()
+        report = Retention(_environment_bridge().ledger, days=settings.ledger_retention_days).run()
+    except BridgeError as exc:
+        print(f"retention: {exc}", file=sys.stderr)
+        return 1
+    print(f"retention: {report.summary()}")
+    return 0
+
+
+def _reindex(args: argparse.Namespace) -> int:
+    from bridge.ledger.table import TableLedger
+
+    try:
+        ledger = _environment_bridge().ledger
+        assert isinstance(ledger, TableLedger)
+        count = ledger.reindex()
+    except BridgeError as exc:
+        print(f"reindex: {exc}", file=sys.stderr)
+        return 1
+    print(f"reindex: {count} job(s) indexed")
     return 0
 
 

@@ -20,6 +20,7 @@ from bridge.composition import runtime, webhook_gate
 from bridge.errors import InvalidEvent
 from bridge.events import JobEvent, parse_event
 from bridge.reconcile import Reconciler
+from bridge.retention import Retention
 from bridge.settings import Settings
 from bridge.webhook import answer
 
@@ -55,6 +56,11 @@ def reconcile(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.info("reconcile timer is past due; sweeping now")
     Reconciler(runtime()).sweep()
+
+
+def retain(timer: func.TimerRequest) -> None:
+    days = Settings.from_env(os.environ).ledger_retention_days
+    Retention(runtime().ledger, days=days).run()
 
 
 def events_webhook(request: func.HttpRequest) -> func.HttpResponse:

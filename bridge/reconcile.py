@@ -155,6 +155,8 @@ class Reconciler:
             self.bridge.tell_rejection(record)
             return "told"
         if record.state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELED):
+            if record.blocked:  # concluded by an instance that read the job before it blocked
+                ledger.mark(record.name, blocked=None, blocked_since=None)
             ledger.unwatch(record.name)  # routed by an event, which leaves the unwatch to us
             return "closed"
         if record.state is JobState.ACCEPTED:

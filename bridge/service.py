@@ -201,13 +201,14 @@ class Bridge:
             # The submission is on record: the sweep resumes it with backoff, and the message is
             # done. An hour of throttling, or roles still propagating, costs no dead letters.
             return self._defer(submission, exc)
+        # Only a resumed submission can have been blocked: the first attempt writes no more.
+        unblock = {"blocked": None, "blocked_since": None} if recovering else {}
         moved = self.ledger.update_job(
             submission.id,
             JobState.CREATED,
             studio_url=created.studio_url,
             created_at=now_iso(),
-            blocked=None,
-            blocked_since=None,
+            **unblock,
         )
         decide(
             Decision.CREATED, f"job {created.name} ({created.studio_url})",
@@ -308,6 +309,8 @@ class Bridge:
             )
             self.retry_soon(submission.id)  # the sweep tells it again ("told")
         else:
+            if record.blocked:
+                self.ledger.mark(submission.id, blocked=None, blocked_since=None)
             self.ledger.unwatch(submission.id)
         return performed
 
@@ -422,10 +425,11 @@ class Bridge:
             delay = self.retry_soon(record.name, blocked.retry_after)
             detail = f"{finding.outcome.value}: {reason}; next attempt in {delay:.0f}s"
             return Report(Result.BLOCKED, record.name, detail, performed)
+        unblock = {"blocked": None, "blocked_since": None} if record.blocked else {}
         self.ledger.update_job(
             record.name, _TERMINAL_STATE[finding.outcome], finished_at=record.finished_at
             or now_iso(), via=record.via or finding.via, outcome=finding.outcome.value,
-            status=record.status or finding.status, blocked=None, blocked_since=None,
+            status=record.status or finding.status, **unblock,
         )  # fmt: skip
         # The job stays on the watch list until a sweep finds it due and drops it ("closed"):
         # reconciliation keeps its own index, and the event path saves a round trip.

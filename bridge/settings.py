@@ -43,6 +43,8 @@ POLICY = "BRIDGE_POLICY"
 RECONCILE_AFTER_SECONDS = "BRIDGE_RECONCILE_AFTER_SECONDS"
 # How long work blocked on an operator's fix is retried before it fails (docs/reliability.md).
 BLOCKED_GIVE_UP_SECONDS = "BRIDGE_BLOCKED_GIVE_UP_SECONDS"
+# Finished jobs older than this are removed from the ledger by the daily `retain` timer.
+LEDGER_RETENTION_DAYS = "BRIDGE_LEDGER_RETENTION_DAYS"
 # How long the bridge waits for one Airflow request (the effect claim's lease derives from it).
 AIRFLOW_TIMEOUT_SECONDS = "BRIDGE_AIRFLOW_TIMEOUT_SECONDS"
 # The host's own override of host.json's functionTimeout: the host and the bridge read the same
@@ -82,6 +84,7 @@ SETTINGS: Mapping[str, bool] = {
     RECONCILE_AFTER_SECONDS: True,
     BLOCKED_GIVE_UP_SECONDS: False,  # default: 24 h, Event Grid's own retry window
     AIRFLOW_TIMEOUT_SECONDS: False,  # default: 10 s
+    LEDGER_RETENTION_DAYS: False,  # default: 90 (bridge/retention.py says why)
     FUNCTION_TIMEOUT: True,
     AIRFLOW_TOKEN: False,  # instead of the user and password (docs/airflow-identity.md)
     WEBHOOK_AUDIENCE: False,
@@ -95,6 +98,7 @@ DEFAULT_RECONCILE_SCHEDULE = "0 */5 * * * *"  # every 5 minutes
 DEFAULT_RECONCILE_AFTER_SECONDS = 600.0
 DEFAULT_BLOCKED_GIVE_UP_SECONDS = 24 * 3600.0
 DEFAULT_AIRFLOW_TIMEOUT_SECONDS = 10.0
+DEFAULT_LEDGER_RETENTION_DAYS = 90.0
 DEFAULT_FUNCTION_TIMEOUT = "00:05:00"  # host.json's functionTimeout
 
 _SECRET_SETTINGS = (AIRFLOW_PASSWORD, SIGNING_KEY, LEDGER_CONNECTION_STRING)
@@ -122,6 +126,7 @@ class Settings:
     reconcile_after_seconds: float = DEFAULT_RECONCILE_AFTER_SECONDS
     blocked_give_up_seconds: float = DEFAULT_BLOCKED_GIVE_UP_SECONDS
     airflow_timeout_seconds: float = DEFAULT_AIRFLOW_TIMEOUT_SECONDS
+    ledger_retention_days: float = DEFAULT_LEDGER_RETENTION_DAYS
     function_timeout: str = DEFAULT_FUNCTION_TIMEOUT
     applicationinsights_connection_string: str | None = field(default=None, repr=False)
     applicationinsights_entra_auth: bool = False
@@ -160,6 +165,9 @@ class Settings:
                 get(AIRFLOW_TIMEOUT_SECONDS), DEFAULT_AIRFLOW_TIMEOUT_SECONDS
             ),
             function_timeout=get(FUNCTION_TIMEOUT) or DEFAULT_FUNCTION_TIMEOUT,
+            ledger_retention_days=_seconds(
+                get(LEDGER_RETENTION_DAYS), DEFAULT_LEDGER_RETENTION_DAYS
+            ),
             applicationinsights_connection_string=get(APPLICATIONINSIGHTS_CONNECTION_STRING)
             or None,
             applicationinsights_entra_auth="Authorization=AAD"
@@ -193,6 +201,7 @@ class Settings:
             BLOCKED_GIVE_UP_SECONDS: repr(self.blocked_give_up_seconds),
             AIRFLOW_TIMEOUT_SECONDS: repr(self.airflow_timeout_seconds),
             FUNCTION_TIMEOUT: self.function_timeout,
+            LEDGER_RETENTION_DAYS: repr(self.ledger_retention_days),
             APPLICATIONINSIGHTS_CONNECTION_STRING: self.applicationinsights_connection_string,
             APPLICATIONINSIGHTS_AUTHENTICATION_STRING: (
                 "Authorization=AAD" if self.applicationinsights_entra_auth else None
@@ -244,12 +253,19 @@ class Settings:
             Schedule.parse(self.reconcile_schedule)
         except ConfigurationError as exc:
             found.append(f"{RECONCILE_SCHEDULE}: {exc}")
+        found += self._number_problems()
+        return found
+
+    def _number_problems(self) -> list[str]:
+        found = []
         if not (math.isfinite(self.reconcile_after_seconds) and self.reconcile_after_seconds > 0):
             found.append(f"{RECONCILE_AFTER_SECONDS} is not a positive number of seconds")
         if not (math.isfinite(self.blocked_give_up_seconds) and self.blocked_give_up_seconds >= 0):
             found.append(f"{BLOCKED_GIVE_UP_SECONDS} is not a number of seconds (0 or more)")
         if not (math.isfinite(self.airflow_timeout_seconds) and self.airflow_timeout_seconds > 0):
             found.append(f"{AIRFLOW_TIMEOUT_SECONDS} is not a positive number of seconds")
+        if not (math.isfinite(self.ledger_retention_days) and self.ledger_retention_days >= 1):
+            found.append(f"{LEDGER_RETENTION_DAYS} is not a number of days (1 or more)")
         if not math.isfinite(self.function_timeout_seconds):
             found.append(f"{FUNCTION_TIMEOUT} is not a time span (hh:mm:ss) of at most a day")
         return found

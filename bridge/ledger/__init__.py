@@ -13,6 +13,7 @@ O(open jobs), never a scan of the ledger's history.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -201,6 +202,20 @@ class Ledger(Protocol):
         """Job records, newest first: for operators. Reads across every job's partition; with
         `blocked`, only jobs waiting on an operator's fix; with `attention`, those and every job
         with a failed effect or a rejected submission (what `bridge retry --all` re-drives)."""
+        ...
+
+    # Retention (`bridge.retention`)
+
+    def accepted_before(self, cutoff: str) -> Iterator[str]:
+        """Names of the jobs accepted before `cutoff` (ISO 8601, UTC), from the time index."""
+        ...
+
+    def forget(self, name: str) -> None:
+        """Remove every row of the job: its record, effects, audit trail and index rows."""
+        ...
+
+    def forget_messages(self, before: str) -> int:
+        """Remove rejected messages received before `before`; returns how many."""
         ...
 
     def reject_message(self, message_id: str, reason: str, body: bytes) -> None:

@@ -11,11 +11,13 @@ someone changed it since): no check-then-write races.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.core import MatchConditions
@@ -47,6 +49,13 @@ JOB_ROW = "job"
 TRAIL_PREFIX = "trail-"  # sorts after every effect id (canceled-, completed-, failed-, rejected-)
 REJECTED_PARTITION = "rejected-messages"
 WATCH_PARTITION = "open-jobs"
+# Secondary indexes (Table Storage has none of its own), so that listing jobs and retention never
+# scan every row of the table, trail rows included:
+# - one row per job, keyed by its acceptance time inverted (newest first) and its name;
+INDEX_PARTITION = "jobs-by-time"
+# - one row per job that ever needed an operator: blocked, an effect failed, or rejected.
+ATTENTION_PARTITION = "attention"
+_INVERT_MS = 10**13 - 1  # epoch milliseconds stay below this until the year 2286
 # A string property holds at most 64 KiB (32K UTF-16 characters); a submission may be larger.
 _CHUNK = 30_000
 _MAX_CHUNKS = 7
@@ -78,17 +87,62 @@ class TableLedger:
 
     def add_job(self, record: JobRecord) -> tuple[JobRecord, bool]:
         self.ensure_table()
+        record = dataclasses.replace(record, accepted_at=record.accepted_at or now_iso())
         entity = {"PartitionKey": record.name, "RowKey": JOB_ROW, **_job_fields(record)}
         with _transient("record the submission"):
             try:
                 self._table.create_entity(entity)
-                return record, True
+                inserted = True
             except ResourceExistsError:
-                pass
+                inserted = False
+        if inserted:
+            self._index(record)
+            if record.state is JobState.REJECTED:
+                self._flag(record.name, record.accepted_at, {}, JobState.REJECTED)
+            return record, True
         existing = self.get_job(record.name)
-        if existing is None:  # deleted in between: nothing in the design deletes, so retry
+        if existing is None:  # forgotten in between (retention): the sender retries
             raise TransientError(f"job record {record.name} vanished while being read")
+        if existing.state is JobState.ACCEPTED:
+            self._index(existing)  # a resend of an unfinished one: repair what a crash left out
         return existing, False
+
+    def _index(self, record: JobRecord) -> None:
+        """The job's row in the time index (an upsert: its key is the job's own, so resending
+        it is harmless)."""
+        assert record.accepted_at
+        entity = {
+            "PartitionKey": INDEX_PARTITION,
+            "RowKey": _index_key(record.accepted_at, record.name),
+            "job": record.name,
+            "accepted_at": record.accepted_at,
+        }
+        with _transient("index a job"):
+            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def _flag(
+        self,
+        name: str,
+        accepted_at: str | None,
+        fields: Mapping[str, str | float | None],
+        state: JobState | None,
+    ) -> None:
+        """Keep the attention index in step with what a write just set: blocked, failed, or
+        rejected (and reopened). Writes only where one of those changed: never on the hot path."""
+        changed: dict[str, Any] = {
+            key: "" if fields[key] is None else str(fields[key])[:1000]
+            for key in ("blocked", "failed")
+            if key in fields
+        }
+        if state is JobState.REJECTED or state is JobState.ACCEPTED:
+            changed["rejected"] = state is JobState.REJECTED
+        if not changed:
+            return
+        entity = {"PartitionKey": ATTENTION_PARTITION, "RowKey": name, **changed}
+        if accepted_at:
+            entity["accepted_at"] = accepted_at
+        with _transient("flag a job for attention"):
+            self._table.upsert_entity(entity, mode=UpdateMode.MERGE)
 
     def get_job(self, name: str) -> JobRecord | None:
         self.ensure_table()
@@ -105,8 +159,12 @@ class TableLedger:
     def mark(self, name: str, **fields: str | float | None) -> None:
         entity: dict[str, str | float] = {"PartitionKey": name, "RowKey": JOB_ROW}
         entity |= {key: "" if value is None else value for key, value in fields.items()}
-        with _transient("mark a job record"), suppress(ResourceNotFoundError):
-            self._table.update_entity(entity, mode=UpdateMode.MERGE)
+        with _transient("mark a job record"):
+            try:
+                self._table.update_entity(entity, mode=UpdateMode.MERGE)
+            except ResourceNotFoundError:
+                return
+        self._flag(name, None, fields, None)
 
     def reopen_job(self, name: str) -> bool:
         return self._transition(
@@ -130,7 +188,7 @@ class TableLedger:
         while True:
             with _transient("read a job record"):
                 try:
-                    current = self._table.get_entity(name, JOB_ROW, select=["state"])
+                    current = self._table.get_entity(name, JOB_ROW, select=["state", "accepted_at"])
                 except ResourceNotFoundError:
                     return False
             if not allowed(JobState(current["state"])):
@@ -144,9 +202,12 @@ class TableLedger:
                         etag=current.metadata["etag"],
                         match_condition=MatchConditions.IfNotModified,
                     )
-                    return True
                 except ResourceModifiedError:
                     continue  # another writer was first: its state decides the next try
+            moved_from = JobState(current["state"])
+            flagged_state = state if state is not moved_from else None
+            self._flag(name, current.get("accepted_at"), fields, flagged_state)
+            return True
 
     # Effects
 
@@ -315,26 +376,138 @@ class TableLedger:
         attention: bool = False,
     ) -> list[JobRecord]:
         self.ensure_table()
-        query, parameters = "RowKey eq @job_row", {"job_row": JOB_ROW}
-        # Rows without the property never match a comparison on it.
-        if attention:
-            # (The SDK substitutes parameters word by word: no parenthesis may touch one.)
-            query += " and ( blocked gt @empty or failed gt @empty or state eq @rejected )"
-            parameters |= {"empty": "", "rejected": JobState.REJECTED.value}
-        elif blocked:
-            query += " and blocked gt @empty"
-            parameters["empty"] = ""
-        if state is not None:
-            query += " and state eq @state"
-            parameters["state"] = state.value
+        names: Iterable[str] = (
+            self._attention(blocked_only=not attention, since=since)
+            if blocked or attention
+            else self._newest(since)
+        )
+        found: list[JobRecord] = []
+        for name in names:
+            record = self.get_job(name)
+            if record is None or (state is not None and record.state is not state):
+                continue  # forgotten in between, or not asked for
+            if blocked and not attention and not record.blocked:
+                continue  # its attention row is behind: the record decides
+            found.append(record)
+            if len(found) >= limit and not (blocked or attention):
+                break
+        found.sort(key=lambda record: record.accepted_at or "", reverse=True)
+        return found[:limit]
+
+    def _newest(self, since: str | None) -> Iterator[str]:
+        """Job names from the time index, newest first, accepted at or after `since`; read
+        page by page as the caller goes on."""
+        query, parameters = "PartitionKey eq @p", {"p": INDEX_PARTITION}
+        if since is not None:
+            query += " and RowKey lt @bound"
+            parameters["bound"] = f"{_inverted(since) + 1:013d}"
+        with _transient("read the job index"):
+            rows = self._table.query_entities(
+                query, parameters=parameters, select=["job"], results_per_page=100
+            )
+            for row in rows:
+                yield str(row["job"])
+
+    def _attention(self, *, blocked_only: bool, since: str | None) -> list[str]:
+        # (The SDK substitutes parameters word by word: no parenthesis may touch one.)
+        query = "PartitionKey eq @p and blocked gt @empty"
+        if not blocked_only:
+            query = (
+                "PartitionKey eq @p and ( blocked gt @empty or failed gt @empty"
+                " or rejected eq true )"
+            )
+        parameters: dict[str, Any] = {"p": ATTENTION_PARTITION, "empty": ""}
         if since is not None:
             query += " and accepted_at ge @since"  # ISO 8601 in UTC sorts as text
             parameters["since"] = since
-        with _transient("list jobs"):
-            rows = list(self._table.query_entities(query, parameters=parameters))
-        records = sorted((_job_record(row) for row in rows),
-                         key=lambda record: record.accepted_at or "", reverse=True)  # fmt: skip
-        return records[:limit]
+        with _transient("read the attention index"):
+            rows = self._table.query_entities(query, parameters=parameters, select=["RowKey"])
+            return [str(row["RowKey"]) for row in rows]
+
+    # Retention (`bridge.retention`)
+
+    def accepted_before(self, cutoff: str) -> Iterator[str]:
+        self.ensure_table()
+        with _transient("read the job index"):
+            rows = self._table.query_entities(
+                "PartitionKey eq @p and RowKey ge @bound",
+                parameters={"p": INDEX_PARTITION, "bound": f"{_inverted(cutoff) + 1:013d}"},
+                select=["job"],
+            )
+            for row in rows:
+                yield str(row["job"])
+
+    def forget(self, name: str) -> None:
+        with _transient("read a job's rows"):
+            rows = list(
+                self._table.query_entities(
+                    "PartitionKey eq @job",
+                    parameters={"job": name},
+                    select=["RowKey", "accepted_at"],
+                )
+            )
+        accepted_at = next(
+            (str(row["accepted_at"]) for row in rows if row["RowKey"] == JOB_ROW), None
+        )
+        keys = sorted(str(row["RowKey"]) for row in rows)
+        for start in range(0, len(keys), 100):  # a transaction holds at most 100 operations
+            operations: list[Any] = [
+                ("delete", {"PartitionKey": name, "RowKey": key})
+                for key in keys[start : start + 100]
+            ]
+            with _transient("forget a job"):
+                self._table.submit_transaction(operations)
+        with _transient("forget a job's index rows"):
+            for partition, key in (
+                (ATTENTION_PARTITION, name),
+                (WATCH_PARTITION, name),
+                *([(INDEX_PARTITION, _index_key(accepted_at, name))] if accepted_at else []),
+            ):
+                with suppress(ResourceNotFoundError):
+                    self._table.delete_entity(partition, key)
+
+    def forget_messages(self, before: str) -> int:
+        self.ensure_table()
+        with _transient("read old rejected messages"):
+            rows = list(
+                self._table.query_entities(
+                    "PartitionKey eq @p and received_at lt @before",
+                    parameters={"p": REJECTED_PARTITION, "before": before},
+                    select=["RowKey"],
+                )
+            )
+        with _transient("forget rejected messages"):
+            for row in rows:
+                with suppress(ResourceNotFoundError):
+                    self._table.delete_entity(REJECTED_PARTITION, row["RowKey"])
+        return len(rows)
+
+    def reindex(self) -> int:
+        """Index the jobs recorded before the indexes existed: one scan, once, after upgrading
+        (`bridge reindex`). Returns how many jobs it read."""
+        self.ensure_table()
+        count = 0
+        with _transient("scan the job records"):
+            rows = self._table.query_entities(
+                "RowKey eq @job_row",
+                parameters={"job_row": JOB_ROW},
+                select=["PartitionKey", "accepted_at", "state", "blocked", "failed"],
+            )
+            for row in rows:
+                name = str(row["PartitionKey"])
+                accepted_at = str(row.get("accepted_at") or now_iso())
+                self._table.upsert_entity(
+                    {"PartitionKey": INDEX_PARTITION, "RowKey": _index_key(accepted_at, name),
+                     "job": name, "accepted_at": accepted_at},
+                    mode=UpdateMode.REPLACE,
+                )  # fmt: skip
+                fields = {key: row.get(key) or None for key in ("blocked", "failed")}
+                flagged = {key: value for key, value in fields.items() if value}
+                state = JobState(row["state"])
+                if flagged or state is JobState.REJECTED:
+                    self._flag(name, accepted_at, flagged, state)
+                count += 1
+        return count
 
     def reject_message(self, message_id: str, reason: str, body: bytes) -> None:
         self.ensure_table()
@@ -546,3 +719,15 @@ def _job_record(entity: dict[str, Any]) -> JobRecord:
         status=opt("status"),
         failed=opt("failed"),
     )
+
+
+def _inverted(iso: str) -> int:
+    """Epoch milliseconds of an ISO 8601 time, counted down, so that newer sorts first."""
+    when = datetime.fromisoformat(iso)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return _INVERT_MS - int(when.timestamp() * 1000)
+
+
+def _index_key(accepted_at: str, name: str) -> str:
+    return f"{_inverted(accepted_at):013d}-{name}"

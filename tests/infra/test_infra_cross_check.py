@@ -138,7 +138,7 @@ def test_reconcile_timer_reads_its_schedule_from_the_setting_bicep_sets(
     templates: Templates,
 ) -> None:
     timers = {n: trigger(b) for n, b in functions.items() if trigger(b)["type"] == "timerTrigger"}
-    assert set(timers) == {"reconcile"}, "function_app.py registers no reconcile timer"
+    assert set(timers) == {"reconcile", "retain"}, "function_app.py registers no reconcile timer"
     assert timers["reconcile"]["schedule"] == f"%{settings.RECONCILE_SCHEDULE}%"
     app_settings = templates.app_settings()
     assert app_settings[settings.RECONCILE_SCHEDULE] == "reconcileSchedule"

@@ -166,7 +166,7 @@ def test_only_health_answers_without_a_function_key() -> None:
     assert json.loads(out.stdout) == {"events_webhook": "FUNCTION", "health": "ANONYMOUS"}
 
 
-def test_function_app_lists_its_five_functions() -> None:
+def test_function_app_lists_its_six_functions() -> None:
     code = (
         "import json, function_app\n"
         "fs = function_app.app.get_functions()\n"
@@ -181,4 +181,5 @@ def test_function_app_lists_its_five_functions() -> None:
         ["on_azureml_event", "eventGridTrigger"],
         ["on_submission", "serviceBusTrigger"],
         ["reconcile", "timerTrigger"],
+        ["retain", "timerTrigger"],
     ]
