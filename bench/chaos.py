@@ -2,8 +2,9 @@
 
 Two or more bridge processes (`bridge serve`), one ledger (Azurite), one Airflow on PostgreSQL.
 Per scenario: effects expected, duplicated, missing and routed wrongly, the deliveries' retries,
-and the time to drain. Writes bench/results/chaos.json; exits 1 if any effect was doubled, lost or
-misrouted. `--quick` runs the scaled-down sizes the test suite uses.
+and the time to drain. Writes bench/results/chaos.json (with `--scenario`, the rows of the other
+scenarios already there are kept); exits 1 if any effect was doubled, lost or misrouted. `--quick`
+runs the scaled-down sizes the test suite uses.
 
     .venv/bin/python bench/chaos.py [--quick] [--scenario NAME ...] [--processes N]
 """
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bridge.local.chaos import QUICK, SCENARIOS, ChaosOptions, chaos_stack, run_scenario
 
@@ -45,13 +47,25 @@ def main(argv: list[str] | None = None) -> int:
             print(report.line(), flush=True)
             reports.append(report)
     RESULTS.mkdir(exist_ok=True)
-    name = "chaos-quick.json" if args.quick else "chaos.json"
-    (RESULTS / name).write_text(json.dumps(
-        {"options": dataclasses.asdict(options),
-         "reports": [dataclasses.asdict(r) for r in reports]}, indent=2) + "\n")  # fmt: skip
+    path = RESULTS / ("chaos-quick.json" if args.quick else "chaos.json")
+    rows = [dataclasses.asdict(r) for r in reports]
+    if args.scenario:  # one scenario measured again: every other row stays as it was measured
+        rows += [row for row in _rows(path) if row.get("scenario") not in scenarios]
+        order = {name: index for index, name in enumerate(SCENARIOS)}
+        rows.sort(key=lambda row: order.get(str(row.get("scenario")), len(order)))
+    path.write_text(json.dumps(
+        {"options": dataclasses.asdict(options), "reports": rows}, indent=2) + "\n")  # fmt: skip
     broken = [r for r in reports if r.duplicated or r.missing or r.wrong_route]
     print(f"{len(reports)} scenarios, {len(broken)} with a doubled, lost or misrouted effect")
     return 1 if broken else 0
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    try:
+        reports = json.loads(path.read_text()).get("reports")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [row for row in reports if isinstance(row, dict)] if isinstance(reports, list) else []
 
 
 if __name__ == "__main__":

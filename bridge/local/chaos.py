@@ -15,10 +15,17 @@ processes, and retried like Event Grid until answered 200. Scenarios add faults:
   injected hook), and is started again; its claims are taken over after their lease;
 - `outage`: Airflow's API server is stopped mid-burst for `outage_seconds`, then started again;
 - `storage-blip`: Azurite (the ledger) is restarted mid-burst, its data kept;
-- `out-of-order`: once every completion is in, a late `Running` and a `Failed` for every job.
+- `out-of-order`: once every completion is in, a late `Running` and a `Failed` for every job;
+- `misconfigured`: mid-burst, process 0 is restarted with a wrong Airflow password for
+  `misconfigured_seconds`, then restarted with the right one (an operator fixes the secret). Its
+  effects are refused (401 at `POST /auth/token`): blocked, answered 200 `blocked`, the jobs left
+  open with their outcome noted; the processes' reconcile sweeps (on here, every
+  `sweep_seconds`, first blocked retry `retry_seconds` after the block) route them again.
 
 The report: effects expected, duplicated and missing, deliveries and their retries, and the time
-to drain. `make chaos` runs every scenario at full size; the tests run them scaled down.
+to drain (until every effect is in Airflow; `misconfigured` then also waits until every job is
+concluded in the ledger, and counts any that is not). `make chaos` runs every scenario at full
+size; the tests run them scaled down.
 """
 
 from __future__ import annotations
@@ -54,9 +61,11 @@ from bridge.local.process import (
     port_ready,
 )
 from bridge.local.serve import EVENT_KEY, QUEUE, QUEUE_CONNECTION_STRING
-from bridge.settings import Settings
+from bridge.settings import AIRFLOW_PASSWORD, Settings
 
-SCENARIOS = ("storm", "lost-replies", "crash", "outage", "storage-blip", "out-of-order")
+SCENARIOS = (
+    "storm", "lost-replies", "crash", "outage", "storage-blip", "out-of-order", "misconfigured",
+)  # fmt: skip
 ASSET = "azureml://bridge-chaos/asset-{index}"
 FAILED_ASSET = "azureml://bridge-chaos/failed"
 TOPIC = (
@@ -93,7 +102,10 @@ class ChaosOptions:
     crash_share: float = 0.02  # crash: chance of dying after each effect
     lease_seconds: float = 5.0
     outage_seconds: float = 30.0
-    fault_after: float = 2.0  # seconds into the burst when an outage or a blip begins
+    fault_after: float = 2.0  # seconds into the burst when an outage, a blip or a bad secret starts
+    misconfigured_seconds: float = 30.0  # misconfigured: how long process 0's password is wrong
+    sweep_seconds: int = 5  # misconfigured: every process's reconcile sweep runs this often
+    retry_seconds: float = 10.0  # misconfigured: reconcile_after, so first blocked retry (<= 60 s)
     seed: int = 20261126
     drain_timeout: float = 600.0
 
@@ -109,6 +121,9 @@ QUICK = ChaosOptions(
     lease_seconds=3.0,
     outage_seconds=6.0,
     fault_after=1.0,
+    misconfigured_seconds=6.0,
+    sweep_seconds=2,
+    retry_seconds=3.0,
     drain_timeout=240.0,
 )
 
@@ -185,7 +200,14 @@ def run_scenario(stack: _Stack, scenario: str, options: ChaosOptions) -> ChaosRe
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}: one of {', '.join(SCENARIOS)}")
     table = f"chaos{scenario.replace('-', '')}{secrets.token_hex(3)}"
-    settings = Settings(**{**asdict(stack.settings), "ledger_table": table})
+    overrides: dict[str, Any] = {"ledger_table": table}
+    if scenario == "misconfigured":
+        # The sweep is what routes a blocked job again: here it runs every few seconds, and the
+        # first retry of a blocked job comes `retry_seconds` after the block (the bridge's retry
+        # base is min(reconcile_after, 60 s)), doubling per attempt.
+        overrides["reconcile_schedule"] = f"*/{options.sweep_seconds} * * * * *"
+        overrides["reconcile_after_seconds"] = options.retry_seconds
+    settings = Settings(**{**asdict(stack.settings), **overrides})
     rng = random.Random(options.seed)
     jobs = _seed_jobs(settings, options, table)
     storm = _storm(jobs, settings.signing_key, options, rng)
@@ -214,7 +236,7 @@ def run_scenario(stack: _Stack, scenario: str, options: ChaosOptions) -> ChaosRe
             running.enter_context(host)
         started = time.monotonic()
         driver = _Driver(hosts, stack.event_key, options)
-        fault = _Fault(stack, scenario, options)
+        fault = _Fault(stack, hosts, scenario, options)
         fault.start()
         driver.deliver(storm)
         fault.join()
@@ -224,6 +246,9 @@ def run_scenario(stack: _Stack, scenario: str, options: ChaosOptions) -> ChaosRe
         faults = Counter(p.fault.value for proxy in proxies for p in proxy.faults() if p.fault)
         faults["restarts"] = sum(host.restarts for host in hosts)
         faults[scenario] = fault.happened
+        faults["blocked"] = driver.blocked  # events answered 200 "blocked"
+        if scenario == "misconfigured":  # and every blocked job healed: none is left open
+            faults["unconcluded"] = _unconcluded(settings, jobs, started, options.drain_timeout)
         counts = _counts(stack, jobs)
     expected = len(jobs)
     performed = sum(1 for job in jobs if counts["done"].get(job.id, 0) >= 1)
@@ -330,23 +355,32 @@ def _lossy(options: ChaosOptions, seed: int) -> Any:
 
 
 class _Fault(threading.Thread):
-    """An outage or a storage blip, `fault_after` seconds into the burst."""
+    """An outage, a storage blip or a wrong secret, `fault_after` seconds into the burst."""
 
-    def __init__(self, stack: _Stack, scenario: str, options: ChaosOptions) -> None:
+    def __init__(
+        self, stack: _Stack, hosts: list[BridgeProcess], scenario: str, options: ChaosOptions
+    ) -> None:
         super().__init__(name=f"chaos-{scenario}", daemon=True)
         self.stack = stack
+        self.hosts = hosts
         self.scenario = scenario
         self.options = options
         self.happened = 0
 
     def run(self) -> None:
-        if self.scenario not in ("outage", "storage-blip"):
+        if self.scenario not in ("outage", "storage-blip", "misconfigured"):
             return
         time.sleep(self.options.fault_after)
         if self.scenario == "outage":
             self.stack.airflow.stop_api()
             time.sleep(self.options.outage_seconds)
             self.stack.airflow.start_api()
+        elif self.scenario == "misconfigured":
+            # A wrong secret deployed to one instance; then the operator fixes it and restarts.
+            wrong = f"wrong-{secrets.token_urlsafe(8)}"
+            self.hosts[0].restart({AIRFLOW_PASSWORD: wrong})
+            time.sleep(self.options.misconfigured_seconds)
+            self.hosts[0].restart({})
         else:
             self.stack.azurite.stop()
             self.stack.azurite.start()
@@ -374,7 +408,8 @@ class BridgeProcess:
         self.index = index
         self.logs = logs
         self.port = free_port()
-        self.restarts = 0
+        self.restarts = 0  # after it died
+        self.starts = 0
         env = child_environment(settings.environment(), {
             QUEUE_CONNECTION_STRING: queue_connection_string, QUEUE: f"serve{index}",
             EVENT_KEY: event_key})  # fmt: skip
@@ -385,7 +420,7 @@ class BridgeProcess:
         self.argv = [bridge, "serve", "--port", str(self.port), "--lease-seconds",
                      str(lease_seconds), "--ambiguity-hold", str(lease_seconds),
                      "--crash-after-effect", str(crash_share)]  # fmt: skip
-        self.env = env
+        self.env = self.base_env = env
         self.service: Service | None = None
         self._lock = threading.Lock()
 
@@ -402,12 +437,22 @@ class BridgeProcess:
             self.service.stop(grace=5)
 
     def _start(self) -> None:
-        log = self.logs / f"bridge-{self.index}-{self.restarts}.log"
+        log = self.logs / f"bridge-{self.index}-{self.starts}.log"
+        self.starts += 1
         self.service = Service(
             f"bridge-{self.index}", self.argv, log=log, env=self.env,
             ready=port_ready(self.port),  # up, even while Airflow is not (health would say 503)
         ).start()  # fmt: skip
         self.service.wait_ready(60)
+
+    def restart(self, settings: dict[str, str]) -> None:
+        """Stopped and started again on its settings with `settings` over them, as an operator
+        changes an app setting (a restart of the app). Deliveries meanwhile are retried."""
+        with self._lock:
+            if self.service is not None:
+                self.service.stop(grace=5)
+            self.env = {**self.base_env, **settings}
+            self._start()
 
     def revive_if_dead(self) -> None:
         with self._lock:
@@ -425,6 +470,7 @@ class _Driver:
         self.key = key
         self.options = options
         self.retries = 0
+        self.blocked = 0  # events answered 200 with result "blocked"
         self._lock = threading.Lock()
         self._rng = random.Random(options.seed + 1)
 
@@ -457,10 +503,20 @@ class _Driver:
         headers = {"Content-Type": "application/json", "aeg-event-type": "Notification",
                    "aeg-sas-key": self.key}  # fmt: skip
         try:
-            status, _ = loopback_http("POST", url, body, headers, timeout=60)
+            status, reply = loopback_http("POST", url, body, headers, timeout=60)
         except OSError:
             return False
-        return 200 <= status < 300
+        if not 200 <= status < 300:
+            return False
+        try:
+            results = json.loads(reply).get("results") or []
+        except (ValueError, AttributeError):
+            results = []
+        blocked = sum(1 for result in results if result.get("result") == "blocked")
+        if blocked:
+            with self._lock:
+                self.blocked += blocked
+        return True
 
 
 # -- counting ------------------------------------------------------------------------------------
@@ -489,6 +545,29 @@ def _drain(stack: _Stack, jobs: list[Submission], started: float, timeout: float
             break
         time.sleep(1)
     return time.monotonic() - started
+
+
+def _unconcluded(settings: Settings, jobs: list[Submission], started: float, timeout: float) -> int:
+    """How many jobs the ledger has not concluded (COMPLETED) once every effect is in Airflow,
+    waiting for the last ones within the drain's time: a healed block leaves none open."""
+    assert settings.ledger_connection_string is not None
+    ledger = TableLedger.from_connection_string(
+        settings.ledger_connection_string, settings.ledger_table
+    )
+    deadline = started + timeout
+    open_ = [job.id for job in jobs]
+    try:
+        while True:
+            open_ = [name for name in open_ if not _concluded(ledger.get_job(name))]
+            if not open_ or time.monotonic() > deadline:
+                return len(open_)
+            time.sleep(1)
+    finally:
+        ledger.close()
+
+
+def _concluded(record: JobRecord | None) -> bool:
+    return record is not None and record.state is JobState.COMPLETED and not record.blocked
 
 
 def _known(rest: AirflowRest, uri: str) -> bool:

@@ -32,3 +32,7 @@ def test_no_effect_is_doubled_lost_or_misrouted(stack: Any, scenario: str) -> No
         assert report.faults.get("restarts", 0) > 0, "no process died: nothing was proven"
     if scenario in ("outage", "storage-blip"):
         assert report.faults.get(scenario) == 1 and report.retries > 0
+    if scenario == "misconfigured":
+        assert report.faults.get(scenario) == 1
+        assert report.faults.get("blocked", 0) > 0, "no effect was blocked: nothing was proven"
+        assert "unconcluded" not in report.faults, "a blocked job was never concluded"
