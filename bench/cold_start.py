@@ -33,6 +33,7 @@ CASES = {
     "import function_app": "import function_app",
     "first event handled": (
         "import os, sys, function_app\n"
+        "import bridge.local  # the stack's credential for its emulator\n"
         "from bridge.composition import runtime\n"
         "from bridge.webhook import answer\n"
         "reply = answer('POST', {'aeg-event-type': 'Notification'}, os.environb[b'BENCH_BODY'],\n"
@@ -41,6 +42,7 @@ CASES = {
     ),
     "first submission": (
         "import os, function_app\n"
+        "import bridge.local  # the stack's credential for its emulator\n"
         "from bridge.composition import runtime\n"
         "report = runtime().submit(os.environb[b'BENCH_BODY'], 'bench-cold')\n"
         "assert report.result.value == 'created', report\n"

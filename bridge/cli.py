@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -211,12 +212,10 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    from bridge.composition import build
     from bridge.reconcile import Reconciler
-    from bridge.settings import Settings
 
     try:
-        report = Reconciler(build(Settings.from_env(os.environ))).sweep()
+        report = Reconciler(_environment_bridge()).sweep()
     except BridgeError as exc:
         print(f"reconcile failed: {exc}", file=sys.stderr)
         return 1
@@ -456,9 +455,12 @@ def _routes(routes: dict[str, Any]) -> str:
 
 
 def _environment_bridge() -> Bridge:
-    from bridge.composition import build
+    from bridge.composition import build, emulated
 
-    return build(bridge_settings())
+    settings = bridge_settings()
+    if emulated(settings):  # the local stack's emulator: its credential comes with the stack
+        importlib.import_module("bridge.local")
+    return build(settings)
 
 
 def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:

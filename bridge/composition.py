@@ -10,14 +10,17 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from azure.core.credentials import TokenCredential
 
 from bridge.audit import Audit, JsonFormatter, LocalSpans, Spans
+from bridge.effect_once import hold_for, lease_for
+from bridge.errors import ConfigurationError
 from bridge.policy import Policy
-from bridge.service import Bridge, hold_for, lease_for
+from bridge.service import Bridge
 from bridge.settings import Settings
 from bridge.signing import Keyring
 from bridge.webhook import Gate
@@ -140,25 +143,43 @@ def webhook_gate() -> Gate | None:
 def identity_of(settings: Settings) -> str:
     """The identity the audit trail names for Azure calls (the one `credential_for` picks): a
     client id, never a secret."""
-    if _emulated(settings):
+    if emulated(settings):
         return "local emulator token"
     if settings.managed_identity_client_id:
         return f"managed identity {settings.managed_identity_client_id}"
     return "default credential"
 
 
-def credential_for(settings: Settings) -> TokenCredential:
-    """The managed identity in Azure; a fixed token only for an Azure ML emulator on loopback."""
-    if _emulated(settings):
-        from bridge.local.credential import LocalCredential
+CredentialSource = Callable[[Settings], "TokenCredential | None"]
+# Where a credential comes from besides the platform's identity: the local stack registers one for
+# its Azure ML emulator on loopback (`bridge.local.credential`), so production wiring imports
+# nothing of the local stack, and the deployed package leaves it out (.funcignore).
+_CREDENTIAL_SOURCES: list[CredentialSource] = []
 
-        return LocalCredential()
+
+def credential_source(source: CredentialSource) -> CredentialSource:
+    """Register a source asked first, in order, by `credential_for` (None: not mine)."""
+    _CREDENTIAL_SOURCES.append(source)
+    return source
+
+
+def credential_for(settings: Settings) -> TokenCredential:
+    """The managed identity in Azure; what a registered source gives for settings it owns."""
+    for source in _CREDENTIAL_SOURCES:
+        found = source(settings)
+        if found is not None:
+            return found
+    if emulated(settings):
+        raise ConfigurationError(
+            "BRIDGE_AZUREML_ENDPOINT is an emulator on loopback, and no local credential is "
+            "registered for it: the local stack (bridge.local) provides one"
+        )
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential(managed_identity_client_id=settings.managed_identity_client_id)
 
 
-def _emulated(settings: Settings) -> bool:
+def emulated(settings: Settings) -> bool:
     """Whether Azure ML is the local emulator on loopback (which takes the local token)."""
     endpoint = settings.azureml_endpoint
     return bool(endpoint) and urlparse(endpoint).hostname in _LOOPBACK

@@ -40,6 +40,12 @@ def normalise_status(status: str) -> str:
     return _STATUSES.get(status.strip().lower(), status.strip())
 
 
+def outcome_of(status: str | None) -> Outcome | None:
+    """The terminal outcome an Azure ML status states, in any casing; None while it may go on.
+    The one map from status to outcome: events and reconciliation both read it."""
+    return _OUTCOMES.get(normalise_status(status or ""))
+
+
 @dataclass(frozen=True)
 class JobEvent:
     """One Azure ML run event, whichever schema carried it."""
@@ -59,7 +65,7 @@ class JobEvent:
     @property
     def outcome(self) -> Outcome | None:
         """The terminal fact this event states, or None for progress (Running, Queued...)."""
-        return _OUTCOMES.get(self.status or "")
+        return outcome_of(self.status)
 
     @property
     def workspace(self) -> str:

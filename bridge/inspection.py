@@ -20,14 +20,6 @@ from bridge.errors import BridgeError
 from bridge.ledger import EffectRecord, EffectState, JobRecord, JobState, Ledger
 from bridge.ports import Jobs
 
-# The outcome whose route a finished job took (a rejected submission is told on `failed`).
-_OUTCOME = {
-    JobState.COMPLETED: Outcome.COMPLETED,
-    JobState.FAILED: Outcome.FAILED,
-    JobState.CANCELED: Outcome.CANCELED,
-    JobState.REJECTED: Outcome.FAILED,
-}
-
 
 @dataclass(frozen=True)
 class EffectLine:
@@ -131,7 +123,7 @@ def trail(ledger: Ledger, jobs: Jobs | None, name: str) -> Trail | None:
         except BridgeError as exc:
             error = str(exc)
     # A routed job's row waits for the next sweep to drop it: reconciliation has nothing to do.
-    watch = None if record.state in _OUTCOME else ledger.watching(name)
+    watch = None if record.state.finished else ledger.watching(name)
     submission = record.submission
     traced = TraceContext.parse(record.traceparent)
     return Trail(
@@ -198,7 +190,11 @@ def _effect_lines(record: JobRecord, effects: list[EffectRecord]) -> list[Effect
 
 
 def _planned(record: JobRecord) -> list[tuple[str, EffectKind, str]]:
-    outcome = _OUTCOME.get(record.state) or (Outcome(record.outcome) if record.outcome else None)
+    # A rejection is told on the failed route; an open job whose effect blocked names its outcome.
+    if record.state is JobState.REJECTED:
+        outcome: Outcome | None = Outcome.FAILED
+    else:
+        outcome = record.state.outcome or (Outcome(record.outcome) if record.outcome else None)
     if outcome is None:
         return []  # still open: which route it takes is not known yet
     route = record.submission.route(outcome)

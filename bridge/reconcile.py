@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from bridge.audit import Decision, TraceContext, decide
 from bridge.contracts import Outcome
 from bridge.errors import BlockedError, TransientError, first_line
-from bridge.events import normalise_status
+from bridge.events import normalise_status, outcome_of
 from bridge.ledger import JobRecord, JobState, Watch
 from bridge.service import Bridge, Finding, Result
 
@@ -48,7 +48,6 @@ SWEEP_BUDGET_SECONDS = 120.0
 # Due jobs checked at once: each check waits on Azure ML and the ledger, not on this CPU.
 SWEEP_CONCURRENCY = 8
 NOT_FOUND = "NotFound"
-_OUTCOMES = {"Completed": Outcome.COMPLETED, "Failed": Outcome.FAILED, "Canceled": Outcome.CANCELED}
 _BLOCKED_OR_DEFERRED = {Result.BLOCKED: "blocked", Result.DEFERRED: "deferred"}
 
 
@@ -181,7 +180,7 @@ class Reconciler:
             log.warning("reconcile %s: %s", record.name, reason)
             return self._concluded(record, finding, "missing")
         status = normalise_status(found.status or "")
-        outcome = _OUTCOMES.get(status)
+        outcome = outcome_of(status)
         if outcome is None:
             return self._postpone(watch, "running")
         finding = Finding(outcome, status, via="reconcile", outputs=found.outputs)

@@ -28,11 +28,6 @@ from bridge.ledger import EffectState, JobRecord, JobState
 from bridge.service import Bridge, Finding, Result
 
 _REDRIVABLE = (EffectState.FAILED, EffectState.BLOCKED)
-_OUTCOME_OF = {
-    JobState.COMPLETED: Outcome.COMPLETED,
-    JobState.FAILED: Outcome.FAILED,
-    JobState.CANCELED: Outcome.CANCELED,
-}
 
 
 @dataclass(frozen=True)
@@ -76,9 +71,7 @@ class Retrier:
         if record.state is JobState.ACCEPTED:
             return self._accepted(record)
         effects = [e for e in self.bridge.ledger.effects(record.name) if e.state in _REDRIVABLE]
-        outcome = _OUTCOME_OF.get(record.state) or (
-            Outcome(record.outcome) if record.outcome else None
-        )
+        outcome = record.state.outcome or (Outcome(record.outcome) if record.outcome else None)
         if not effects or outcome is None:
             return Line(record.name, record.state.value, "nothing", "no failed or blocked effect")
         was = f"{len(effects)} effect(s) {'/'.join(sorted({e.state.value for e in effects}))}"

@@ -27,9 +27,9 @@ from bridge.contracts import (
     Submission,
     is_job_name,
 )
-from bridge.effects import Effect, EffectKind, Fact, plan
+from bridge.effect_once import BLOCKED_GIVE_UP_SECONDS, EffectOnce, duration
+from bridge.effects import Fact, plan
 from bridge.errors import (
-    AmbiguousError,
     BlockedError,
     InvalidSubmission,
     PermanentError,
@@ -37,17 +37,10 @@ from bridge.errors import (
     TransientError,
 )
 from bridge.events import JobEvent
-from bridge.ledger import Busy, Claim, JobRecord, JobState, Ledger, Settled, now_iso
+from bridge.ledger import JobRecord, JobState, Ledger, now_iso
 from bridge.policy import Policy
 from bridge.ports import Airflow, JobOutput, Jobs
 from bridge.signing import Keyring
-
-_TERMINAL_STATE = {
-    Outcome.COMPLETED: JobState.COMPLETED,
-    Outcome.FAILED: JobState.FAILED,
-    Outcome.CANCELED: JobState.CANCELED,
-}
-_FINISHED = {state: outcome for outcome, state in _TERMINAL_STATE.items()}
 
 
 @dataclass(frozen=True)
@@ -65,24 +58,8 @@ class Finding:
     outputs: Mapping[str, JobOutput] | None = None  # when the finder read the job already
 
 
-# How long blocked work is retried before it fails with its last reason: Event Grid's own window.
-BLOCKED_GIVE_UP_SECONDS = 24 * 3600.0
 # Blocked or deferred work is retried after `retry_base` seconds, doubling up to this.
 RETRY_MAX_SECONDS = 900.0
-
-
-def lease_for(function_timeout: float, request_timeout: float) -> float:
-    """How long a claim is held: its holder's invocation lives at most the function's timeout,
-    and the Airflow request it began last may run its own timeout past that, plus a margin."""
-    return function_timeout + hold_for(request_timeout)
-
-
-def hold_for(request_timeout: float) -> float:
-    """How long a claim stays unusable after a request that may still be in flight failed (a
-    read timeout, a lost reply): the client gave up after its timeout, the server may still commit
-    for a while; the margin is that timeout again, at least 5 s. Before then, a takeover could ask
-    Airflow, find nothing, and post while the first request commits."""
-    return request_timeout + max(5.0, request_timeout)
 
 
 class Result(StrEnum):
@@ -120,20 +97,67 @@ class Bridge:
         clock: Callable[[], float] = time.time,
         audit: Audit | None = None,
     ) -> None:
-        self.ledger = ledger
+        self.clock = clock
+        # Every effect goes through the effect-once protocol; its knobs read as the bridge's own.
+        self.once = EffectOnce(
+            ledger,
+            airflow,
+            clock=self._now,
+            lease_seconds=lease_seconds,
+            ambiguity_hold=ambiguity_hold,
+            blocked_give_up=blocked_give_up,
+        )
         self.jobs = jobs
-        self.airflow = airflow
         self.policy = policy
         self.keys = keys
         self.workspace = workspace
-        self.lease_seconds = lease_seconds  # `lease_for`: how long a live attempt may last
-        self.ambiguity_hold = ambiguity_hold  # `hold_for`: how long a request may stay in flight
         self.reconcile_after = reconcile_after  # grace before reconciliation looks at a job
-        self.blocked_give_up = blocked_give_up
         # First retry of blocked or deferred work: a minute in Azure, sooner where the sweep is.
         self.retry_base = min(reconcile_after, 60.0)
-        self.clock = clock
         self.audit = audit or Audit()
+
+    def _now(self) -> float:
+        return self.clock()  # read late: a test or the chaos run may swap the clock
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.once.ledger
+
+    @ledger.setter
+    def ledger(self, ledger: Ledger) -> None:
+        self.once.ledger = ledger
+
+    @property
+    def airflow(self) -> Airflow:
+        return self.once.airflow
+
+    @airflow.setter
+    def airflow(self, airflow: Airflow) -> None:
+        self.once.airflow = airflow
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.once.lease_seconds
+
+    @lease_seconds.setter
+    def lease_seconds(self, seconds: float) -> None:
+        self.once.lease_seconds = seconds
+
+    @property
+    def ambiguity_hold(self) -> float:
+        return self.once.ambiguity_hold
+
+    @ambiguity_hold.setter
+    def ambiguity_hold(self, seconds: float) -> None:
+        self.once.ambiguity_hold = seconds
+
+    @property
+    def blocked_give_up(self) -> float:
+        return self.once.blocked_give_up
+
+    @blocked_give_up.setter
+    def blocked_give_up(self, seconds: float) -> None:
+        self.once.blocked_give_up = seconds
 
     # Airflow → Azure ML
 
@@ -226,7 +250,7 @@ class Bridge:
         reason = _reason(exc)
         if now - since >= self.blocked_give_up:
             return self._reject(
-                submission, f"gave up after {_duration(now - since)} of retries: {reason}"
+                submission, f"gave up after {duration(now - since)} of retries: {reason}"
             )
         self.ledger.update_job(
             submission.id, JobState.ACCEPTED, blocked=reason, blocked_since=since
@@ -243,14 +267,19 @@ class Bridge:
     def retry_soon(self, name: str, retry_after: float | None = None) -> float:
         """Bring the job's next sweep forward to the retry backoff (doubling per attempt, at
         least `retry_after`); returns the delay."""
+        now = self.clock()
         watch = self.ledger.watching(name)
         attempts = watch.checks if watch else 0
         delay = min(self.retry_base * 2.0 ** min(attempts, 30), RETRY_MAX_SECONDS)
         delay = max(delay, retry_after or 0.0)
         if watch is None:
-            self.ledger.watch(name, self.clock() + delay)
+            self.ledger.watch(name, now + delay)
+        elif now < watch.due_at <= now + delay:
+            # A retry is already set, sooner: several deliveries of one outcome within seconds
+            # are one attempt, not several (they would double the backoff each).
+            return watch.due_at - now
         else:
-            self.ledger.postpone(name, self.clock() + delay, attempts + 1)
+            self.ledger.postpone(name, now + delay, attempts + 1)
         return delay
 
     def _tags(self, submission: Submission, traceparent: str | None) -> dict[str, str]:
@@ -302,7 +331,7 @@ class Bridge:
             via="submission",
             traceparent=current_traceparent(),
         )
-        performed, blocked = self._perform_all(plan(fact, submission.route(Outcome.FAILED)))
+        performed, blocked = self.once.perform(plan(fact, submission.route(Outcome.FAILED)))
         if blocked:
             self.ledger.update_job(
                 submission.id, JobState.REJECTED, blocked=_reason(blocked), blocked_since=None
@@ -371,7 +400,7 @@ class Bridge:
 
     def conclude(self, record: JobRecord, finding: Finding) -> Report:
         """Route a job's terminal outcome once, whoever found it (an event or reconciliation)."""
-        finished = _FINISHED.get(record.state)
+        finished = record.state.outcome
         if finished is not None:
             # The first outcome routed is the job's outcome: a late or contradicting one is not.
             if finished is finding.outcome:
@@ -414,7 +443,7 @@ class Bridge:
             outputs=self._outputs(record, finding, route),
             partition_key=record.submission.partition_key,
         )
-        performed, blocked = self._perform_all(plan(fact, route))
+        performed, blocked = self.once.perform(plan(fact, route))
         if blocked:
             reason = _reason(blocked)
             self.ledger.update_job(
@@ -427,7 +456,7 @@ class Bridge:
             return Report(Result.BLOCKED, record.name, detail, performed)
         unblock = {"blocked": None, "blocked_since": None} if record.blocked else {}
         self.ledger.update_job(
-            record.name, _TERMINAL_STATE[finding.outcome], finished_at=record.finished_at
+            record.name, JobState.concluded(finding.outcome), finished_at=record.finished_at
             or now_iso(), via=record.via or finding.via, outcome=finding.outcome.value,
             status=record.status or finding.status, **unblock,
         )  # fmt: skip
@@ -458,114 +487,8 @@ class Bridge:
         decide(Decision.REJECTED, f"malformed event recorded as {key}: {reason}", reason=reason)
         return Report(Result.REJECTED, detail=reason)
 
-    # Effect-once
-
-    def _perform_all(self, effects: list[Effect]) -> tuple[int, BlockedError | None]:
-        """Perform each effect once; a failure of one still lets the others happen. Returns how
-        many were performed and the first block (the caller keeps the job open); raises the
-        first transient failure (the transport retries)."""
-        performed, failure, blocked = 0, None, None
-        for effect in effects:
-            try:
-                performed += self._perform_once(effect)
-            except BlockedError as exc:
-                blocked = blocked or exc
-            except TransientError as exc:
-                failure = failure or exc
-        if failure is not None:
-            raise failure
-        return performed, blocked
-
-    def _perform_once(self, effect: Effect) -> int:
-        claim = self.ledger.claim(effect, self.clock(), self.lease_seconds)
-        if isinstance(claim, Settled):
-            summary = f"effect on {effect.target} already {claim.state}"
-            decide(Decision.DUPLICATE_SKIPPED, summary, **effect.named())
-            return 0
-        if isinstance(claim, Busy):
-            wait = max(1.0, claim.lease_until - self.clock())
-            raise TransientError(f"effect {effect.id} is in progress elsewhere", retry_after=wait)
-        try:
-            if claim.taken_over and self._already_performed(effect, claim.since):
-                decide(
-                    Decision.DUPLICATE_SKIPPED,
-                    f"effect on {effect.target} was performed by an earlier attempt",
-                    **effect.named(),
-                    reason="performed by an earlier attempt",
-                )  # fmt: skip
-            else:
-                self._apply(effect)
-        except PermanentError as exc:
-            self._fail(claim, str(exc))
-            return 0
-        except BlockedError as exc:
-            now = self.clock()
-            since = claim.blocked_since or now
-            if now - since >= self.blocked_give_up:
-                self._fail(claim, f"blocked for {_duration(now - since)}, gave up: {exc}")
-                return 0
-            self.ledger.block(claim, str(exc), since)
-            decide(
-                Decision.BLOCKED, f"effect on {effect.target} is blocked: {exc}",
-                **effect.named(), reason=str(exc), cause=exc.cause,
-            )  # fmt: skip
-            raise
-        except TransientError as exc:
-            # Only a failure that surely did nothing, on a claim no earlier attempt touched, may
-            # forget the attempt; otherwise the next one must check before acting, and after a
-            # request that may still be in flight, not before it can no longer commit.
-            if isinstance(exc, AmbiguousError):
-                self.ledger.abandon(claim, self.clock() + self.ambiguity_hold)
-            elif claim.taken_over:
-                self.ledger.abandon(claim)
-            else:
-                self.ledger.release(claim)
-            raise
-        except BaseException:
-            self.ledger.abandon(claim, self.clock() + self.ambiguity_hold)
-            raise
-        self.ledger.complete(claim)
-        return 1
-
-    def _fail(self, claim: Claim, reason: str) -> None:
-        self.ledger.fail(claim, reason)
-        # Found by `bridge jobs --state failed-effects` and `bridge retry --all` without a scan.
-        self.ledger.mark(claim.effect.fact.job_name, failed=reason[:2000])
-        decide(
-            Decision.REJECTED, f"effect on {claim.effect.target} failed for good: {reason}",
-            **claim.effect.named(), reason=reason,
-        )  # fmt: skip
-
-    def _already_performed(self, effect: Effect, since: float) -> bool:
-        """After an attempt that may have performed the effect: ask Airflow whether it did."""
-        if effect.kind is EffectKind.ASSET_EVENT:
-            return self.airflow.asset_event_posted(
-                effect.target, effect.extra()["effect_id"], since
-            )
-        return False  # a DAG run's deterministic id makes Airflow refuse the second one
-
-    def _apply(self, effect: Effect) -> None:
-        if effect.kind is EffectKind.ASSET_EVENT:
-            self.airflow.post_asset_event(
-                effect.target, effect.extra(), partition_key=effect.fact.partition_key
-            )
-            decide(Decision.EFFECT_PERFORMED, f"asset event on {effect.target}", **effect.named())
-        else:
-            conf = {**effect.conf, "azureml": effect.extra()}
-            created = self.airflow.trigger_dag_run(effect.target, effect.dag_run_id, conf)
-            decide(
-                Decision.EFFECT_PERFORMED if created else Decision.DUPLICATE_SKIPPED,
-                f"dag run {effect.target}/{effect.dag_run_id} (new: {created})",
-                **effect.named(),
-                dag_run_id=effect.dag_run_id,
-            )  # fmt: skip
-
 
 def _reason(exc: TransientError) -> str:
     """What an operator reads: the class of a block (never a secret), then the message."""
     cause = f"[{exc.cause}] " if isinstance(exc, BlockedError) else ""
     return f"{cause}{exc}"[:2000]
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds:.0f} s"

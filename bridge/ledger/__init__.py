@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from bridge.contracts import Submission
+from bridge.contracts import Outcome, Submission
 from bridge.effects import Effect
 
 
@@ -44,9 +44,25 @@ class JobState(StrEnum):
     def finished(self) -> bool:
         return self in _FINISHED
 
+    @property
+    def outcome(self) -> Outcome | None:
+        """The outcome a concluded job's route took; None while open, and for a rejection."""
+        return _OUTCOME_OF.get(self)
+
+    @classmethod
+    def concluded(cls, outcome: Outcome) -> JobState:
+        """The state of a job whose outcome was routed."""
+        return _STATE_OF[outcome]
+
 
 _FINISHED = frozenset({JobState.REJECTED, JobState.COMPLETED, JobState.FAILED, JobState.CANCELED})
 _OUTCOMES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELED})
+_STATE_OF = {
+    Outcome.COMPLETED: JobState.COMPLETED,
+    Outcome.FAILED: JobState.FAILED,
+    Outcome.CANCELED: JobState.CANCELED,
+}
+_OUTCOME_OF = {state: outcome for outcome, state in _STATE_OF.items()}
 _NEXT: dict[JobState, frozenset[JobState]] = {
     JobState.ACCEPTED: frozenset(JobState),
     JobState.CREATED: frozenset({JobState.CREATED, *_OUTCOMES}),

@@ -12,6 +12,9 @@ from typing import Any
 
 from azure.core.credentials import AccessToken
 
+from bridge.composition import credential_source, emulated
+from bridge.settings import Settings
+
 LOCAL_SUBJECT = "local-emulator-not-valid-in-azure"
 _LIFETIME_SECONDS = 24 * 3600
 
@@ -36,3 +39,9 @@ class LocalCredential:
 
 def _segment(claims: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+
+
+@credential_source
+def _for_the_emulator(settings: Settings) -> LocalCredential | None:
+    """The local stack's own credential, for an Azure ML emulator on loopback only."""
+    return LocalCredential() if emulated(settings) else None

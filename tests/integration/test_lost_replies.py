@@ -16,11 +16,12 @@ import pytest
 
 from bridge.composition import build
 from bridge.contracts import Outcome, Submission
+from bridge.effect_once import hold_for
 from bridge.errors import AmbiguousError, TransientError
 from bridge.ledger import EffectState, JobRecord, JobState
 from bridge.local.faults import Fault, FaultProxy, first_of_each
 from bridge.local.stack import Stack
-from bridge.service import Bridge, Finding, Result, hold_for
+from bridge.service import Bridge, Finding, Result
 from tests.integration.conftest import eventually, job_events
 
 pytestmark = pytest.mark.integration

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 
 CHILD = """
 import logging, os, sys
+import bridge.local  # the stack's credential for its Azure ML emulator
 from bridge.composition import azureml_jobs
 from bridge.contracts import Submission
 from bridge.settings import Settings

@@ -30,6 +30,7 @@ pytestmark = pytest.mark.integration
 # The child: the production composition, one submission, then export what is buffered.
 CHILD = """
 import os
+import bridge.local  # the stack's credential for its Azure ML emulator
 from bridge.composition import build
 from bridge.settings import Settings
 from bridge.adapters.telemetry import flush
