@@ -55,9 +55,11 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 # Speed, cost and memory, each against a baseline measured in the same run, never in timed tests:
-# about 10 minutes (QUICK=1: every benchmark scaled down, under 2). See docs/benchmarks.md.
+# about 10 minutes (QUICK=1: every benchmark scaled down, under 2), then the ledger at scale on its
+# own Azurite and emulator (about 15 minutes; QUICK=1 about 1). See docs/benchmarks.md.
 bench: setup
 	$(VENV)/bin/python -m bench.run $(if $(QUICK),--quick)
+	$(VENV)/bin/python -m bench.ledger $(if $(QUICK),--quick)
 
 # Faults against two or more bridge processes sharing one ledger and one Airflow: a report of
 # doubled, lost and misrouted effects per scenario (bench/results/chaos.json).

@@ -61,3 +61,24 @@ def test_quick_benchmarks_print_every_table_and_write_every_result(tmp_path: Pat
     bills = results["calls.quick.json"]["cost_per_1000_jobs"]
     assert set(bills) == {"1 minute", "1 hour", "8 hours"}
     assert len(results["memory.quick.json"]["rss_mib"]) == 3
+
+
+def test_quick_ledger_benchmark_prints_both_tables_and_writes_both_results(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.ledger", "--quick", "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+        env=child_environment(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    for title in ("8. bridge jobs over 10,000 rows", "9. One reconcile sweep"):
+        assert title in done.stdout, f"no table {title!r} in:\n{done.stdout}"
+    listing = json.loads((tmp_path / "ledger_listing.quick.json").read_text())
+    assert (listing["jobs"], listing["blocked"]) == (1000, 10)
+    returned = {name: case["jobs_returned"] for name, case in listing["cases"].items()}
+    assert returned["jobs(limit=50)"] == 50
+    assert returned["jobs(blocked=True)"] == 10
+    sweep = json.loads((tmp_path / "ledger_sweep.quick.json").read_text())
+    assert [run["concurrency"] for run in sweep["runs"]] == [1, 8]
+    for run in sweep["runs"]:  # every due job read once; none posted anything to Airflow
+        assert (run["checked"], run["azureml_gets"]) == (100, 100)
+        assert run["actions"] == {"concluded": 50, "running": 50}

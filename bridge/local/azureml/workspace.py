@@ -277,6 +277,26 @@ class AzureMLEmulator(Lifecycle):
             )
         return current
 
+    def seed(self, name: str, status: str, experiment_name: str = "Default") -> EmulatedJob:
+        """Hold a command job already in `status` (Running, Completed, ...), as if it had been
+        created and run before: nothing runs, no event is published, no request is recorded.
+        For benchmarks that need thousands of jobs Azure ML knows (`bench/ledger.py`)."""
+        body = {
+            "properties": {
+                "jobType": "Command",
+                "command": "true",
+                "environmentId": "azureml:seeded:1",
+                "computeId": "seeded",
+                "experimentName": experiment_name,
+            }
+        }
+        job = EmulatedJob(name, body, self.workdir / "jobs" / name, status=status)
+        job.history.append((status, time.monotonic(), time.time()))
+        with self._changed:
+            self._jobs[name] = job
+            self._changed.notify_all()
+        return job
+
     def forget(self, name: str) -> None:
         """Delete the job, as a workspace's retention or a user would: it reads as 404 from now."""
         with self._changed:
