@@ -196,12 +196,7 @@ class TableLedger:
             entity = {"PartitionKey": name, "RowKey": JOB_ROW, "state": state.value, **values}
             with _transient("update a job record"):
                 try:
-                    self._table.update_entity(
-                        entity,
-                        mode=UpdateMode.MERGE,
-                        etag=current.metadata["etag"],
-                        match_condition=MatchConditions.IfNotModified,
-                    )
+                    self._merge_if_unchanged(entity, current.metadata["etag"])
                 except ResourceModifiedError:
                     continue  # another writer was first: its state decides the next try
             moved_from = JobState(current["state"])
@@ -282,12 +277,7 @@ class TableLedger:
         }
         # A 412 means our lease lapsed and someone took over: the effect is theirs to settle.
         with _transient("record a blocked effect"), suppress(ResourceModifiedError):
-            self._table.update_entity(
-                entity,
-                mode=UpdateMode.MERGE,
-                etag=claim.etag,
-                match_condition=MatchConditions.IfNotModified,
-            )
+            self._merge_if_unchanged(entity, claim.etag)
 
     def reopen(self, job_name: str, effect_id: str, now: float) -> bool:
         with _transient("read an effect"):
@@ -308,12 +298,7 @@ class TableLedger:
         }
         with _transient("reopen an effect"):
             try:
-                self._table.update_entity(
-                    entity,
-                    mode=UpdateMode.MERGE,
-                    etag=current.metadata["etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
+                self._merge_if_unchanged(entity, current.metadata["etag"])
             except ResourceModifiedError:
                 return False  # someone is at it already
         return True
@@ -339,12 +324,7 @@ class TableLedger:
         }
         # A 412 means someone took the claim over already: the row is theirs, and marked enough.
         with _transient("abandon a claim"), suppress(ResourceModifiedError, ResourceNotFoundError):
-            self._table.update_entity(
-                entity,
-                mode=UpdateMode.MERGE,
-                etag=claim.etag,
-                match_condition=MatchConditions.IfNotModified,
-            )
+            self._merge_if_unchanged(entity, claim.etag)
 
     def effects(self, job_name: str) -> list[EffectRecord]:
         self.ensure_table()
@@ -627,15 +607,20 @@ class TableLedger:
         }
         with _transient("settle an effect"):
             try:
-                self._table.update_entity(
-                    entity,
-                    mode=UpdateMode.MERGE,
-                    etag=claim.etag,
-                    match_condition=MatchConditions.IfNotModified,
-                )
+                self._merge_if_unchanged(entity, claim.etag)
             except ResourceModifiedError as exc:
                 # Our lease lapsed and another worker took over: it will settle the effect.
                 raise TransientError(f"claim on {claim.effect.id} was taken over") from exc
+
+    def _merge_if_unchanged(self, entity: Mapping[str, Any], etag: str | None) -> None:
+        """Merge these fields only if the row is as it was read (If-Match); a 412 leaves as
+        `ResourceModifiedError` for the caller to judge."""
+        self._table.update_entity(
+            dict(entity),
+            mode=UpdateMode.MERGE,
+            etag=etag,
+            match_condition=MatchConditions.IfNotModified,
+        )
 
     def close(self) -> None:
         self._table.close()

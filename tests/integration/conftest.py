@@ -69,6 +69,20 @@ def loop_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield stack
 
 
+class Clock:
+    """A clock a test moves by hand (`Bridge.clock`), so that leases and backoff take no wall
+    time; it starts at the real time, so what it stamps still reads as now to Airflow."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def eventually(probe: Callable[[], T | None], timeout: float = 30, what: str = "") -> T:
     deadline = time.monotonic() + timeout
     while True:

@@ -22,7 +22,7 @@ from bridge.ledger import EffectState, JobRecord, JobState
 from bridge.local.faults import Fault, FaultProxy, first_of_each
 from bridge.local.stack import Stack
 from bridge.service import Bridge, Finding, Result
-from tests.integration.conftest import eventually, job_events
+from tests.integration.conftest import Clock, eventually, job_events
 
 pytestmark = pytest.mark.integration
 
@@ -37,14 +37,6 @@ def proxy(loop_stack: Stack) -> Iterator[FaultProxy]:
     assert loop_stack.airflow is not None
     with FaultProxy(loop_stack.airflow.base_url) as running:
         yield running
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -63,7 +55,7 @@ def past_the_hold(bridge: Bridge) -> None:
     """The next delivery, once a request that may have been in flight can no longer commit. These
     faults strike after Airflow committed, so only the bridge's clock need move."""
     assert isinstance(bridge.clock, Clock)
-    bridge.clock.now += bridge.ambiguity_hold + 1
+    bridge.clock.advance(bridge.ambiguity_hold + 1)
 
 
 def finished_job(bridge: Bridge) -> JobRecord:

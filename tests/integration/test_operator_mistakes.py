@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,24 +28,20 @@ from bridge.local.stack import Stack
 from bridge.reconcile import Reconciler
 from bridge.service import Bridge, Result
 from bridge.settings import Settings
-from tests.integration.conftest import eventually, job_events, job_tags, own_ledger, run_bridge
+from tests.integration.conftest import (
+    Clock,
+    eventually,
+    job_events,
+    job_tags,
+    own_ledger,
+    run_bridge,
+)
 
 pytestmark = pytest.mark.integration
 
 DONE = "azureml://bridge-tests/loop/completed"
 FAILED = "azureml://bridge-tests/loop/failed"
 RUNNING = ("NotStarted", "Queued", "Starting", "Preparing", "Running", "Finalizing")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

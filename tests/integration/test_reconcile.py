@@ -25,7 +25,7 @@ from bridge.local.stack import Stack
 from bridge.reconcile import Reconciler
 from bridge.service import Bridge, Result
 from bridge.settings import Settings
-from tests.integration.conftest import job_events, job_tags, own_ledger, run_bridge
+from tests.integration.conftest import Clock, job_events, job_tags, own_ledger, run_bridge
 
 pytestmark = pytest.mark.integration
 
@@ -33,17 +33,6 @@ DONE = "azureml://bridge-tests/loop/completed"
 FAILED = "azureml://bridge-tests/loop/failed"
 CANCELED = "azureml://bridge-tests/loop/canceled"
 GRACE = 600.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
