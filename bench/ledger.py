@@ -351,11 +351,7 @@ def _sweep_once(
     azurite: Azurite, emulator: AzureMLEmulator, sizes: Sizes, concurrency: int
 ) -> dict[str, Any]:
     settings = Settings(
-        azureml_subscription_id=emulator.SUBSCRIPTION_ID,
-        azureml_resource_group=emulator.RESOURCE_GROUP,
-        azureml_workspace=emulator.WORKSPACE,
-        azureml_endpoint=emulator.endpoint,
-        azureml_ca_file=str(emulator.authority) if emulator.authority else None,
+        **emulator.azureml_settings(),
         ledger_connection_string=azurite.connection_string,
         ledger_table=f"sweep{concurrency}x{secrets.token_hex(3)}",
         airflow_url=f"http://127.0.0.1:{free_port()}",  # nobody listens: nothing may be posted

@@ -112,11 +112,7 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
             )
         )
         settings = Settings(
-            azureml_subscription_id=emulator.SUBSCRIPTION_ID,
-            azureml_resource_group=emulator.RESOURCE_GROUP,
-            azureml_workspace=emulator.WORKSPACE,
-            azureml_endpoint=emulator.endpoint,
-            azureml_ca_file=str(emulator.authority) if emulator.authority else None,
+            **emulator.azureml_settings(),
             ledger_connection_string=azurite.connection_string,
             airflow_url=f"http://127.0.0.1:{airflow_port}",
             airflow_username=BRIDGE_USER,  # least privilege, not the admin: see LocalAirflow

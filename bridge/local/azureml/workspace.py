@@ -209,6 +209,16 @@ class AzureMLEmulator(Lifecycle):
 
     # -- what tests and the dev host use ---------------------------------------------------------
 
+    def azureml_settings(self) -> dict[str, Any]:
+        """The `Settings` fields that point the bridge at this emulator."""
+        return {
+            "azureml_subscription_id": self.SUBSCRIPTION_ID,
+            "azureml_resource_group": self.RESOURCE_GROUP,
+            "azureml_workspace": self.WORKSPACE,
+            "azureml_endpoint": self.endpoint,
+            "azureml_ca_file": str(self.authority) if self.authority else None,
+        }
+
     @property
     def endpoint(self) -> str:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/"
