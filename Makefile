@@ -4,11 +4,18 @@ VENV := .venv
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_VERSION := 3.3.2
 INFRA_VENV := .venv-infra
+WORKER_VENV := .venv-worker
+# The Functions Python worker's library half (private APIs: exact pins, tests/worker/driver.py),
+# the FunctionRpc protobuf messages it is driven with, and the offline v2 app linter.
+WORKER_RUNTIME := azure-functions-runtime==1.3.0 azure-functions-runtime-v1==1.2.0
+WORKER_DEPS := azurefunctions-extensions-base==1.2.0 protobuf==5.29.6 grpcio==1.70.0
+DOCTOR := azure-functions-doctor==0.23.1
 BRIDGE := $(VENV)/bin/bridge
 
 .PHONY: setup demo dev test unit lint schema bench chaos clean
 
-setup: $(VENV)/.installed $(AIRFLOW_VENV)/.installed node_modules/.installed $(INFRA_VENV)/.installed
+setup: $(VENV)/.installed $(AIRFLOW_VENV)/.installed node_modules/.installed $(INFRA_VENV)/.installed \
+	$(WORKER_VENV)/.installed
 
 # The bridge (Function App side), its tests and the local stack's Python parts.
 $(VENV)/.installed: pyproject.toml requirements.txt
@@ -32,6 +39,17 @@ $(INFRA_VENV)/.installed:
 	$(INFRA_VENV)/bin/pip install --quiet pycep-parser==0.5.1 checkov==3.3.30
 	touch $@
 
+# The real Python worker (tests/worker) and azure-functions-doctor (make lint), next to the
+# Function App's own requirements as Azure installs them. The runtime declares Python >= 3.13 but
+# runs on 3.11; azure-functions-runtime-v1 is there only for the generated FunctionRpc messages its
+# wheel ships (tests/protos): the proxy worker that holds them in Azure is not on PyPI.
+$(WORKER_VENV)/.installed: requirements.txt Makefile
+	$(PYTHON) -m venv $(WORKER_VENV)
+	$(WORKER_VENV)/bin/pip install --quiet --upgrade pip
+	$(WORKER_VENV)/bin/pip install --quiet -r requirements.txt $(WORKER_DEPS) $(DOCTOR)
+	$(WORKER_VENV)/bin/pip install --quiet --no-deps --ignore-requires-python $(WORKER_RUNTIME)
+	touch $@
+
 # Azurite, the Azure Storage emulator: Table storage for the ledger, a queue for submissions.
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -49,10 +67,11 @@ test: setup lint
 unit: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest tests/unit
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed $(WORKER_VENV)/.installed
 	$(VENV)/bin/ruff check bridge function_app.py tests examples bench
 	$(VENV)/bin/ruff format --check bridge function_app.py bench
 	$(VENV)/bin/mypy
+	$(WORKER_VENV)/bin/python tests/worker/doctor.py
 
 # Speed, cost and memory, each against a baseline measured in the same run, never in timed tests:
 # about 10 minutes (QUICK=1: every benchmark scaled down, under 2), then the ledger at scale on its

@@ -94,6 +94,10 @@ def azureml_jobs(settings: Settings, credential: TokenCredential | None = None) 
 @functools.cache
 def runtime() -> Bridge:
     """The process's bridge, built from the environment on first use."""
+    # The worker logs at INFO and the host forwards it ("Function": "Information"): the Azure
+    # SDKs would add a line per HTTP request and response, and per token. Their warnings show.
+    for sdk in ("azure.core.pipeline.policies.http_logging_policy", "azure.identity"):
+        logging.getLogger(sdk).setLevel(logging.WARNING)
     return build(Settings.from_env(os.environ))
 
 
