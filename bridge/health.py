@@ -19,7 +19,8 @@ from bridge.provider.senders import SERVICE_BUS_SCOPE
 from bridge.settings import SERVICEBUS_CONNECTION, Settings
 
 AZUREML_SCOPE = "https://management.azure.com/.default"
-# How many blocked jobs one health answer reads at most (it counts, it does not page for ever).
+# How many blocked jobs one health answer counts at most: one read of the attention index, paged
+# no further (the route is anonymous: no caller may make it read the whole ledger).
 BLOCKED_READ_LIMIT = 1000
 _CAUSE = re.compile(r"^\[([a-z-]+)\] ")
 TABLES_SCOPE = "https://storage.azure.com/.default"
@@ -101,9 +102,8 @@ def report(
 
 def blocked(ledger: Ledger) -> dict[str, Any]:
     """`{"jobs": n, "causes": {"credentials": k, ...}}` over the jobs that wait on a fix."""
-    records = ledger.jobs(blocked=True, limit=BLOCKED_READ_LIMIT)
+    reasons = ledger.blocked_reasons(BLOCKED_READ_LIMIT)
     causes = Counter(
-        match.group(1) if (match := _CAUSE.match(record.blocked or "")) else "transient"
-        for record in records
+        match.group(1) if (match := _CAUSE.match(reason)) else "transient" for reason in reasons
     )
-    return {"jobs": len(records), "causes": dict(sorted(causes.items()))}
+    return {"jobs": len(reasons), "causes": dict(sorted(causes.items()))}

@@ -220,6 +220,11 @@ class Ledger(Protocol):
         with a failed effect or a rejected submission (what `bridge retry --all` re-drives)."""
         ...
 
+    def blocked_reasons(self, limit: int) -> list[str]:
+        """Why each blocked job waits, up to `limit`: one read of the attention index, no
+        record (what `/api/health` counts, on an anonymous route)."""
+        ...
+
     # Retention (`bridge.retention`)
 
     def accepted_before(self, cutoff: str) -> Iterator[str]:

@@ -404,6 +404,22 @@ class TableLedger:
             rows = self._table.query_entities(query, parameters=parameters, select=["RowKey"])
             return [str(row["RowKey"]) for row in rows]
 
+    def blocked_reasons(self, limit: int) -> list[str]:
+        self.ensure_table()
+        with _transient("read the attention index"):
+            rows = self._table.query_entities(
+                "PartitionKey eq @p and blocked gt @empty",
+                parameters={"p": ATTENTION_PARTITION, "empty": ""},
+                select=["blocked"],
+                results_per_page=min(limit, 1000),
+            )
+            reasons: list[str] = []
+            for row in rows:
+                reasons.append(str(row["blocked"]))
+                if len(reasons) >= limit:
+                    break
+        return reasons
+
     # Retention (`bridge.retention`)
 
     def accepted_before(self, cutoff: str) -> Iterator[str]:

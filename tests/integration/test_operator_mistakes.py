@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge import health
 from bridge.composition import build
 from bridge.contracts import Submission
 from bridge.errors import BlockedError
@@ -169,6 +170,7 @@ def test_an_asset_that_appears_after_the_job_ended_gets_its_event(
     blocked = json.loads(run_bridge(settings, "jobs", "--state", "blocked", "--json").stdout)
     assert [line["name"] for line in blocked] == [job.id]
     assert blocked[0]["pending"] == [uri] and "[missing-asset]" in blocked[0]["blocked"]
+    assert health.blocked(bridge.ledger) == {"jobs": 1, "causes": {"missing-asset": 1}}
 
     deploy_consumer(loop_stack, uri, dag_file)
     clock.advance(3600)
@@ -181,6 +183,7 @@ def test_an_asset_that_appears_after_the_job_ended_gets_its_event(
     record = bridge.ledger.get_job(job.id)
     assert record is not None and record.state is JobState.COMPLETED and record.blocked is None
     assert not rejected_on_failed_route(loop_stack, job)
+    assert health.blocked(bridge.ledger) == {"jobs": 0, "causes": {}}
 
 
 def test_azure_ml_refusing_the_first_six_requests_blocks_then_the_job_runs(
