@@ -35,7 +35,7 @@ from bridge.audit import Decision, TraceContext, decide
 from bridge.contracts import Outcome
 from bridge.errors import BlockedError, TransientError, first_line
 from bridge.events import normalise_status, outcome_of
-from bridge.ledger import JobRecord, JobState, Watch
+from bridge.ledger import UNBLOCKED, JobRecord, JobState, Watch
 from bridge.service import Bridge, Finding, Result
 
 log = logging.getLogger("bridge.reconcile")
@@ -155,7 +155,7 @@ class Reconciler:
             return "told"
         if record.state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELED):
             if record.blocked:  # concluded by an instance that read the job before it blocked
-                ledger.mark(record.name, blocked=None, blocked_since=None)
+                ledger.mark(record.name, **UNBLOCKED)
             ledger.unwatch(record.name)  # routed by an event, which leaves the unwatch to us
             return "closed"
         if record.state is JobState.ACCEPTED:

@@ -37,7 +37,7 @@ from bridge.errors import (
     TransientError,
 )
 from bridge.events import JobEvent
-from bridge.ledger import JobRecord, JobState, Ledger, now_iso
+from bridge.ledger import UNBLOCKED, JobRecord, JobState, Ledger, Unblock, now_iso
 from bridge.policy import Policy
 from bridge.ports import Airflow, JobOutput, Jobs
 from bridge.signing import Keyring
@@ -226,7 +226,7 @@ class Bridge:
             # done. An hour of throttling, or roles still propagating, costs no dead letters.
             return self._defer(submission, exc)
         # Only a resumed submission can have been blocked: the first attempt writes no more.
-        unblock = {"blocked": None, "blocked_since": None} if recovering else {}
+        unblock = UNBLOCKED if recovering else Unblock()
         moved = self.ledger.update_job(
             submission.id,
             JobState.CREATED,
@@ -305,8 +305,7 @@ class Bridge:
                 reason=reason,
                 finished_at=now_iso(),
                 via="submission",
-                blocked=None,
-                blocked_since=None,
+                **UNBLOCKED,
             )
             if not moved:
                 current = self.ledger.get_job(submission.id)
@@ -339,7 +338,7 @@ class Bridge:
             self.retry_soon(submission.id)  # the sweep tells it again ("told")
         else:
             if record.blocked:
-                self.ledger.mark(submission.id, blocked=None, blocked_since=None)
+                self.ledger.mark(submission.id, **UNBLOCKED)
             self.ledger.unwatch(submission.id)
         return performed
 
@@ -447,18 +446,18 @@ class Bridge:
         if blocked:
             reason = _reason(blocked)
             self.ledger.update_job(
-                record.name, record.state, blocked=reason, outcome=finding.outcome.value,
-                status=finding.status, via=finding.via,
+                record.name, record.state, seen=record, blocked=reason,
+                outcome=finding.outcome.value, status=finding.status, via=finding.via,
                 blocked_since=record.blocked_since or self.clock(),
             )  # fmt: skip
             delay = self.retry_soon(record.name, blocked.retry_after)
             detail = f"{finding.outcome.value}: {reason}; next attempt in {delay:.0f}s"
             return Report(Result.BLOCKED, record.name, detail, performed)
-        unblock = {"blocked": None, "blocked_since": None} if record.blocked else {}
+        unblock = UNBLOCKED if record.blocked else Unblock()
         self.ledger.update_job(
-            record.name, JobState.concluded(finding.outcome), finished_at=record.finished_at
-            or now_iso(), via=record.via or finding.via, outcome=finding.outcome.value,
-            status=record.status or finding.status, **unblock,
+            record.name, JobState.concluded(finding.outcome), seen=record,
+            finished_at=record.finished_at or now_iso(), via=record.via or finding.via,
+            outcome=finding.outcome.value, status=record.status or finding.status, **unblock,
         )  # fmt: skip
         # The job stays on the watch list until a sweep finds it due and drops it ("closed"):
         # reconciliation keeps its own index, and the event path saves a round trip.

@@ -14,10 +14,10 @@ O(open jobs), never a scan of the ledger's history.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from bridge.contracts import Outcome, Submission
 from bridge.effects import Effect
@@ -81,6 +81,17 @@ class EffectState(StrEnum):
     BLOCKED = "blocked"
 
 
+class Unblock(TypedDict, total=False):
+    """The fields that clear what a job waited on (`JobRecord.blocked`)."""
+
+    blocked: None
+    blocked_since: None
+
+
+# For `update_job` and `mark`: `**UNBLOCKED`, or `**Unblock()` to leave them as they are.
+UNBLOCKED: Unblock = {"blocked": None, "blocked_since": None}
+
+
 @dataclass(frozen=True)
 class JobRecord:
     submission: Submission
@@ -101,6 +112,8 @@ class JobRecord:
     outcome: str | None = None
     status: str | None = None
     failed: str | None = None  # the last reason an effect of the job failed for good
+    # The stored row's version when this was read: lets a transition skip reading it again.
+    etag: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -162,11 +175,19 @@ class Ledger(Protocol):
 
     def get_job(self, name: str) -> JobRecord | None: ...
 
-    def update_job(self, name: str, state: JobState, **fields: str | float | None) -> bool:
+    def update_job(
+        self,
+        name: str,
+        state: JobState,
+        *,
+        seen: JobRecord | None = None,
+        **fields: str | float | None,
+    ) -> bool:
         """Move a job to `state`, setting the given fields, if its stored state may become
         `state` (`JobState.may_become`); a conditional write on the record's ETag, so no state
-        ever goes back. Returns whether it moved; False leaves the record as another writer left
-        it (or absent)."""
+        ever goes back. `seen`, the record as the caller read it, saves reading it again (a
+        stale one costs a read). Returns whether it moved; False leaves the record as another
+        writer left it (or absent)."""
         ...
 
     def mark(self, name: str, **fields: str | float | None) -> None:

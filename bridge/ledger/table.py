@@ -87,7 +87,8 @@ class TableLedger:
 
     def add_job(self, record: JobRecord) -> tuple[JobRecord, bool]:
         self.ensure_table()
-        record = dataclasses.replace(record, accepted_at=record.accepted_at or now_iso())
+        accepted_at = record.accepted_at or now_iso()
+        record = dataclasses.replace(record, accepted_at=accepted_at)
         entity = {"PartitionKey": record.name, "RowKey": JOB_ROW, **_job_fields(record)}
         with _transient("record the submission"):
             try:
@@ -96,26 +97,27 @@ class TableLedger:
             except ResourceExistsError:
                 inserted = False
         if inserted:
-            self._index(record)
+            self._index(record.name, accepted_at)
             if record.state is JobState.REJECTED:
-                self._flag(record.name, record.accepted_at, {}, JobState.REJECTED)
+                self._flag(record.name, accepted_at, {}, JobState.REJECTED)
             return record, True
         existing = self.get_job(record.name)
         if existing is None:  # forgotten in between (retention): the sender retries
             raise TransientError(f"job record {record.name} vanished while being read")
-        if existing.state is JobState.ACCEPTED:
-            self._index(existing)  # a resend of an unfinished one: repair what a crash left out
+        if existing.state is JobState.ACCEPTED and existing.accepted_at:
+            self._index(
+                existing.name, existing.accepted_at
+            )  # a resend of an unfinished one: repair what a crash left out
         return existing, False
 
-    def _index(self, record: JobRecord) -> None:
+    def _index(self, name: str, accepted_at: str) -> None:
         """The job's row in the time index (an upsert: its key is the job's own, so resending
         it is harmless)."""
-        assert record.accepted_at
         entity = {
             "PartitionKey": INDEX_PARTITION,
-            "RowKey": _index_key(record.accepted_at, record.name),
-            "job": record.name,
-            "accepted_at": record.accepted_at,
+            "RowKey": _index_key(accepted_at, name),
+            "job": name,
+            "accepted_at": accepted_at,
         }
         with _transient("index a job"):
             self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
@@ -153,8 +155,17 @@ class TableLedger:
                 return None
         return _job_record(entity)
 
-    def update_job(self, name: str, state: JobState, **fields: str | float | None) -> bool:
-        return self._transition(name, lambda stored: stored.may_become(state), state, fields)
+    def update_job(
+        self,
+        name: str,
+        state: JobState,
+        *,
+        seen: JobRecord | None = None,
+        **fields: str | float | None,
+    ) -> bool:
+        return self._transition(
+            name, lambda stored: stored.may_become(state), state, fields, seen=seen
+        )
 
     def mark(self, name: str, **fields: str | float | None) -> None:
         entity: dict[str, str | float] = {"PartitionKey": name, "RowKey": JOB_ROW}
@@ -180,28 +191,36 @@ class TableLedger:
         allowed: Callable[[JobState], bool],
         state: JobState,
         fields: Mapping[str, str | float | None],
+        *,
+        seen: JobRecord | None = None,
     ) -> bool:
-        """Read the record, check the move, write it only if nobody wrote in between (If-Match);
-        on a lost race read again and decide again."""
+        """Check the move against the record (as the caller saw it, else read now), write it
+        only if nobody wrote in between (If-Match); on a lost race read again and decide again."""
         self.ensure_table()
         values = {key: "" if value is None else value for key, value in fields.items()}
+        known: tuple[JobState, str | None, str | None] | None = (
+            (seen.state, seen.etag, seen.accepted_at) if seen and seen.etag else None
+        )
         while True:
-            with _transient("read a job record"):
-                try:
-                    current = self._table.get_entity(name, JOB_ROW, select=["state", "accepted_at"])
-                except ResourceNotFoundError:
-                    return False
-            if not allowed(JobState(current["state"])):
+            if known is None:
+                with _transient("read a job record"):
+                    try:
+                        row = self._table.get_entity(name, JOB_ROW, select=["state", "accepted_at"])
+                    except ResourceNotFoundError:
+                        return False
+                accepted = row.get("accepted_at")
+                known = (JobState(row["state"]), row.metadata["etag"], accepted and str(accepted))
+            stored, etag, accepted_at = known
+            if not allowed(stored):
                 return False
             entity = {"PartitionKey": name, "RowKey": JOB_ROW, "state": state.value, **values}
             with _transient("update a job record"):
                 try:
-                    self._merge_if_unchanged(entity, current.metadata["etag"])
+                    self._merge_if_unchanged(entity, etag)
                 except ResourceModifiedError:
-                    continue  # another writer was first: its state decides the next try
-            moved_from = JobState(current["state"])
-            flagged_state = state if state is not moved_from else None
-            self._flag(name, current.get("accepted_at"), fields, flagged_state)
+                    known = None  # another writer was first: its state decides the next try
+                    continue
+            self._flag(name, accepted_at, fields, state if state is not stored else None)
             return True
 
     # Effects
@@ -492,11 +511,7 @@ class TableLedger:
             for row in rows:
                 name = str(row["PartitionKey"])
                 accepted_at = str(row.get("accepted_at") or now_iso())
-                self._table.upsert_entity(
-                    {"PartitionKey": INDEX_PARTITION, "RowKey": _index_key(accepted_at, name),
-                     "job": name, "accepted_at": accepted_at},
-                    mode=UpdateMode.REPLACE,
-                )  # fmt: skip
+                self._index(name, accepted_at)
                 fields = {key: row.get(key) or None for key in ("blocked", "failed")}
                 flagged = {key: value for key, value in fields.items() if value}
                 state = JobState(row["state"])
@@ -695,6 +710,12 @@ def _job_fields(record: JobRecord) -> dict[str, Any]:
     return fields
 
 
+def _etag_of(entity: Any) -> str | None:
+    """The version of a row read from the table (a `TableEntity`); None for a plain dict."""
+    metadata = getattr(entity, "metadata", None)
+    return str(metadata["etag"]) if metadata and metadata.get("etag") else None
+
+
 def _job_record(entity: dict[str, Any]) -> JobRecord:
     text = "".join(
         entity[f"submission_{i}"] for i in range(_MAX_CHUNKS) if f"submission_{i}" in entity
@@ -719,6 +740,7 @@ def _job_record(entity: dict[str, Any]) -> JobRecord:
         outcome=opt("outcome"),
         status=opt("status"),
         failed=opt("failed"),
+        etag=_etag_of(entity),
     )
 
 
