@@ -104,6 +104,9 @@ class ChaosOptions:
     outage_seconds: float = 30.0
     fault_after: float = 2.0  # seconds into the burst when an outage, a blip or a bad secret starts
     misconfigured_seconds: float = 30.0  # misconfigured: how long process 0's password is wrong
+    # misconfigured: when it goes wrong. The scaled-down burst can be over within a second, so
+    # there it goes wrong at once (deliveries to the restarting process wait for it).
+    misconfigured_after: float = 2.0
     sweep_seconds: int = 5  # misconfigured: every process's reconcile sweep runs this often
     retry_seconds: float = 10.0  # misconfigured: reconcile_after, so first blocked retry (<= 60 s)
     seed: int = 20261126
@@ -122,6 +125,7 @@ QUICK = ChaosOptions(
     outage_seconds=6.0,
     fault_after=1.0,
     misconfigured_seconds=6.0,
+    misconfigured_after=0.0,
     sweep_seconds=2,
     retry_seconds=3.0,
     drain_timeout=240.0,
@@ -370,7 +374,8 @@ class _Fault(threading.Thread):
     def run(self) -> None:
         if self.scenario not in ("outage", "storage-blip", "misconfigured"):
             return
-        time.sleep(self.options.fault_after)
+        misconfigured = self.scenario == "misconfigured"
+        time.sleep(self.options.misconfigured_after if misconfigured else self.options.fault_after)
         if self.scenario == "outage":
             self.stack.airflow.stop_api()
             time.sleep(self.options.outage_seconds)
