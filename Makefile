@@ -50,7 +50,7 @@ $(WORKER_VENV)/.installed: requirements.txt Makefile
 	$(WORKER_VENV)/bin/pip install --quiet --no-deps --ignore-requires-python $(WORKER_RUNTIME)
 	touch $@
 
-# Azurite, the Azure Storage emulator: Table storage for the ledger, a queue for submissions.
+# Azurite, the Azure Storage emulator: Table storage for the ledger, blobs for dead letters.
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@

@@ -21,12 +21,13 @@ from bench.push_vs_poll import stream_wait
 from bench.report import table
 from bridge.contracts import Submission
 from bridge.local.stack import Stack
-from bridge.provider.senders import StorageQueueSender
+from bridge.provider.senders import ServiceBusSender
 from bridge.reconcile import MAX_BACKOFF_SECONDS
 
 DURATIONS = {"1 minute": 60.0, "1 hour": 3600.0, "8 hours": 28800.0}
 GRACE_SECONDS = 600.0  # BRIDGE_RECONCILE_AFTER_SECONDS in Azure
 JOBS_PER_DAY = 1000.0  # for the reconcile timer's share of the bill
+OPERATOR_QUEUE = "bench-operator"  # not the bridge's: nothing consumes what is sent here
 
 
 def stream_polls(seconds: float) -> int:
@@ -92,8 +93,11 @@ def run(stack: Stack, measured: dict[str, Any], rounds: int) -> dict[str, Any]:
 
 
 def _operator_send_seconds(stack: Stack, rounds: int) -> float:
-    """The DAG task's own work: build and validate the submission, send it (Azurite queue)."""
-    sender = StorageQueueSender(stack.azurite.connection_string, "bench-operator")
+    """The DAG task's own work: build and validate the submission, send it (to a queue of the
+    local Service Bus, with the operator's own sender)."""
+    if not stack.servicebus.namespace.has_entity(OPERATOR_QUEUE):
+        stack.servicebus.create_queue(OPERATOR_QUEUE)
+    sender = ServiceBusSender(stack.servicebus.address, OPERATOR_QUEUE, development_emulator=True)
     samples = []
     try:
         for index in range(rounds + 1):
@@ -104,7 +108,7 @@ def _operator_send_seconds(stack: Stack, rounds: int) -> float:
                  "on": {"completed": ["bench://load/0"]}}
             )  # fmt: skip
             sender.send(job)
-            if index:  # the first send creates the queue
+            if index:  # the first send opens the connection and the link
                 samples.append(time.perf_counter() - started)
     finally:
         sender.close()

@@ -56,7 +56,7 @@ def run(stack: Stack, checkpoints: tuple[int, int], uris: list[str]) -> dict[str
     readings: dict[str, float] = {}
     logs = Path(stack.airflow.home).parent / "bench-logs"
     with BridgeProcess(
-        settings, 1, queue_connection_string=stack.azurite.connection_string,
+        settings, 1, servicebus=stack.servicebus,
         event_key=event_key, logs=logs,
     ) as host:  # fmt: skip
         assert host.service is not None and host.service.process is not None

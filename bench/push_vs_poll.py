@@ -11,9 +11,9 @@ five peers at once, each feeding an asset of its own per job with a consumer DAG
   event its outlet produces.
 - `poll10`, `poll5`: a deferrable-style trigger (Kestra, Dagster sensors) calling `jobs.get`
   every 10 s / 5 s, then the asset event.
-- `watcher`: an Airflow 3 `AssetWatcher` whose trigger polls a queue every 60 s, the Azure
-  provider's Service Bus trigger default (a Storage Queue in Azurite here), fed by an Event Grid
-  subscription that puts the job's terminal event on that queue as it happens.
+- `watcher`: an Airflow 3 `AssetWatcher` whose trigger polls a Service Bus queue every 60 s,
+  the Azure provider's Service Bus trigger default (on the local Service Bus here), fed by an
+  Event Grid subscription that puts the job's terminal event on that queue as it happens.
 
 Pollers run as threads of this process and post the asset event as soon as they see the
 terminal status: they skip the deferred task's resume on a worker and the blocking task's own
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from azure.storage.queue import QueueClient
+from azure.servicebus import ServiceBusClient, ServiceBusMessage
 
 from bench.report import percentile, table
 from bench.stack import WATCH_QUEUE
@@ -118,14 +118,10 @@ def run(stack: Stack, options: Options) -> dict[str, Any]:
     deadline = time.monotonic() + horizon
     adapter = azureml_jobs(stack.settings)
     rest = stack.airflow.rest()
-    queues = [
-        QueueClient.from_connection_string(
-            stack.azurite.connection_string, WATCH_QUEUE.format(index=i)
-        )
-        for i in range(options.jobs)
-    ]
-    for queue in queues:
-        queue.create_queue()
+    queues = [WATCH_QUEUE.format(index=i) for i in range(options.jobs)]
+    missing = [queue for queue in queues if not stack.servicebus.namespace.has_entity(queue)]
+    if missing:  # bench_stack creates them before Airflow starts, as the watchers need them
+        raise RuntimeError(f"no watch queue(s) {', '.join(missing)} on the local Service Bus")
     waits: dict[str, Callable[[float], float]] = {
         "stream": lambda t: stream_wait(t / options.scale) * options.scale,
         "poll10": lambda t: 10.0 * options.scale,
@@ -159,8 +155,6 @@ def run(stack: Stack, options: Options) -> dict[str, Any]:
         poller.join(timeout=1)
         if poller.error:
             raise RuntimeError(f"poller {poller.name} failed: {poller.error}")
-    for queue in queues:
-        queue.close()
     return _result(stack, options, names, durations, runs, pollers=pollers, submits=submit_seconds)
 
 
@@ -176,10 +170,20 @@ def _job(index: int, duration: float) -> Submission:
     )  # fmt: skip
 
 
-def _feed(stack: Stack, name: str, queue: QueueClient, timeout: float) -> None:
-    """Event Grid → Storage Queue: the job's terminal event lands on its queue as it happens."""
-    status = stack.emulator.wait_for_status(name, TERMINAL, timeout=timeout)
-    queue.send_message(json.dumps({"runId": name, "runStatus": status}))
+def _feed(stack: Stack, name: str, queue: str, timeout: float) -> None:
+    """Event Grid → Service Bus queue: the job's terminal event lands on its queue as it happens.
+
+    A client of its own per feeder thread (the SDK's sync clients are not thread-safe), its
+    sender opened before the wait: opening takes the SDK about half a second, which would
+    otherwise count against the watcher.
+    """
+    with (
+        ServiceBusClient.from_connection_string(stack.servicebus.connection_string) as client,
+        client.get_queue_sender(queue) as sender,
+    ):
+        status = stack.emulator.wait_for_status(name, TERMINAL, timeout=timeout)
+        body = json.dumps({"runId": name, "runStatus": status})
+        sender.send_messages(ServiceBusMessage(body, content_type="application/json"))
 
 
 def _wait_for_runs(stack: Stack, jobs: int, deadline: float) -> dict[tuple[str, int], Any]:

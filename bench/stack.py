@@ -1,8 +1,10 @@
-"""One local stack for a whole benchmark run: Azurite, the Azure ML emulator, the dev host and a
-real Airflow 3 on PostgreSQL with a triggerer (for the asset-watcher peer), and the DAGs every
-benchmark needs, generated into one file before Airflow starts.
+"""One local stack for a whole benchmark run: Azurite, the local Service Bus, the Azure ML
+emulator, the dev host and a real Airflow 3 on PostgreSQL with a triggerer (for the asset-watcher
+peer), and the DAGs every benchmark needs, generated into one file before Airflow starts.
 
-Started once: Airflow takes about 20 s to start, and QUICK must stay under two minutes.
+Started once: Airflow takes about 20 s to start, and QUICK must stay under two minutes. The
+watchers' queues are on the local Service Bus before Airflow starts: a watcher's trigger reads its
+queue as soon as the triggerer runs it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pathlib import Path
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, Asset, AssetWatcher
+from bridge.provider.senders import emulator_connection_string
 
 CONFIG = json.loads(Path(__file__).with_name("bench_dags.json").read_text())
 
@@ -43,14 +46,15 @@ for peer, uris in CONFIG["consumed"].items():
     for index, uri in enumerate(uris):
         watchers = []
         if peer == CONFIG["watcher_peer"]:
-            from queue_watcher import StorageQueueTrigger
+            from queue_watcher import ServiceBusQueueTrigger
 
-            trigger = StorageQueueTrigger(
-                # Azurite's queue, from the connection the local stack gives its Airflow.
-                connection_string=json.loads(os.environ["AIRFLOW_CONN_AZUREML_BRIDGE_DEFAULT"])[
-                    "extra"]["local_queue_connection_string"],
+            trigger = ServiceBusQueueTrigger(
+                # The local Service Bus, from the connection the local stack gives its Airflow.
+                connection_string=emulator_connection_string(
+                    json.loads(os.environ["AIRFLOW_CONN_AZUREML_BRIDGE_DEFAULT"])["host"]),
                 queue=CONFIG["watch_queue"].format(index=index),
                 poll_interval=CONFIG["watch_poll_seconds"],
+                max_wait_time=CONFIG["watch_wait_seconds"],
             )
             watchers = [AssetWatcher(name=f"watch_{index}", trigger=trigger)]
         with DAG(f"consume_{peer}_{index}", schedule=[Asset(uri, watchers=watchers)]):
@@ -66,6 +70,15 @@ class Plan:
     consumers: dict[str, int] = field(default_factory=dict)  # peer -> jobs
     watcher_peer: str = "watcher"
     watch_poll_seconds: float = 60.0
+    # Each cycle's receive waits this long for a message before the poll_interval sleep: short,
+    # so that the watcher polls every watch_poll_seconds (the provider's default, None, is the
+    # SDK's 60 s: a receive that waits on the queue for as long as it then sleeps).
+    watch_wait_seconds: float = 1.0
+
+    def watch_queues(self) -> list[str]:
+        return [
+            WATCH_QUEUE.format(index=i) for i in range(self.consumers.get(self.watcher_peer, 0))
+        ]
 
     def load_uris(self) -> list[str]:
         return [LOAD_ASSET.format(index=i) for i in range(self.load_assets)]
@@ -90,6 +103,7 @@ def bench_stack(workdir: Path, plan: Plan) -> Iterator[Stack]:
         "watcher_peer": plan.watcher_peer,
         "watch_queue": WATCH_QUEUE,
         "watch_poll_seconds": plan.watch_poll_seconds,
+        "watch_wait_seconds": plan.watch_wait_seconds,
     }
     (dags / "bench_dags.json").write_text(json.dumps(config))
     (dags / "bench_dags.py").write_text(_DAGS)
@@ -101,6 +115,7 @@ def bench_stack(workdir: Path, plan: Plan) -> Iterator[Stack]:
         # The triggerer imports the watcher's trigger by module name: the DAGs folder is on the
         # DAG processor's path only (bench/airflow/queue_watcher.py says more).
         extra_airflow_env={"PYTHONPATH": str(dags)},
+        servicebus_queues=plan.watch_queues(),  # there before the triggerer reads them
         # Reconciliation as Azure runs it by default: it must not be what delivers an outcome.
         reconcile_schedule="0 */5 * * * *",
         reconcile_after_seconds=600.0,

@@ -70,7 +70,7 @@ def _run(
     with BridgeProcess(
         settings,
         0,
-        queue_connection_string=stack.azurite.connection_string,
+        servicebus=stack.servicebus,
         event_key=event_key,
         logs=logs,
         airflow_url=airflow_url,

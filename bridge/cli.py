@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from bridge.contracts import Submission, json_schema
 from bridge.errors import BridgeError
 from bridge.ledger import JobState
-from bridge.settings import SERVICEBUS_CONNECTION, SUBMISSION_QUEUE
 
 if TYPE_CHECKING:
     from bridge.local.stack import StackOptions
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument(
         "--source",
         action="append",
-        choices=["dead-letters", "servicebus", "poison", "rejected"],
+        choices=["dead-letters", "servicebus", "rejected"],
         help="read only these sources (repeatable; default: all that are configured)",
     )
     replay.add_argument(
@@ -265,7 +264,7 @@ def _replay_sources(bridge: Bridge, args: argparse.Namespace) -> list[Iterable[I
     connection string."""
     from bridge.replay import rejected_items
 
-    chosen = set(args.source or ["dead-letters", "servicebus", "poison", "rejected"])
+    chosen = set(args.source or ["dead-letters", "servicebus", "rejected"])
     settings = bridge_settings()
     sources: list[Iterable[Item]] = []
     if "dead-letters" in chosen:
@@ -285,24 +284,14 @@ def _replay_sources(bridge: Bridge, args: argparse.Namespace) -> list[Iterable[I
                 settings.ledger_connection_string, CONTAINER
             )
             sources.append(blobs.items())
-    namespace = os.environ.get(f"{SERVICEBUS_CONNECTION}__fullyQualifiedNamespace")
-    if "servicebus" in chosen and namespace:
-        from azure.identity import DefaultAzureCredential
-
+    if "servicebus" in chosen:
         from bridge.adapters.dead_letter_queue import ServiceBusDeadLetters
 
-        queue = os.environ.get(SUBMISSION_QUEUE) or "submissions"
-        credential = DefaultAzureCredential(
-            managed_identity_client_id=settings.managed_identity_client_id
+        dead = ServiceBusDeadLetters.from_environment(
+            os.environ, settings.managed_identity_client_id
         )
-        dead = ServiceBusDeadLetters(namespace, queue, credential)
-        sources.append(dead.items(peek=args.dry_run))
-    local_queue = os.environ.get("BRIDGE_LOCAL_QUEUE_CONNECTION_STRING")
-    if "poison" in chosen and local_queue:
-        from bridge.local.poison import poison_items
-
-        queue = os.environ.get("BRIDGE_SUBMISSION_QUEUE") or "submissions"
-        sources.append(poison_items(local_queue, queue, peek=args.dry_run))
+        if dead is not None:
+            sources.append(dead.items(peek=args.dry_run))
     if "rejected" in chosen:
         sources.append(rejected_items(bridge))
     return sources

@@ -11,7 +11,8 @@ import hashlib
 import json
 import logging
 import os
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
@@ -24,19 +25,30 @@ from bridge.retention import Retention
 from bridge.settings import Settings
 from bridge.webhook import answer
 
+if TYPE_CHECKING:
+    from bridge.service import Bridge, Report
+
 log = logging.getLogger("bridge.functions")
 
 
 def on_submission(message: func.ServiceBusMessage) -> None:
-    body = message.get_body()
-    message_id = message.message_id or hashlib.sha256(body).hexdigest()
-    traceparent = (message.application_properties or {}).get("traceparent")
+    submit_message(runtime(), message.get_body(), message.message_id,
+                   message.application_properties)  # fmt: skip
+
+
+def submit_message(
+    bridge: Bridge, body: bytes, message_id: str | None, properties: Mapping[Any, Any] | None
+) -> Report:
+    """One Service Bus message to the core, as the trigger hands it over: its id (or, lacking
+    one, its body's hash) and the sender's `traceparent` property. The local dev host's trigger
+    calls this too, with the message the SDK received."""
+    message_id = message_id or hashlib.sha256(body).hexdigest()
+    traceparent = (properties or {}).get("traceparent") or (properties or {}).get(b"traceparent")
     if isinstance(traceparent, bytes):
         traceparent = traceparent.decode(errors="replace")
-    report = runtime().submit(
-        body, message_id, traceparent if isinstance(traceparent, str) else None
-    )
+    report = bridge.submit(body, message_id, traceparent if isinstance(traceparent, str) else None)
     log.info("submission %s: %s %s", message_id, report.result, report.detail)
+    return report
 
 
 def on_azureml_event(event: func.EventGridEvent) -> None:

@@ -38,6 +38,7 @@ class Item:
     body: bytes
     message_id: str | None = None  # a submission's message id, as its queue gave it
     done: Callable[[], None] | None = None  # removes it from its source once replayed
+    traceparent: str | None = None  # the sender's trace, as the message's property carried it
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ class Replayer:
         try:
             if self.dry_run:
                 return line(*self._preview_submission(item.body))
-            report = self.bridge.submit(item.body, message_id)
+            report = self.bridge.submit(item.body, message_id, item.traceparent)
             return line(report.result.value, report.detail)
         except TransientError as exc:
             return line("retry", str(exc))

@@ -274,13 +274,7 @@ class Settings:
     def function_timeout_seconds(self) -> float:
         """The host's functionTimeout (hh:mm:ss, or -1 for none: then a day); NaN if unreadable."""
         text = self.function_timeout.strip()
-        if text == "-1":
-            return 24 * 3600.0
-        match = re.fullmatch(r"(\d{1,2}):(\d{2}):(\d{2})(?:\.\d+)?", text)
-        if match is None:
-            return math.nan
-        hours, minutes, seconds = (int(part) for part in match.groups())
-        return float(hours * 3600 + minutes * 60 + seconds)
+        return 24 * 3600.0 if text == "-1" else timespan_seconds(text)
 
     def unresolved(self) -> list[str]:
         """Settings App Service passed through as Key Vault references it could not resolve.
@@ -299,6 +293,16 @@ class Settings:
         problems = [problem for problem in self.problems() if problem not in unresolved]
         if problems:
             raise ConfigurationError("; ".join(problems))
+
+
+def timespan_seconds(text: str) -> float:
+    """A .NET time span as host.json writes one (`hh:mm:ss`, fractions allowed) in seconds; NaN
+    if it is not one."""
+    match = re.fullmatch(r"(\d{1,2}):(\d{2}):(\d{2}(?:\.\d+)?)", text.strip())
+    if match is None:
+        return math.nan
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
 def _seconds(text: str, default: float = DEFAULT_RECONCILE_AFTER_SECONDS) -> float:

@@ -60,8 +60,9 @@ from bridge.local.process import (
     loopback_http,
     port_ready,
 )
-from bridge.local.serve import EVENT_KEY, QUEUE, QUEUE_CONNECTION_STRING
-from bridge.settings import AIRFLOW_PASSWORD, Settings
+from bridge.local.serve import EVENT_KEY
+from bridge.local.servicebus import LocalServiceBus
+from bridge.settings import AIRFLOW_PASSWORD, SERVICEBUS_CONNECTION, SUBMISSION_QUEUE, Settings
 
 SCENARIOS = (
     "storm", "lost-replies", "crash", "outage", "storage-blip", "out-of-order", "misconfigured",
@@ -160,6 +161,7 @@ class ChaosReport:
 @dataclass
 class _Stack:
     azurite: Azurite
+    servicebus: LocalServiceBus
     airflow: LocalAirflow
     settings: Settings
     event_key: str
@@ -168,13 +170,16 @@ class _Stack:
 
 @contextmanager
 def chaos_stack(workdir: Path, assets: int) -> Iterator[_Stack]:
-    """Azurite and Airflow (PostgreSQL) once, for every scenario of a run."""
+    """Azurite, the local Service Bus and Airflow (PostgreSQL) once, for every scenario of a run.
+    The storm is about the event path: each process's trigger listens on a queue of its own, on
+    which nothing is sent."""
     dags = workdir / "dags"
     dags.mkdir(parents=True, exist_ok=True)
     uris = [ASSET.format(index=i) for i in range(assets)] + [FAILED_ASSET]
     (dags / "chaos_assets.py").write_text(_DAG.format(uris=uris))
     with ExitStack() as stack:
         azurite = stack.enter_context(Azurite(workdir, persistent=True))
+        servicebus = stack.enter_context(LocalServiceBus())
         airflow = stack.enter_context(
             LocalAirflow(
                 workdir / "airflow", dags, database_url=fresh_postgres_database("bridge_chaos")
@@ -197,7 +202,7 @@ def chaos_stack(workdir: Path, assets: int) -> Iterator[_Stack]:
             reconcile_schedule="0 0 0 1 1 *",  # the sweep stays out of the event path's way
             reconcile_after_seconds=36_000.0,
         )
-        yield _Stack(azurite, airflow, settings, secrets.token_urlsafe(12), workdir)
+        yield _Stack(azurite, servicebus, airflow, settings, secrets.token_urlsafe(12), workdir)
 
 
 def run_scenario(stack: _Stack, scenario: str, options: ChaosOptions) -> ChaosReport:
@@ -227,7 +232,7 @@ def run_scenario(stack: _Stack, scenario: str, options: ChaosOptions) -> ChaosRe
             BridgeProcess(
                 settings,
                 index,
-                queue_connection_string=stack.azurite.connection_string,
+                servicebus=stack.servicebus,
                 event_key=stack.event_key,
                 logs=stack.workdir / "logs",
                 airflow_url=proxies[index].url if proxies else None,
@@ -403,7 +408,7 @@ class BridgeProcess:
         settings: Settings,
         index: int,
         *,
-        queue_connection_string: str,
+        servicebus: LocalServiceBus,
         event_key: str,
         logs: Path,
         airflow_url: str | None = None,
@@ -415,8 +420,11 @@ class BridgeProcess:
         self.port = free_port()
         self.restarts = 0  # after it died
         self.starts = 0
+        queue = f"serve{index}"
+        if not servicebus.namespace.has_entity(queue):
+            servicebus.create_queue(queue)
         env = child_environment(settings.environment(), {
-            QUEUE_CONNECTION_STRING: queue_connection_string, QUEUE: f"serve{index}",
+            SERVICEBUS_CONNECTION: servicebus.connection_string, SUBMISSION_QUEUE: queue,
             EVENT_KEY: event_key})  # fmt: skip
         if airflow_url:
             env["BRIDGE_AIRFLOW_URL"] = airflow_url

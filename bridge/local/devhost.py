@@ -2,10 +2,10 @@
 
 - The webhook (`POST|OPTIONS /api/events`, `GET /api/health`) serves `bridge.webhook.answer`,
   the same code as the Function App's `events_webhook`.
-- The queue worker reads the Storage Queue that stands in for Service Bus and calls the same
-  `Bridge.submit` as `on_submission`: the message is deleted when the call returns, left to
-  reappear after its visibility timeout when it raises (like an abandoned Service Bus message),
-  and moved to `<queue>-poison` after `max_deliveries` (like Service Bus dead-lettering).
+- The Service Bus trigger receives the submission queue through the real SDK, as the Functions
+  host does (`bridge.local.trigger`), and calls the same `submit_message` as `on_submission`:
+  complete when it returns, abandon when it raises, the lock renewed meanwhile; Service Bus itself
+  dead-letters a message after the queue's `maxDeliveryCount`.
 - The reconcile timer fires the same sweep as the Function App's `reconcile`, on the same
   NCRONTAB schedule (`BRIDGE_RECONCILE_SCHEDULE`).
 """
@@ -15,19 +15,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from contextlib import suppress
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 
-from azure.core.exceptions import ResourceExistsError
-from azure.storage.queue import QueueClient, QueueMessage
+from azure.servicebus import ServiceBusClient, ServiceBusReceivedMessage
 
 from bridge import health
 from bridge.composition import gate_for
-from bridge.errors import TransientError
+from bridge.functions import submit_message
 from bridge.local.process import Lifecycle, LoopbackServer
+from bridge.local.trigger import ServiceBusTrigger, TriggerOptions
 from bridge.ncrontab import Schedule
-from bridge.provider.senders import QueueEnvelope
 from bridge.reconcile import Reconciler, SweepReport
 from bridge.service import Bridge
 from bridge.settings import Settings
@@ -42,25 +40,19 @@ class DevHost(Lifecycle):
         bridge_factory: Callable[[], Bridge],
         settings: Settings,
         *,
-        queue_connection_string: str,
+        servicebus_connection_string: str,
         queue_name: str,
         port: int = 0,
         event_key: str | None = None,
-        visibility_timeout: int = 30,
-        max_deliveries: int = 10,
-        poll_interval: float = 0.2,
+        trigger: TriggerOptions | None = None,
     ) -> None:
         self.bridge_factory = bridge_factory
         self.settings = settings
-        self.queue = QueueClient.from_connection_string(queue_connection_string, queue_name)
-        self.poison = QueueClient.from_connection_string(
-            queue_connection_string, f"{queue_name}-poison"
-        )
+        self.queue_name = queue_name
+        self.servicebus = ServiceBusClient.from_connection_string(servicebus_connection_string)
         self.event_key = event_key
         self.gate = gate_for(settings)  # as the Function's webhook: an Entra ID token if set
-        self.visibility_timeout = visibility_timeout
-        self.max_deliveries = max_deliveries
-        self.poll_interval = poll_interval
+        self.trigger_options = trigger or TriggerOptions.from_host_json()
         self._server = LoopbackServer(("127.0.0.1", port), self._handler())
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -76,16 +68,16 @@ class DevHost(Lifecycle):
         return f"http://127.0.0.1:{self.port}/api/events"
 
     def start(self) -> DevHost:
-        for client in (self.queue, self.poison):
-            with suppress(ResourceExistsError):
-                client.create_queue()
+        self._trigger = ServiceBusTrigger(
+            self.servicebus, self.queue_name, self.process, self.trigger_options, self._stopping
+        )
         self._threads = [
             threading.Thread(target=self._server.serve_forever, name="webhook", daemon=True),
-            threading.Thread(target=self._work, name="queue-worker", daemon=True),
             threading.Thread(target=self._reconcile, name="reconcile-timer", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
+        self._trigger.start()
         return self
 
     def stop(self) -> None:
@@ -94,51 +86,15 @@ class DevHost(Lifecycle):
         self._server.server_close()
         for thread in self._threads:
             thread.join(timeout=10)
-        self.queue.close()
-        self.poison.close()
+        self._trigger.join(timeout=10)
+        self.servicebus.close()
 
-    # The queue worker: the stand-in for the Service Bus trigger.
-
-    def _work(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                received = list(
-                    self.queue.receive_messages(
-                        max_messages=16, visibility_timeout=self.visibility_timeout
-                    )
-                )
-            except Exception:  # Azurite restarting, or stopping under us: try again shortly
-                log.exception("queue receive failed")
-                received = []
-            for message in received:
-                self.process(message)
-            if not received:
-                self._stopping.wait(self.poll_interval)
-
-    def process(self, message: QueueMessage) -> None:
-        if message.dequeue_count and message.dequeue_count > self.max_deliveries:
-            self.poison.send_message(message.content)
-            self.queue.delete_message(message)
-            log.error(
-                "message %s dead-lettered after %s deliveries", message.id, self.max_deliveries
-            )
-            return
-        text = message.content
-        try:
-            envelope = QueueEnvelope.decode(text)
-            body, message_id = envelope.body.encode(), envelope.message_id
-        except Exception:  # not even an envelope: the core records it as a rejected message
-            body, message_id = str(text).encode(), str(message.id)
-        try:
-            report = self.bridge_factory().submit(body, message_id)
-        except TransientError as exc:
-            log.warning("submission %s will be redelivered: %s", message_id, exc)
-            return
-        except Exception:
-            log.exception("submission %s failed; it will be redelivered", message_id)
-            return
-        self.queue.delete_message(message)
-        log.info("submission %s: %s %s", message_id, report.result, report.detail)
+    def process(self, message: ServiceBusReceivedMessage) -> None:
+        """One delivery, as `on_submission` gets it: raising abandons the message."""
+        body = b"".join(bytes(part) for part in message.body)
+        submit_message(
+            self.bridge_factory(), body, message.message_id, message.application_properties
+        )
 
     # The reconcile timer: the stand-in for the Functions timer trigger.
 

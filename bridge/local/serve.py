@@ -1,5 +1,8 @@
-"""`bridge serve`: one dev host on its own, as one Function App instance: the webhook, the queue
-worker and the reconcile timer, on the settings in the environment, until SIGTERM or Ctrl-C.
+"""`bridge serve`: one dev host on its own, as one Function App instance: the webhook, the Service
+Bus trigger and the reconcile timer, on the settings in the environment, until SIGTERM or Ctrl-C.
+The trigger's connection is `BRIDGE_SERVICEBUS`, a development emulator's connection string, as
+the Functions host takes one locally (in Azure the same connection is identity-based:
+`BRIDGE_SERVICEBUS__fullyQualifiedNamespace`).
 
 The chaos run starts several of these against one ledger and one Airflow. A chaos run may also
 ask a process to kill itself right after Airflow acted and before the ledger settled
@@ -20,11 +23,9 @@ from typing import Any
 from bridge.composition import build
 from bridge.local.devhost import DevHost
 from bridge.ports import Airflow
-from bridge.settings import Settings
+from bridge.settings import SERVICEBUS_CONNECTION, SUBMISSION_QUEUE, Settings
 
 EVENT_KEY = "BRIDGE_LOCAL_EVENT_KEY"
-QUEUE_CONNECTION_STRING = "BRIDGE_LOCAL_QUEUE_CONNECTION_STRING"
-QUEUE = "BRIDGE_SUBMISSION_QUEUE"
 
 
 class CrashingAirflow:
@@ -80,8 +81,8 @@ def serve(
     host = DevHost(
         lambda: bridge,
         settings,
-        queue_connection_string=os.environ[QUEUE_CONNECTION_STRING],
-        queue_name=os.environ.get(QUEUE) or "submissions",
+        servicebus_connection_string=os.environ[SERVICEBUS_CONNECTION],
+        queue_name=os.environ.get(SUBMISSION_QUEUE) or "submissions",
         port=port,
         event_key=os.environ.get(EVENT_KEY) or None,
     )

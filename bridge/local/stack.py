@@ -1,5 +1,5 @@
-"""The whole local stack, on loopback, started and stopped as one: Azurite, the Azure ML emulator,
-the bridge's dev host and a real Airflow 3 with the example DAGs.
+"""The whole local stack, on loopback, started and stopped as one: Azurite, the local Service Bus,
+the Azure ML emulator, the bridge's dev host and a real Airflow 3 with the example DAGs.
 
 Every port is fresh, so two stacks on one machine do not collide; every process is stopped on exit
 (Ctrl-C and SIGTERM included) in reverse order of start.
@@ -12,7 +12,7 @@ import logging
 import secrets
 import signal
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +26,8 @@ from bridge.local.azurite import Azurite
 from bridge.local.dead_letter import DeadLetterContainer
 from bridge.local.devhost import DevHost
 from bridge.local.process import free_port
+from bridge.local.servicebus import LocalServiceBus
+from bridge.local.trigger import QueueOptions
 from bridge.service import Bridge
 from bridge.settings import Settings
 
@@ -47,6 +49,9 @@ class StackOptions:
     airflow: bool = True
     airflow_triggerer: bool = False  # for asset watchers (the benchmark's queue-polling peer)
     extra_airflow_env: Mapping[str, str] = field(default_factory=dict)
+    # More queues on the local Service Bus, with Service Bus's defaults, there before Airflow
+    # starts (the benchmark's asset watchers read theirs as soon as the triggerer runs them).
+    servicebus_queues: Sequence[str] = ()
     # Reconciliation as the Function App runs it, only sooner than Azure's defaults (every 5
     # minutes, 10 minutes' grace), so that an outcome no event told shows up within seconds.
     reconcile_schedule: str = LOCAL_RECONCILE_SCHEDULE
@@ -60,6 +65,7 @@ class Stack:
     """Handles to every running part, for the demo, `make dev` and the integration tests."""
 
     azurite: Azurite
+    servicebus: LocalServiceBus
     emulator: AzureMLEmulator
     devhost: DevHost
     settings: Settings
@@ -69,9 +75,11 @@ class Stack:
 
     @property
     def queue_env(self) -> dict[str, str]:
-        """What the Airflow side (the operator) needs to reach the local submission queue."""
+        """What the Airflow side (the operator) needs to reach the local submission queue: the
+        namespace's address, with the development emulator's plain TCP and placeholder key."""
         return {
-            "BRIDGE_LOCAL_QUEUE_CONNECTION_STRING": self.azurite.connection_string,
+            "BRIDGE_SERVICEBUS_NAMESPACE": self.servicebus.address,
+            "BRIDGE_SERVICEBUS_EMULATOR": "true",
             "BRIDGE_SUBMISSION_QUEUE": self.queue_name,
             "BRIDGE_AZUREML_WORKSPACE_ID": self.emulator.workspace_id,
         }
@@ -82,9 +90,10 @@ class Stack:
         variable), which is how the local Airflow's operator finds the queue."""
         connection = {
             "conn_type": "azureml_bridge",
+            "host": self.servicebus.address,
             "schema": self.queue_name,
             "extra": {
-                "local_queue_connection_string": self.azurite.connection_string,
+                "use_development_emulator": True,
                 "workspace_id": self.emulator.workspace_id,
             },
         }
@@ -98,6 +107,16 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
     workdir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack, _stop_on_sigterm():
         azurite = stack.enter_context(Azurite(workdir))
+        servicebus = stack.enter_context(LocalServiceBus())
+        queue = QueueOptions.from_bicep()  # the queue Azure gets: lock, deliveries, duplicates
+        servicebus.create_queue(
+            QUEUE,
+            lock_duration=queue.lock_duration_seconds,
+            max_delivery_count=queue.max_delivery_count,
+            duplicate_detection_window=queue.duplicate_detection_window_seconds,
+        )
+        for name in options.servicebus_queues:
+            servicebus.create_queue(name)
         dead_letters = DeadLetterContainer(azurite.connection_string)
         stack.callback(dead_letters.close)
         airflow_port = free_port()
@@ -127,13 +146,13 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
             DevHost(
                 lambda: bridge,
                 settings,
-                queue_connection_string=azurite.connection_string,
+                servicebus_connection_string=servicebus.connection_string,
                 queue_name=QUEUE,
                 event_key=event_key,
             )
         )
         emulator.webhook_url = devhost.webhook_url
-        running = Stack(azurite, emulator, devhost, settings, bridge, None)
+        running = Stack(azurite, servicebus, emulator, devhost, settings, bridge, None)
         if options.airflow:
             running.airflow = stack.enter_context(
                 LocalAirflow(

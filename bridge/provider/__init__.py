@@ -1,7 +1,7 @@
-"""The Airflow side of the bridge: the operator a DAG uses and the senders it puts submissions with.
+"""The Airflow side of the bridge: the operator a DAG uses and the sender it puts submissions with.
 
 Imports nothing from the Function App side. `bridge.provider.senders` has no Airflow import, so
-the local queue worker can read `QueueEnvelope` from it without Airflow installed; the operator is
+the benchmarks and tests can send as the operator does without Airflow installed; the operator is
 therefore loaded only when asked for.
 """
 

@@ -6,8 +6,9 @@ authenticate with their own identity:
 - **Host**: the Service Bus namespace, fully qualified (`myns.servicebus.windows.net`);
 - **Schema**: the submission queue (default `submissions`);
 - **Extra**: `workspace_id`, the Azure ML workspace's ARM id (for the Studio link);
-  `managed_identity_client_id`, a user-assigned identity of the workers; and, on the local stack
-  only, `local_queue_connection_string`, Azurite's storage queue instead of Service Bus.
+  `managed_identity_client_id`, a user-assigned identity of the workers; and, for local
+  development only, `use_development_emulator: true`, when Host is a Service Bus development
+  emulator's `host:port` (the local stack's, or Microsoft's container).
 
 Airflow finds it wherever connections live: its metadata database, an `AIRFLOW_CONN_*`
 environment variable, or a secrets backend. What the operator uses, first found wins:
@@ -26,9 +27,10 @@ from typing import Any
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
+from bridge.errors import ConfigurationError
 from bridge.provider.senders import (
-    LOCAL_QUEUE_CONNECTION_STRING,
     MANAGED_IDENTITY_CLIENT_ID,
+    SERVICEBUS_EMULATOR,
     SERVICEBUS_NAMESPACE,
     SUBMISSION_QUEUE,
     WORKSPACE_ID,
@@ -37,7 +39,7 @@ from bridge.provider.senders import (
 CONN_TYPE = "azureml_bridge"
 DEFAULT_CONN_ID = "azureml_bridge_default"
 # What a connection decides: none of these is read from the environment once one is found.
-TRANSPORT_SETTINGS = (SERVICEBUS_NAMESPACE, LOCAL_QUEUE_CONNECTION_STRING, SUBMISSION_QUEUE)
+TRANSPORT_SETTINGS = (SERVICEBUS_NAMESPACE, SERVICEBUS_EMULATOR, SUBMISSION_QUEUE)
 
 
 @dataclass(frozen=True)
@@ -49,14 +51,14 @@ class BridgeConnection:
     queue: str | None
     workspace_id: str | None
     managed_identity_client_id: str | None
-    local_queue_connection_string: str | None
+    development_emulator: bool = False
 
     def environment(self, env: Mapping[str, str]) -> dict[str, str]:
         """`env` with this connection's settings in place of the transport settings it had."""
         merged = {key: value for key, value in env.items() if key not in TRANSPORT_SETTINGS}
         given = {
             SERVICEBUS_NAMESPACE: self.namespace,
-            LOCAL_QUEUE_CONNECTION_STRING: self.local_queue_connection_string,
+            SERVICEBUS_EMULATOR: "true" if self.development_emulator else None,
             SUBMISSION_QUEUE: self.queue,
             WORKSPACE_ID: self.workspace_id,
             MANAGED_IDENTITY_CLIENT_ID: self.managed_identity_client_id,
@@ -93,7 +95,7 @@ class AzureMLBridgeHook(BaseHook):  # type: ignore[misc,unused-ignore]
             queue=text(connection.schema),
             workspace_id=text(extra.get("workspace_id")),
             managed_identity_client_id=text(extra.get("managed_identity_client_id")),
-            local_queue_connection_string=text(extra.get("local_queue_connection_string")),
+            development_emulator=_flag(extra.get("use_development_emulator")),
         )
 
     @classmethod
@@ -135,3 +137,13 @@ class AzureMLBridgeHook(BaseHook):  # type: ignore[misc,unused-ignore]
                 lazy_gettext("Managed identity client id"), widget=BS3TextFieldWidget()
             ),
         }
+
+
+def _flag(value: object) -> bool:
+    """A JSON boolean, or the text `true`/`false` a form or an environment variable gives."""
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    text = str(value).strip().lower()
+    if text not in ("true", "false", ""):
+        raise ConfigurationError("the connection's use_development_emulator must be true or false")
+    return text == "true"

@@ -1,41 +1,32 @@
-"""Senders of submissions to the submission queue: Service Bus in Azure, a Storage Queue locally.
+"""The sender of submissions to the submission queue: Service Bus, in Azure and locally.
 
-Runs inside the Airflow deployment, so it imports only the contract and the queue SDKs, each
-lazily: a DAG file that imports the operator pays for neither. Configuration only chooses the
-transport; the message is the same on both (body, id and properties), so the Function's Service
-Bus trigger and the local queue worker read one format.
+Runs inside the Airflow deployment, so it imports only the contract and, lazily, the Service Bus
+SDK: a DAG file that imports the operator pays for neither. In Azure the workers sign in with
+their identity. Locally the same sender talks to a Service Bus development emulator (the local
+stack's, or Microsoft's container): plain TCP to `host:port`, signed with the emulator's
+documented placeholder key, so no setting holds a key either way.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
-from bridge.contracts import SCHEMA_ID, Submission, describe
-from bridge.errors import (
-    ConfigurationError,
-    InvalidSubmission,
-    PermanentError,
-    TransientError,
-    first_line,
-    retry_after_seconds,
-)
+from bridge.contracts import SCHEMA_ID, Submission
+from bridge.errors import ConfigurationError, PermanentError, TransientError, first_line
 
 if TYPE_CHECKING:
     from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential, TokenCredential
-    from azure.core.exceptions import HttpResponseError
     from azure.servicebus import ServiceBusMessage
 
     Credential = TokenCredential | AzureNamedKeyCredential | AzureSasCredential
 
 SUBMISSION_QUEUE = "BRIDGE_SUBMISSION_QUEUE"
 SERVICEBUS_NAMESPACE = "BRIDGE_SERVICEBUS_NAMESPACE"
-LOCAL_QUEUE_CONNECTION_STRING = "BRIDGE_LOCAL_QUEUE_CONNECTION_STRING"
+# "true": the namespace is a Service Bus development emulator at host:port (plain TCP).
+SERVICEBUS_EMULATOR = "BRIDGE_SERVICEBUS_EMULATOR"
 MANAGED_IDENTITY_CLIENT_ID = "AZURE_CLIENT_ID"
 WORKSPACE_ID = "BRIDGE_AZUREML_WORKSPACE_ID"  # the workspace's ARM id: the operator's Studio link
 # Workload identity federation (AKS workload identity sets these three; so can any OIDC issuer's
@@ -50,9 +41,23 @@ ENTRA_HOSTS = frozenset(
 )
 DEFAULT_QUEUE = "submissions"
 SERVICE_BUS_SCOPE = "https://servicebus.azure.net/.default"
+# The key name and placeholder key of Microsoft's Service Bus emulator's documented connection
+# string (https://learn.microsoft.com/azure/service-bus-messaging/test-locally-with-service-bus-emulator):
+# an emulator accepts any signature, and this is no secret.
+EMULATOR_KEY_NAME = "RootManageSharedAccessKey"
+EMULATOR_KEY = "SAS_KEY_VALUE"  # pragma: allowlist secret (a documented placeholder)
 
 CONTENT_TYPE = "application/json"
 SUBJECT = "bridge.submission"
+
+
+def emulator_connection_string(address: str) -> str:
+    """A Service Bus development emulator's connection string for `host:port`, with the
+    documented placeholder key, as Microsoft's emulator documents it."""
+    return (
+        f"Endpoint=sb://{address};SharedAccessKeyName={EMULATOR_KEY_NAME};"
+        f"SharedAccessKey={EMULATOR_KEY};UseDevelopmentEmulator=true"
+    )
 
 
 class SubmissionSender(Protocol):
@@ -86,92 +91,12 @@ def service_bus_message(submission: Submission) -> ServiceBusMessage:
     )
 
 
-class QueueEnvelope(BaseModel):
-    """A Storage Queue message carrying what a Service Bus message carries outside its body.
-
-    Storage Queue messages are plain text with no id or properties of their own, so the local
-    stand-in wraps the submission JSON (a string, byte for byte the Service Bus body) in this
-    JSON envelope. The text is sent as is, without base64.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    message_id: str
-    content_type: str = CONTENT_TYPE
-    subject: str = SUBJECT
-    application_properties: dict[str, str]
-    body: str
-
-    @classmethod
-    def for_submission(cls, submission: Submission) -> QueueEnvelope:
-        return cls(
-            message_id=submission.id,
-            application_properties=message_properties(submission),
-            body=submission.to_json(),
-        )
-
-    def encode(self) -> str:
-        return self.model_dump_json()
-
-    @classmethod
-    def decode(cls, text: str | bytes) -> QueueEnvelope:
-        """Read a queue message's text; `InvalidSubmission` names what is wrong with it."""
-        try:
-            return cls.model_validate_json(text)
-        except ValidationError as exc:
-            raise InvalidSubmission(
-                f"queue message is not a submission envelope: {describe(exc)}"
-            ) from exc
-
-    def submission(self) -> Submission:
-        return Submission.parse(self.body)
-
-
-class StorageQueueSender:
-    """Sends to an Azure Storage Queue (Azurite locally), creating the queue on first need.
-
-    `client_options` go to `QueueClient` (e.g. `retry_total`).
-    """
-
-    def __init__(
-        self, connection_string: str, queue_name: str = DEFAULT_QUEUE, **client_options: Any
-    ) -> None:
-        from azure.storage.queue import QueueClient
-
-        self.queue_name = queue_name
-        # The SDK logs every request and response at INFO: in a task log that buries the task.
-        client_options.setdefault("http_logging_level", logging.DEBUG)
-        self._queue = QueueClient.from_connection_string(
-            connection_string, queue_name, **client_options
-        )
-
-    def send(self, submission: Submission) -> None:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        text = QueueEnvelope.for_submission(submission).encode()
-        with _storage_errors(self.queue_name):
-            try:
-                self._queue.send_message(text)
-            except ResourceNotFoundError:
-                # Creating only when missing keeps the common case at one request.
-                self._create_queue()
-                self._queue.send_message(text)
-
-    def _create_queue(self) -> None:
-        from azure.core.exceptions import ResourceExistsError
-
-        with suppress(ResourceExistsError):  # another task created it in between
-            self._queue.create_queue()
-
-    def close(self) -> None:
-        self._queue.close()
-
-
 class ServiceBusSender:
     """Sends to a Service Bus queue with an Entra ID credential (the workers' managed identity).
 
     `credential` defaults to `DefaultAzureCredential`; `client_options` go to `ServiceBusClient`
-    (e.g. `retry_total`). Nothing connects before the first `send`.
+    (e.g. `retry_total`). Nothing connects before the first `send`. With `development_emulator`,
+    `namespace` is an emulator's `host:port`, reached over plain TCP with its placeholder key.
     """
 
     def __init__(
@@ -182,12 +107,19 @@ class ServiceBusSender:
         credential: Credential | None = None,
         identity: str | None = None,
         managed_identity_client_id: str | None = None,
+        development_emulator: bool = False,
         **client_options: Any,
     ) -> None:
         from azure.servicebus import ServiceBusClient
 
         self.namespace = namespace
         self.queue_name = queue_name
+        if development_emulator and credential is None:
+            from azure.core.credentials import AzureNamedKeyCredential
+
+            credential = AzureNamedKeyCredential(EMULATOR_KEY_NAME, EMULATOR_KEY)
+            identity = f"the Service Bus development emulator at {namespace}"
+            client_options["use_tls"] = False  # as its connection string's UseDevelopmentEmulator
         if credential is None:
             env = {MANAGED_IDENTITY_CLIENT_ID: managed_identity_client_id or ""}
             credential, identity = worker_credential(env)
@@ -235,37 +167,28 @@ def sender_from_env(
     *,
     queue_name: str | None = None,
     namespace: str | None = None,
-    connection_string: str | None = None,
 ) -> SubmissionSender:
     """The sender the configuration asks for; arguments override the environment.
 
-    `BRIDGE_SERVICEBUS_NAMESPACE` selects Service Bus with the managed identity,
-    `BRIDGE_LOCAL_QUEUE_CONNECTION_STRING` the local Storage Queue; exactly one must be set.
+    `BRIDGE_SERVICEBUS_NAMESPACE` names the namespace, reached with the workers' identity; with
+    `BRIDGE_SERVICEBUS_EMULATOR=true` it is a development emulator's `host:port` instead.
     """
     queue = queue_name or env.get(SUBMISSION_QUEUE, "").strip() or DEFAULT_QUEUE
-    if namespace is None and connection_string is None:
-        namespace = env.get(SERVICEBUS_NAMESPACE, "").strip() or None
-        connection_string = env.get(LOCAL_QUEUE_CONNECTION_STRING, "").strip() or None
-        if namespace and connection_string:
-            raise ConfigurationError(
-                f"both {SERVICEBUS_NAMESPACE} and {LOCAL_QUEUE_CONNECTION_STRING} are set; "
-                "set only one (Service Bus in Azure, the Storage Queue locally)"
-            )
-    if namespace:
-        credential, identity = worker_credential(env)
-        return ServiceBusSender(
-            _checked_namespace(namespace), queue, credential=credential, identity=identity
+    namespace = namespace or env.get(SERVICEBUS_NAMESPACE, "").strip() or None
+    if not namespace:
+        raise ConfigurationError(
+            f"no submission queue configured: set {SERVICEBUS_NAMESPACE} (the Service Bus "
+            "namespace, e.g. myns.servicebus.windows.net; or an emulator's host:port with "
+            f"{SERVICEBUS_EMULATOR}=true), or the azureml_bridge connection's host"
         )
-    if connection_string:
-        try:
-            return StorageQueueSender(connection_string, queue)
-        except ValueError as exc:  # the SDK's parse error; its text never echoes the value
-            raise ConfigurationError(
-                f"{LOCAL_QUEUE_CONNECTION_STRING} is not a storage connection string: {exc}"
-            ) from exc
-    raise ConfigurationError(
-        f"no submission queue configured: set {SERVICEBUS_NAMESPACE} (Service Bus, e.g. "
-        f"myns.servicebus.windows.net) or {LOCAL_QUEUE_CONNECTION_STRING} (local Storage Queue)"
+    emulator = env.get(SERVICEBUS_EMULATOR, "").strip().lower()
+    if emulator not in ("", "true", "false"):
+        raise ConfigurationError(f"{SERVICEBUS_EMULATOR} must be true or false")
+    if emulator == "true":
+        return ServiceBusSender(_checked_emulator(namespace), queue, development_emulator=True)
+    credential, identity = worker_credential(env)
+    return ServiceBusSender(
+        _checked_namespace(namespace), queue, credential=credential, identity=identity
     )
 
 
@@ -275,7 +198,24 @@ def _checked_namespace(namespace: str) -> str:
             f"{SERVICEBUS_NAMESPACE} must be a fully qualified namespace such as "
             "myns.servicebus.windows.net, not a URL or a connection string"
         )
+    if ":" in namespace:
+        raise ConfigurationError(
+            f"{SERVICEBUS_NAMESPACE} (or the azureml_bridge connection's host) has a port: "
+            "Azure's namespaces take none; for a development emulator at host:port set "
+            f"{SERVICEBUS_EMULATOR}=true (or the connection's use_development_emulator)"
+        )
     return namespace
+
+
+def _checked_emulator(address: str) -> str:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "/" in address or ";" in address:
+        raise ConfigurationError(
+            f"{SERVICEBUS_NAMESPACE} (or the azureml_bridge connection's host) must be the "
+            f"emulator's host:port, such as 127.0.0.1:5672, when {SERVICEBUS_EMULATOR} (or the "
+            "connection's use_development_emulator) is true"
+        )
+    return address
 
 
 def worker_credential(env: Mapping[str, str]) -> tuple[TokenCredential, str]:
@@ -335,31 +275,6 @@ def worker_credential(env: Mapping[str, str]) -> tuple[TokenCredential, str]:
 
 
 @contextmanager
-def _storage_errors(queue_name: str) -> Iterator[None]:
-    """Azure Storage failures as bridge errors, by exception class and HTTP status."""
-    from azure.core.exceptions import (
-        ClientAuthenticationError,
-        HttpResponseError,
-        ServiceRequestError,
-        ServiceResponseError,
-    )
-
-    where = f"storage queue {queue_name!r}"
-    try:
-        yield
-    except (ServiceRequestError, ServiceResponseError) as exc:
-        raise TransientError(f"{where} unreachable: {type(exc).__name__}") from exc
-    except ClientAuthenticationError as exc:
-        raise PermanentError(f"{where} refused the credentials ({exc.status_code})") from exc
-    except HttpResponseError as exc:
-        status = exc.status_code or 0
-        reason = f"{where} answered {status} {getattr(exc, 'error_code', None) or ''}".rstrip()
-        if status in (408, 429) or status >= 500:
-            raise TransientError(reason, retry_after=_retry_after(exc)) from exc
-        raise PermanentError(reason) from exc
-
-
-@contextmanager
 def _service_bus_errors(namespace: str, queue_name: str) -> Iterator[None]:
     """Service Bus failures as bridge errors, by exception class."""
     from azure.core.exceptions import ClientAuthenticationError
@@ -381,31 +296,31 @@ def _service_bus_errors(namespace: str, queue_name: str) -> Iterator[None]:
             f"no credential could get a token for {where}: check the workers' managed identity "
             f"and {MANAGED_IDENTITY_CLIENT_ID}"
         ) from exc
+    except sb.ServiceBusAuthenticationError as exc:
+        # Service Bus refuses the token of an entity that does not exist with a 404.
+        if getattr(exc.inner_exception, "status_code", None) == 404:
+            raise PermanentError(f"{where} does not exist or is disabled") from exc
+        raise TransientError(f"{where} unavailable: {type(exc).__name__}") from exc
     except (
         sb.ServiceBusConnectionError,
         sb.ServiceBusCommunicationError,
         sb.OperationTimeoutError,
         sb.ServiceBusServerBusyError,
         sb.ServiceBusQuotaExceededError,
-        sb.ServiceBusAuthenticationError,
     ) as exc:
         raise TransientError(f"{where} unavailable: {type(exc).__name__}") from exc
 
 
-def _retry_after(exc: HttpResponseError) -> float | None:
-    headers = getattr(exc.response, "headers", None) or {}
-    return retry_after_seconds(headers.get("Retry-After"))
-
-
 __all__ = [
     "DEFAULT_QUEUE",
-    "LOCAL_QUEUE_CONNECTION_STRING",
+    "EMULATOR_KEY",
+    "EMULATOR_KEY_NAME",
+    "SERVICEBUS_EMULATOR",
     "SERVICEBUS_NAMESPACE",
     "SUBMISSION_QUEUE",
-    "QueueEnvelope",
     "ServiceBusSender",
-    "StorageQueueSender",
     "SubmissionSender",
+    "emulator_connection_string",
     "message_properties",
     "sender_from_env",
     "service_bus_message",

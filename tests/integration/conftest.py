@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import secrets
@@ -19,8 +20,9 @@ import pytest
 from bridge.contracts import Submission
 from bridge.local.airflow import fresh_postgres_database
 from bridge.local.process import LoopbackServer, child_environment
+from bridge.local.servicebus import LocalServiceBus
 from bridge.local.stack import EXAMPLE_DAGS, Stack, StackOptions, running_stack
-from bridge.provider.senders import StorageQueueSender
+from bridge.provider.senders import ServiceBusSender
 from bridge.settings import Settings
 
 HERE = Path(__file__).parent
@@ -62,8 +64,13 @@ def loop_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(options) as stack:
         assert stack.airflow is not None
         stack.airflow.wait_for_dags(
-            ["azureml_train", "azureml_model_ready", "loop_assets", "loop_triggered",
-             "loop_partitioned_consumer"],
+            [
+                "azureml_train",
+                "azureml_model_ready",
+                "loop_assets",
+                "loop_triggered",
+                "loop_partitioned_consumer",
+            ],
             timeout=90,
         )
         yield stack
@@ -81,6 +88,34 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+@pytest.fixture(scope="module")
+def bus() -> Iterator[LocalServiceBus]:
+    """A local Service Bus of the module's own (the stack has one too: `loop_stack.servicebus`)."""
+    with LocalServiceBus() as running:
+        yield running
+
+
+_queue_numbers = itertools.count(1)
+
+
+def new_queue(
+    bus: LocalServiceBus,
+    *,
+    lock_duration: float = 60.0,
+    max_delivery_count: int = 10,
+    duplicate_detection_window: float | None = None,
+) -> str:
+    """A queue of its own for each test, so that no test sees another's messages."""
+    name = f"queue-{next(_queue_numbers)}"
+    bus.create_queue(
+        name,
+        lock_duration=lock_duration,
+        max_delivery_count=max_delivery_count,
+        duplicate_detection_window=duplicate_detection_window,
+    )
+    return name
 
 
 def eventually(probe: Callable[[], T | None], timeout: float = 30, what: str = "") -> T:
@@ -174,8 +209,9 @@ def serve(server: LoopbackServer) -> LoopbackServer:
 
 
 def send(stack: Stack, *jobs: Submission) -> None:
-    """Queue submissions as the operator does locally: on the stack's Storage Queue."""
-    sender = StorageQueueSender(stack.azurite.connection_string, stack.queue_name)
+    """Queue submissions as the operator does locally: with its Service Bus sender, on the
+    stack's local Service Bus."""
+    sender = ServiceBusSender(stack.servicebus.address, stack.queue_name, development_emulator=True)
     try:
         for job in jobs:
             sender.send(job)

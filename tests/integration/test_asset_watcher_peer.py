@@ -1,7 +1,8 @@
-"""The benchmark's poller peer: an `AssetWatcher` whose trigger polls a Storage Queue in Azurite.
+"""The benchmark's poller peer: an `AssetWatcher` whose trigger reads a Service Bus queue.
 
-A real Airflow with a triggerer, on PostgreSQL: each queue message becomes an asset event (its
-payload in `extra`) and a run of the DAG scheduled on that asset.
+A real Airflow with a triggerer, on PostgreSQL, and the local Service Bus: each queue message
+becomes an asset event (its payload in `extra`) and a run of the DAG scheduled on that asset; the
+trigger completes the message, so the queue is empty afterwards.
 """
 
 from __future__ import annotations
@@ -15,25 +16,28 @@ from typing import Any
 
 import pytest
 from airflow_client.client import AssetApi
-from azure.storage.queue import QueueClient
+from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSubQueue
 
 from bridge.local.airflow import LocalAirflow, fresh_postgres_database
-from bridge.local.azurite import Azurite
+from bridge.local.servicebus import LocalServiceBus
 
 pytestmark = pytest.mark.integration
 
 TRIGGER = Path(__file__).resolve().parents[2] / "bench" / "airflow" / "queue_watcher.py"
 QUEUE, URI, CONSUMER = "watch-0", "bench://watch/0", "watch_consumer"
-POLL_INTERVAL = 2.0
+POLL_INTERVAL, MAX_WAIT_TIME = 2.0, 1.0  # each cycle: a 1 s receive, then a 2 s sleep
 DAG_FILE = f"""
 import os
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, Asset, AssetWatcher
-from queue_watcher import StorageQueueTrigger
+from queue_watcher import ServiceBusQueueTrigger
 
-trigger = StorageQueueTrigger(
-    os.environ["WATCH_CONNECTION_STRING"], {QUEUE!r}, poll_interval={POLL_INTERVAL}
+trigger = ServiceBusQueueTrigger(
+    os.environ["WATCH_CONNECTION_STRING"],
+    {QUEUE!r},
+    poll_interval={POLL_INTERVAL},
+    max_wait_time={MAX_WAIT_TIME},
 )
 watched = Asset({URI!r}, watchers=[AssetWatcher(name="watch_0", trigger=trigger)])
 
@@ -43,13 +47,16 @@ with DAG({CONSUMER!r}, schedule=[watched], catchup=False):
 
 
 @pytest.fixture(scope="module")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    with Azurite(tmp_path_factory.mktemp("azurite")) as running:
+def bus() -> Iterator[LocalServiceBus]:
+    with LocalServiceBus() as running:
+        running.create_queue(QUEUE)  # before Airflow: the trigger reads it once it runs
         yield running
 
 
 @pytest.fixture(scope="module")
-def airflow(tmp_path_factory: pytest.TempPathFactory, azurite: Azurite) -> Iterator[LocalAirflow]:
+def airflow(
+    tmp_path_factory: pytest.TempPathFactory, bus: LocalServiceBus
+) -> Iterator[LocalAirflow]:
     root = tmp_path_factory.mktemp("watcher")
     dags, home = root / "dags", root / "airflow"
     dags.mkdir()
@@ -58,12 +65,11 @@ def airflow(tmp_path_factory: pytest.TempPathFactory, azurite: Azurite) -> Itera
     # bundle), but every Airflow process puts the plugins folder there.
     (home / "plugins").mkdir(parents=True)
     shutil.copy(TRIGGER, home / "plugins" / TRIGGER.name)
-    QueueClient.from_connection_string(azurite.connection_string, QUEUE).create_queue()
     with LocalAirflow(
         home,
         dags,
         database_url=fresh_postgres_database("bridge_watch"),
-        extra_env={"WATCH_CONNECTION_STRING": azurite.connection_string},
+        extra_env={"WATCH_CONNECTION_STRING": bus.connection_string},
         triggerer=True,
     ) as running:
         running.wait_for_dags([CONSUMER], timeout=90)
@@ -75,12 +81,15 @@ def asset_events(airflow: LocalAirflow) -> list[Any]:
     return list(AssetApi(airflow.client()).get_asset_events(asset_id=asset_id).asset_events)
 
 
-def send_and_wait(airflow: LocalAirflow, azurite: Azurite, body: str, runs: int) -> datetime:
-    """Put one message and wait until the consumer has `runs` runs; when it was sent."""
-    queue = QueueClient.from_connection_string(azurite.connection_string, QUEUE)
+def send_and_wait(airflow: LocalAirflow, bus: LocalServiceBus, body: str, runs: int) -> datetime:
+    """Send one message and wait until the consumer has `runs` runs; when it was sent."""
     deadline = time.monotonic() + 30
-    sent = datetime.now(UTC)
-    queue.send_message(body)
+    with (
+        ServiceBusClient.from_connection_string(bus.connection_string) as client,
+        client.get_queue_sender(QUEUE) as sender,
+    ):
+        sent = datetime.now(UTC)
+        sender.send_messages(ServiceBusMessage(body, message_id=f"id-{body}"))
     while len(airflow.runs(CONSUMER)) < runs:
         assert time.monotonic() < deadline, f"no run {runs} of {CONSUMER} within 30 s"
         time.sleep(0.25)
@@ -88,9 +97,9 @@ def send_and_wait(airflow: LocalAirflow, azurite: Azurite, body: str, runs: int)
 
 
 def test_each_message_starts_a_run_with_its_payload_on_the_asset_event(
-    airflow: LocalAirflow, azurite: Azurite
+    airflow: LocalAirflow, bus: LocalServiceBus
 ) -> None:
-    sent = [send_and_wait(airflow, azurite, f"message-{n}", runs=n) for n in (1, 2)]
+    sent = [send_and_wait(airflow, bus, f"message-{n}", runs=n) for n in (1, 2)]
     runs = airflow.wait_for_runs(CONSUMER, 2, timeout=60)
     assert [run.state.value for run in runs] == ["success", "success"]
 
@@ -100,9 +109,15 @@ def test_each_message_starts_a_run_with_its_payload_on_the_asset_event(
         assert event.extra["from_trigger"] is True
         payload = event.extra["payload"]
         assert payload["queue"] == QUEUE
-        assert payload["message_id"]
-        assert datetime.fromisoformat(payload["inserted_on"])
+        assert payload["message_id"] == f"id-{payload['message']}"
+        enqueued = datetime.fromisoformat(payload["enqueued_time"])
+        assert abs((enqueued - at).total_seconds()) < 5
         print(f"{payload['message']}: asset event {(event.timestamp - at).total_seconds():.2f}s, "
               f"run queued {(run.queued_at - at).total_seconds():.2f}s after the send; "
               f"extra={event.extra}")  # fmt: skip
-    assert not QueueClient.from_connection_string(azurite.connection_string, QUEUE).peek_messages()
+    # Completed before the event was yielded: nothing left on the queue, locked or not, and
+    # nothing dead-lettered.
+    with ServiceBusClient.from_connection_string(bus.connection_string) as client:
+        for sub_queue in (None, ServiceBusSubQueue.DEAD_LETTER):
+            with client.get_queue_receiver(QUEUE, sub_queue=sub_queue) as receiver:
+                assert receiver.peek_messages(max_message_count=10, sequence_number=1) == []

@@ -36,9 +36,17 @@ TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 ISSUER = f"https://sts.windows.net/{TENANT}/"
 AUDIENCE = "api://bridge-events"
 VALIDATION = json.dumps(
-    [{"id": "v1", "topic": "t", "subject": "", "eventType":
-      "Microsoft.EventGrid.SubscriptionValidationEvent", "eventTime": "2026-11-26T00:00:00Z",
-      "data": {"validationCode": "c0de"}, "dataVersion": "1"}]
+    [
+        {
+            "id": "v1",
+            "topic": "t",
+            "subject": "",
+            "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
+            "eventTime": "2026-11-26T00:00:00Z",
+            "data": {"validationCode": "c0de"},
+            "dataVersion": "1",
+        }
+    ]
 ).encode()
 
 
@@ -166,9 +174,11 @@ def test_the_function_and_the_dev_host_enforce_it_from_settings(
         webhook_gate.cache_clear()
         runtime.cache_clear()
     # The dev host, on the same settings.
+    queue = f"entra{secrets.token_hex(3)}"  # a queue of its own: the stack's has its dev host
+    loop_stack.servicebus.create_queue(queue)
     host = DevHost(lambda: loop_stack.bridge, settings,
-                   queue_connection_string=loop_stack.azurite.connection_string,
-                   queue_name=f"entra{secrets.token_hex(3)}")  # fmt: skip
+                   servicebus_connection_string=loop_stack.servicebus.connection_string,
+                   queue_name=queue)  # fmt: skip
     with host:
         headers = {"Content-Type": "application/json", "aeg-event-type": "SubscriptionValidation"}
         refused = loopback_http("POST", host.webhook_url, VALIDATION, headers)

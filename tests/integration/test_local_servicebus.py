@@ -9,7 +9,6 @@ header's delivery count, the number of *previous* attempts: 0 on a first deliver
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -35,30 +34,15 @@ from bridge.local.servicebus import (
     MAX_DELIVERY_COUNT_EXCEEDED,
     LocalServiceBus,
 )
+from tests.integration.conftest import new_queue
 
 pytestmark = pytest.mark.integration
-_names = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def bus() -> Iterator[LocalServiceBus]:
-    with LocalServiceBus() as running:
-        yield running
 
 
 @pytest.fixture
 def client(bus: LocalServiceBus) -> Iterator[ServiceBusClient]:
     with ServiceBusClient.from_connection_string(bus.connection_string) as opened:
         yield opened
-
-
-def new_queue(
-    bus: LocalServiceBus, *, lock_duration: float = 60.0, max_delivery_count: int = 10
-) -> str:
-    """A queue of its own for each test, so that no test sees another's messages."""
-    name = f"queue-{next(_names)}"
-    bus.create_queue(name, lock_duration=lock_duration, max_delivery_count=max_delivery_count)
-    return name
 
 
 def receive(
@@ -344,6 +328,45 @@ def test_max_delivery_count_moves_the_message_to_the_dead_letter_queue(
         assert letter.dead_letter_error_description == MAX_DELIVERY_COUNT_DESCRIPTION
         assert letter.dead_letter_source == queue
         dead.complete_message(letter)
+
+
+# --- duplicate detection ------------------------------------------------------------------------
+
+
+def test_duplicate_detection_drops_a_resend_of_a_message_id_within_the_window(
+    bus: LocalServiceBus, client: ServiceBusClient
+) -> None:
+    queue = new_queue(bus, duplicate_detection_window=2.0)
+    with client.get_queue_sender(queue) as sender:
+        sender.send_messages(ServiceBusMessage("first", message_id="d-1"))
+        # Accepted, as Service Bus reports it, and dropped: only the id is compared.
+        sender.send_messages(ServiceBusMessage("resent, other body", message_id="d-1"))
+        batch = sender.create_message_batch()
+        batch.add_message(ServiceBusMessage("in a batch", message_id="d-1"))
+        batch.add_message(ServiceBusMessage("another id", message_id="d-2"))
+        sender.send_messages(batch)
+        time.sleep(2.5)  # past the window the id is new again
+        sender.send_messages(ServiceBusMessage("after the window", message_id="d-1"))
+    with client.get_queue_receiver(queue) as receiver:
+        received = receive(receiver, 4, within=3.0)
+        assert [(m.message_id, str(m)) for m in received] == [
+            ("d-1", "first"), ("d-2", "another id"), ("d-1", "after the window"),
+        ]  # fmt: skip
+        for message in received:
+            receiver.complete_message(message)
+
+
+def test_without_duplicate_detection_a_resend_is_a_second_message(
+    bus: LocalServiceBus, client: ServiceBusClient
+) -> None:
+    queue = new_queue(bus)
+    with client.get_queue_sender(queue) as sender:
+        sender.send_messages([ServiceBusMessage("one", message_id="same") for _ in range(2)])
+    with client.get_queue_receiver(queue) as receiver:
+        received = receive(receiver, 3, within=2.0)
+        assert [m.message_id for m in received] == ["same", "same"]
+        for message in received:
+            receiver.complete_message(message)
 
 
 # --- browsing and receive modes ---------------------------------------------------------------

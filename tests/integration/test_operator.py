@@ -1,8 +1,11 @@
-"""SubmitAzureMLJobOperator run for real: `dag.test()` inside the Airflow venv, sending to Azurite.
+"""SubmitAzureMLJobOperator run for real: `dag.test()` inside the Airflow venv, sending through the
+production `ServiceBusSender` to a local Service Bus (`bridge.local.servicebus`) in this process.
 
 Each runner invocation is one subprocess of `.venv-airflow/bin/python operator_runner.py` with its
-own AIRFLOW_HOME (a copy of one migrated SQLite database) and its own queue; the test process then
-reads the queue with azure-storage-queue and the run's XComs from the runner's JSON.
+own AIRFLOW_HOME (a copy of one migrated SQLite database) and its own queue, found through the
+`BRIDGE_*` variables or an `azureml_bridge` connection (`use_development_emulator`); the runner
+reaches the local Service Bus over TCP as it would Microsoft's emulator. The test process then
+peeks at the queues with azure-servicebus and reads the run's XComs from the runner's JSON.
 """
 
 from __future__ import annotations
@@ -21,13 +24,11 @@ from typing import Any
 
 import pytest
 import yaml
-from azure.core.exceptions import ResourceNotFoundError
-from azure.storage.queue import QueueClient
+from azure.servicebus import ServiceBusClient
 from cryptography.fernet import Fernet
 
-from bridge.contracts import CommandJob, Submission, YamlJob
-from bridge.local.azurite import Azurite
-from bridge.provider.senders import QueueEnvelope
+from bridge.contracts import SCHEMA_ID, CommandJob, Submission, YamlJob
+from bridge.local.servicebus import LocalServiceBus
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +44,9 @@ WORKSPACE_ID = (
 TRAINED = "azureml://bridge-demo/train/completed"
 TRAINING_FAILED = "azureml://bridge-demo/train/failed"
 SUBMITTED_IN = re.compile(r"Submitted Azure ML job (\S+) \(experiment [^)]*\) in (\d+) ms")
+# Service Bus queues come from infra, never from the sender: each one a test sends to exists.
+QUEUES = ("examples", "generated", "from-connection", "from-argument", "from-database",
+          "from-secrets-backend", "from-env")  # fmt: skip
 
 
 @dataclass
@@ -66,10 +70,44 @@ class DagRunResult:
         return [int(ms) for _, ms in SUBMITTED_IN.findall(self.log)]
 
 
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    with Azurite(tmp_path_factory.mktemp("azurite")) as running:
+@dataclass(frozen=True)
+class Sent:
+    """One message on a queue, as azure-servicebus peeks it."""
+
+    message_id: str | None
+    content_type: str | None
+    subject: str | None
+    application_properties: dict[str, str]
+    submission: Submission
+
+
+def local_service_bus() -> Iterator[LocalServiceBus]:
+    with LocalServiceBus() as running:
+        for queue in QUEUES:
+            running.create_queue(queue)
         yield running
+
+
+@pytest.fixture(scope="module")
+def bus() -> Iterator[LocalServiceBus]:
+    """Where the operator sends, whether the environment or a connection names it."""
+    yield from local_service_bus()
+
+
+@pytest.fixture(scope="module")
+def env_bus() -> Iterator[LocalServiceBus]:
+    """A second namespace, named only by the environment when connections name `bus`: whatever
+    lands here shows the environment won over a connection."""
+    yield from local_service_bus()
+
+
+def emulator_env(bus: LocalServiceBus, queue: str) -> dict[str, str]:
+    """What `Stack.queue_env` gives the operator: the emulator's host:port, over plain TCP."""
+    return {
+        "BRIDGE_SERVICEBUS_NAMESPACE": bus.address,
+        "BRIDGE_SERVICEBUS_EMULATOR": "true",
+        "BRIDGE_SUBMISSION_QUEUE": queue,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -125,20 +163,36 @@ def parse_runner_output(stdout: str, output: str) -> dict[str, DagRunResult]:
     return results
 
 
-def queue_envelopes(azurite: Azurite, queue_name: str) -> list[QueueEnvelope]:
-    with QueueClient.from_connection_string(azurite.connection_string, queue_name) as queue:
-        try:
-            messages = list(queue.peek_messages(max_messages=32))
-        except ResourceNotFoundError:
-            return []
-    return [QueueEnvelope.decode(message.content) for message in messages]
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def submissions_by_dag(envelopes: list[QueueEnvelope]) -> dict[str, list[Submission]]:
+def queue_messages(bus: LocalServiceBus, queue: str) -> list[Sent]:
+    """Every message on the queue, peeked (left there) with azure-servicebus."""
+    with (
+        ServiceBusClient.from_connection_string(bus.connection_string) as client,
+        client.get_queue_receiver(queue) as receiver,
+    ):
+        peeked = receiver.peek_messages(max_message_count=100, sequence_number=1)
+    assert len(peeked) == bus.namespace.count(queue) < 100
+    return [
+        Sent(
+            message_id=message.message_id,
+            content_type=message.content_type,
+            subject=message.subject,
+            application_properties={
+                text(k): text(v) for k, v in (message.application_properties or {}).items()
+            },
+            submission=Submission.parse(str(message)),
+        )
+        for message in peeked
+    ]
+
+
+def submissions_by_dag(messages: list[Sent]) -> dict[str, list[Submission]]:
     found: dict[str, list[Submission]] = {}
-    for envelope in envelopes:
-        submission = envelope.submission()
-        found.setdefault(submission.origin.dag_id, []).append(submission)
+    for message in messages:
+        found.setdefault(message.submission.origin.dag_id, []).append(message.submission)
     return found
 
 
@@ -147,13 +201,9 @@ def submissions_by_dag(envelopes: list[QueueEnvelope]) -> dict[str, list[Submiss
 
 @pytest.fixture(scope="module")
 def example_runs(
-    azurite: Azurite, migrated_db: Path, tmp_path_factory: pytest.TempPathFactory
+    bus: LocalServiceBus, migrated_db: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, DagRunResult]:
-    extra = {
-        "BRIDGE_LOCAL_QUEUE_CONNECTION_STRING": azurite.connection_string,
-        "BRIDGE_SUBMISSION_QUEUE": "examples",
-        "BRIDGE_AZUREML_WORKSPACE_ID": WORKSPACE_ID,
-    }
+    extra = {**emulator_env(bus, "examples"), "BRIDGE_AZUREML_WORKSPACE_ID": WORKSPACE_ID}
     return run_dags(
         tmp_path_factory.mktemp("examples"), migrated_db, EXAMPLE_DAGS,
         ["azureml_train", "azureml_train_fails"], extra,
@@ -161,12 +211,12 @@ def example_runs(
 
 
 def test_example_producer_sends_one_submission_with_origin_job_and_routes(
-    azurite: Azurite, example_runs: dict[str, DagRunResult]
+    bus: LocalServiceBus, example_runs: dict[str, DagRunResult]
 ) -> None:
     run = example_runs["azureml_train"]
     assert run.state == "success"
 
-    [submission] = submissions_by_dag(queue_envelopes(azurite, "examples"))["azureml_train"]
+    [submission] = submissions_by_dag(queue_messages(bus, "examples"))["azureml_train"]
     assert submission.origin.model_dump() == {
         "dag_id": "azureml_train",
         "run_id": run.result["run_id"],
@@ -181,26 +231,33 @@ def test_example_producer_sends_one_submission_with_origin_job_and_routes(
 
 
 def test_example_producer_returns_the_job_name_and_pushes_the_studio_url(
-    azurite: Azurite, example_runs: dict[str, DagRunResult]
+    bus: LocalServiceBus, example_runs: dict[str, DagRunResult]
 ) -> None:
     run = example_runs["azureml_train"]
-    [envelope] = [
-        e for e in queue_envelopes(azurite, "examples")
-        if e.application_properties["dag_id"] == "azureml_train"
+    [message] = [
+        m for m in queue_messages(bus, "examples")
+        if m.application_properties.get("dag_id") == "azureml_train"
     ]  # fmt: skip
 
-    assert run.xcom("submit_training") == envelope.message_id == envelope.submission().id
+    assert run.xcom("submit_training") == message.message_id == message.submission.id
     assert run.xcom("submit_training", "studio_url") == (
-        f"https://ml.azure.com/runs/{envelope.message_id}?wsid={WORKSPACE_ID}"
+        f"https://ml.azure.com/runs/{message.message_id}?wsid={WORKSPACE_ID}"
     )
+    # What the bridge's Service Bus trigger reads besides the body.
+    assert (message.content_type, message.subject) == ("application/json", "bridge.submission")
+    assert message.application_properties == {
+        "schema": SCHEMA_ID,
+        "submission_id": message.submission.id,
+        "dag_id": "azureml_train",
+    }
 
 
 def test_failing_example_routes_its_failure_to_the_failure_asset(
-    azurite: Azurite, example_runs: dict[str, DagRunResult]
+    bus: LocalServiceBus, example_runs: dict[str, DagRunResult]
 ) -> None:
     assert example_runs["azureml_train_fails"].state == "success"  # the task only submits
 
-    [submission] = submissions_by_dag(queue_envelopes(azurite, "examples"))["azureml_train_fails"]
+    [submission] = submissions_by_dag(queue_messages(bus, "examples"))["azureml_train_fails"]
     assert submission.job == YamlJob(spec=yaml.safe_load((EXAMPLE_JOBS / "fail.yml").read_text()))
     assert submission.on.failed == [TRAINING_FAILED]
 
@@ -283,17 +340,14 @@ INVALID = ["missing_file", "not_a_mapping", "local_code", "contract_violation"]
 
 @pytest.fixture(scope="module")
 def generated_runs(
-    azurite: Azurite, migrated_db: Path, tmp_path_factory: pytest.TempPathFactory
+    bus: LocalServiceBus, migrated_db: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, DagRunResult]:
     root = tmp_path_factory.mktemp("generated")
     dags = root / "dags"
     (dags / "jobs").mkdir(parents=True)
     (dags / "producers.py").write_text(textwrap.dedent(GENERATED_DAGS))
     (dags / "jobs" / "list.yml").write_text("- type: command\n- compute: cpu-cluster\n")
-    extra = {
-        "BRIDGE_LOCAL_QUEUE_CONNECTION_STRING": azurite.connection_string,
-        "BRIDGE_SUBMISSION_QUEUE": "generated",
-    }
+    extra = emulator_env(bus, "generated")
     return run_dags(
         root, migrated_db, dags / "producers.py",
         ["mapping_job", "command_job", "mapped_jobs", *INVALID], extra,
@@ -301,10 +355,10 @@ def generated_runs(
 
 
 def test_mapping_job_is_templated_but_azureml_bindings_are_kept(
-    azurite: Azurite, generated_runs: dict[str, DagRunResult]
+    bus: LocalServiceBus, generated_runs: dict[str, DagRunResult]
 ) -> None:
     run = generated_runs["mapping_job"]
-    [submission] = submissions_by_dag(queue_envelopes(azurite, "generated"))["mapping_job"]
+    [submission] = submissions_by_dag(queue_messages(bus, "generated"))["mapping_job"]
 
     assert isinstance(submission.job, YamlJob)
     assert submission.job.spec["command"] == "python train.py --lr ${{inputs.learning_rate}}"
@@ -314,10 +368,10 @@ def test_mapping_job_is_templated_but_azureml_bindings_are_kept(
 
 
 def test_command_job_is_sent_as_is_and_studio_url_is_none_without_a_workspace(
-    azurite: Azurite, generated_runs: dict[str, DagRunResult]
+    bus: LocalServiceBus, generated_runs: dict[str, DagRunResult]
 ) -> None:
     run = generated_runs["command_job"]
-    [submission] = submissions_by_dag(queue_envelopes(azurite, "generated"))["command_job"]
+    [submission] = submissions_by_dag(queue_messages(bus, "generated"))["command_job"]
 
     assert submission.job == CommandJob(
         command="echo hi", environment="azureml:env:1", compute="cpu-cluster"
@@ -329,10 +383,10 @@ def test_command_job_is_sent_as_is_and_studio_url_is_none_without_a_workspace(
 
 
 def test_mapped_tasks_send_one_submission_each_with_their_map_index(
-    azurite: Azurite, generated_runs: dict[str, DagRunResult]
+    bus: LocalServiceBus, generated_runs: dict[str, DagRunResult]
 ) -> None:
     run = generated_runs["mapped_jobs"]
-    submissions = submissions_by_dag(queue_envelopes(azurite, "generated"))["mapped_jobs"]
+    submissions = submissions_by_dag(queue_messages(bus, "generated"))["mapped_jobs"]
 
     by_index = {s.origin.map_index: s for s in submissions}
     assert sorted(by_index) == [0, 1]
@@ -371,9 +425,9 @@ def test_invalid_job_fails_the_task_without_retries_naming_the_problem(
 
 
 def test_invalid_jobs_send_nothing(
-    azurite: Azurite, generated_runs: dict[str, DagRunResult]
+    bus: LocalServiceBus, generated_runs: dict[str, DagRunResult]
 ) -> None:
-    sent = submissions_by_dag(queue_envelopes(azurite, "generated"))
+    sent = submissions_by_dag(queue_messages(bus, "generated"))
     assert sorted(sent) == ["command_job", "mapped_jobs", "mapping_job"]
 
 
@@ -388,7 +442,7 @@ JOB = CommandJob(command="echo hi", environment="azureml:env:1", compute="cpu-cl
 
 
 def producer(dag_id, **arguments):
-    @dag(dag_id=dag_id, schedule=None)
+    @dag(dag_id=dag_id, schedule=None, default_args={"retries": 3, "retry_delay": 0})
     def send():
         SubmitAzureMLJobOperator(task_id="submit", job=JOB, **arguments)
 
@@ -400,38 +454,54 @@ producer("by_argument", queue_name="from-argument")
 producer("by_database_connection", conn_id="azureml_bridge_database")
 producer("by_secrets_backend", conn_id="azureml_bridge_vault")
 producer("by_missing_connection", conn_id="azureml_bridge_nowhere")
+producer("by_bad_emulator_flag", conn_id="azureml_bridge_bad_flag")
+producer("by_emulator_flag_false", conn_id="azureml_bridge_not_emulator")
 """
 LOCAL_FILE_BACKEND = ".".join(("airflow", "secrets", "local_filesystem", "LocalFilesystemBackend"))
 CONNECTION_DAG_IDS = ["by_default_connection", "by_argument", "by_database_connection",
-                      "by_secrets_backend", "by_missing_connection"]  # fmt: skip
+                      "by_secrets_backend", "by_missing_connection", "by_bad_emulator_flag",
+                      "by_emulator_flag_false"]  # fmt: skip
+SENDING = ["by_default_connection", "by_argument", "by_database_connection", "by_secrets_backend"]
 
 
-def bridge_connection(azurite: Azurite, queue: str) -> str:
+def bridge_connection(bus: LocalServiceBus, queue: str, use_development_emulator: object) -> str:
+    """An `azureml_bridge` connection to the local Service Bus, as `Stack.airflow_connection`
+    gives it: Host is the emulator's host:port; the flag as JSON true or a form's text."""
     return json.dumps({
         "conn_type": "azureml_bridge",
+        "host": bus.address,
         "schema": queue,
-        "extra": {"local_queue_connection_string": azurite.connection_string,
+        "extra": {"use_development_emulator": use_development_emulator,
                   "workspace_id": WORKSPACE_ID},
     })  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def connection_runs(
-    azurite: Azurite, migrated_db: Path, tmp_path_factory: pytest.TempPathFactory
+    bus: LocalServiceBus,
+    env_bus: LocalServiceBus,
+    migrated_db: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, DagRunResult]:
-    """The same operator, configured five ways. The environment names a queue too ("from-env"),
-    so every submission that lands elsewhere shows what took precedence over it."""
+    """The same operator, configured seven ways. The environment names another namespace
+    (`env_bus`) and a queue of its own ("from-env"), so every submission that lands elsewhere shows
+    what took precedence over it."""
     root = tmp_path_factory.mktemp("connections")
     dags = root / "dags"
     dags.mkdir()
     (dags / "producers.py").write_text(textwrap.dedent(CONNECTION_DAGS))
     vault = root / "connections.json"  # Airflow's local-file secrets backend
     vault.write_text(json.dumps({"azureml_bridge_vault": json.loads(
-        bridge_connection(azurite, "from-secrets-backend"))}))  # fmt: skip
+        bridge_connection(bus, "from-secrets-backend", True))}))  # fmt: skip
     extra = {
-        "BRIDGE_LOCAL_QUEUE_CONNECTION_STRING": azurite.connection_string,
-        "BRIDGE_SUBMISSION_QUEUE": "from-env",
-        "AIRFLOW_CONN_AZUREML_BRIDGE_DEFAULT": bridge_connection(azurite, "from-connection"),
+        **emulator_env(env_bus, "from-env"),
+        "AIRFLOW_CONN_AZUREML_BRIDGE_DEFAULT": bridge_connection(bus, "from-connection", True),
+        "AIRFLOW_CONN_AZUREML_BRIDGE_BAD_FLAG": bridge_connection(bus, "from-connection", "yes"),
+        # Not an emulator: Host must then be a namespace, and the environment's "true" is not
+        # the connection's.
+        "AIRFLOW_CONN_AZUREML_BRIDGE_NOT_EMULATOR": bridge_connection(
+            bus, "from-connection", "false"
+        ),
         # Not a secret: Airflow's local-file secrets backend, by class path.
         "AIRFLOW__SECRETS__BACKEND": LOCAL_FILE_BACKEND,
         "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps({"connections_file_path": str(vault)}),
@@ -439,13 +509,14 @@ def connection_runs(
         # reads it must share a key (each Airflow home would otherwise make its own).
         "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
     }
-    # One connection in the metadata database, added as an operator would with the CLI.
+    # One connection in the metadata database, added as an operator would with the CLI; its flag
+    # is text, as the connection form's extra field gives it.
     home = root / "prepared"
     home.mkdir()
     shutil.copy(migrated_db, home / "airflow.db")
     subprocess.run(
         [str(AIRFLOW_PYTHON), "-m", "airflow", "connections", "add", "azureml_bridge_database",
-         "--conn-json", bridge_connection(azurite, "from-database")],
+         "--conn-json", bridge_connection(bus, "from-database", "true")],
         env=airflow_env(home, dags_folder=dags, extra=extra), check=True, capture_output=True,
         timeout=120,
     )  # fmt: skip
@@ -453,9 +524,12 @@ def connection_runs(
 
 
 def test_connections_take_precedence_over_the_environment_and_arguments_over_both(
-    azurite: Azurite, connection_runs: dict[str, DagRunResult]
+    bus: LocalServiceBus, env_bus: LocalServiceBus, connection_runs: dict[str, DagRunResult]
 ) -> None:
-    landed = {queue: sorted(submissions_by_dag(queue_envelopes(azurite, queue)))
+    assert {dag_id: connection_runs[dag_id].state for dag_id in SENDING} == dict.fromkeys(
+        SENDING, "success"
+    )
+    landed = {queue: sorted(submissions_by_dag(queue_messages(bus, queue)))
               for queue in ("from-connection", "from-argument", "from-database",
                             "from-secrets-backend", "from-env")}  # fmt: skip
     assert landed == {
@@ -465,10 +539,11 @@ def test_connections_take_precedence_over_the_environment_and_arguments_over_bot
         "from-secrets-backend": ["by_secrets_backend"],  # a secrets backend
         "from-env": [],
     }
+    # The connections' Host, not the environment's namespace, is where every one of them went.
+    assert {queue: env_bus.namespace.count(queue) for queue in QUEUES} == dict.fromkeys(QUEUES, 0)
     sent = connection_runs["by_default_connection"]
-    assert sent.state == "success"
     # partition_key is templated: "{{ ds }}" arrives as the run's date.
-    [by_default] = submissions_by_dag(queue_envelopes(azurite, "from-connection"))[
+    [by_default] = submissions_by_dag(queue_messages(bus, "from-connection"))[
         "by_default_connection"
     ]
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", by_default.partition_key or ""), by_default
@@ -484,3 +559,23 @@ def test_a_connection_named_but_missing_fails_the_task_naming_it(
     assert missing.state == "failed"
     assert missing.task("submit")["try_number"] == 1
     assert "Airflow has no connection 'azureml_bridge_nowhere'" in missing.log
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "problem"),
+    [
+        ("by_bad_emulator_flag", r"use_development_emulator must be true or false"),
+        # "false": Host is then a namespace, and a namespace takes no port.
+        ("by_emulator_flag_false",
+         r"BRIDGE_SERVICEBUS_NAMESPACE \(or the azureml_bridge connection's host\) has a port: "
+         r"Azure's namespaces"),
+    ],
+)  # fmt: skip
+def test_a_connection_whose_emulator_flag_is_wrong_fails_the_task_without_retries(
+    connection_runs: dict[str, DagRunResult], dag_id: str, problem: str
+) -> None:
+    run = connection_runs[dag_id]
+    assert run.state == "failed"
+    assert run.task("submit")["state"] == "failed"
+    assert run.task("submit")["try_number"] == 1  # retries=3, yet no retry: nothing can fix it
+    assert re.search(problem, run.log), run.log[-3000:]

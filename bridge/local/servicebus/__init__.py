@@ -14,7 +14,7 @@ the given port, as it does for Microsoft's Service Bus emulator
 `codec.py` the message sections. What each follows in Service Bus's documentation is cited there.
 
 Not here (yet): topics and subscriptions, sessions, scheduled and deferred messages, time-to-live
-expiry, duplicate detection, transactions, persistence across restarts.
+expiry, transactions, persistence across restarts.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from bridge.local.servicebus.broker import (
     Namespace,
 )
 from bridge.local.servicebus.peer import Peer
+from bridge.provider.senders import emulator_connection_string
 
 __all__ = [
     "DEAD_LETTER_SUFFIX",
@@ -40,10 +41,6 @@ __all__ = [
     "MAX_DELIVERY_COUNT_EXCEEDED",
     "LocalServiceBus",
 ]
-
-# The emulator accepts any key; this is no secret, only a placeholder the SDK requires.
-_KEY_NAME = "RootManageSharedAccessKey"
-_KEY = "local-development-key"
 
 
 class LocalServiceBus(Lifecycle):
@@ -57,13 +54,17 @@ class LocalServiceBus(Lifecycle):
         self._thread: threading.Thread | None = None
 
     @property
-    def connection_string(self) -> str:
+    def address(self) -> str:
+        """`host:port`, what the operator's sender takes as its namespace in emulator mode."""
         if not self.port:
             raise RuntimeError("the local Service Bus is not started")
-        return (
-            f"Endpoint=sb://{self.host}:{self.port};SharedAccessKeyName={_KEY_NAME};"
-            f"SharedAccessKey={_KEY};UseDevelopmentEmulator=true"
-        )
+        return f"{self.host}:{self.port}"
+
+    @property
+    def connection_string(self) -> str:
+        """Microsoft's emulator's connection string, with its placeholder key (any key is
+        accepted): what the Functions host's `BRIDGE_SERVICEBUS` connection holds locally."""
+        return emulator_connection_string(self.address)
 
     def create_queue(
         self,
@@ -71,11 +72,15 @@ class LocalServiceBus(Lifecycle):
         *,
         lock_duration: timedelta | float = DEFAULT_LOCK_DURATION,
         max_delivery_count: int = DEFAULT_MAX_DELIVERY_COUNT,
+        duplicate_detection_window: timedelta | float | None = None,
     ) -> None:
         """A queue and its `<name>/$deadletterqueue`, with Service Bus's defaults: a one-minute
-        lock and 10 deliveries (see `broker.py`)."""
+        lock, 10 deliveries, no duplicate detection (see `broker.py`)."""
         self.namespace.create_queue(
-            name, lock_duration=lock_duration, max_delivery_count=max_delivery_count
+            name,
+            lock_duration=lock_duration,
+            max_delivery_count=max_delivery_count,
+            duplicate_detection_window=duplicate_detection_window,
         )
 
     def start(self) -> Self:

@@ -32,6 +32,13 @@ Behaviours, each as Service Bus Standard documents it:
   count applies there. Here a dead-lettered message keeps its sequence number.
 - Peek: returns active and locked messages from a sequence number on, without locking them
   (https://learn.microsoft.com/azure/service-bus-messaging/message-browsing).
+- Duplicate detection, when the queue requires it: "the MessageId of all messages sent into a
+  queue or topic during a specified time window is tracked. If any new message is sent with
+  MessageId that was logged during the time window, the message is reported as accepted (the
+  send operation succeeds), but the newly sent message is instantly ignored and dropped. No other
+  parts of the message other than the MessageId are considered"; the window is 20 s to 7 days,
+  10 minutes by default (https://learn.microsoft.com/azure/service-bus-messaging/duplicate-detection).
+  A message without an id is never a duplicate here.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -48,6 +55,7 @@ MAX_DELIVERY_COUNT_EXCEEDED = "MaxDeliveryCountExceeded"
 MAX_DELIVERY_COUNT_DESCRIPTION = "Message couldn't be consumed after maximum delivery attempts."
 DEFAULT_LOCK_DURATION = timedelta(minutes=1)
 DEFAULT_MAX_DELIVERY_COUNT = 10
+DEFAULT_DUPLICATE_DETECTION_WINDOW = timedelta(minutes=10)
 
 
 class EntityNotFound(LookupError):
@@ -108,6 +116,22 @@ class Entity:
     dead_letter: Entity | None = None
     messages: dict[int, Message] = field(default_factory=dict)  # insertion = sequence order
     next_sequence_number: int = 1
+    duplicate_detection_window: float | None = None  # seconds; None: duplicates are kept
+    seen_ids: dict[str, int] = field(default_factory=dict)  # message id -> first sent (ms)
+
+    def duplicate(self, message_id: str | None, now: int) -> bool:
+        """Whether a message with this id was accepted within the window (and, if not, note it)."""
+        if self.duplicate_detection_window is None or message_id is None:
+            return False
+        horizon = now - int(self.duplicate_detection_window * 1000)
+        for seen, at in list(self.seen_ids.items()):  # oldest first: stop at the first kept
+            if at > horizon:
+                break
+            del self.seen_ids[seen]
+        if message_id in self.seen_ids:
+            return True
+        self.seen_ids[message_id] = now
+        return False
 
     def append(self, message: Message) -> Message:
         message.sequence_number = self.next_sequence_number
@@ -132,10 +156,17 @@ class Namespace:
         *,
         lock_duration: timedelta | float = DEFAULT_LOCK_DURATION,
         max_delivery_count: int = DEFAULT_MAX_DELIVERY_COUNT,
+        duplicate_detection_window: timedelta | float | None = None,
     ) -> Entity:
         """A queue and its dead-letter sub-queue. Service Bus allows a lock duration of 5 s to
-        5 min; locally any positive duration is accepted so that tests need not wait."""
+        5 min and a duplicate detection window of 20 s to 7 days; locally any positive duration
+        is accepted so that tests need not wait."""
         seconds = as_seconds(lock_duration)
+        window = (
+            None if duplicate_detection_window is None else as_seconds(duplicate_detection_window)
+        )
+        if window is not None and window <= 0:
+            raise ValueError("duplicate_detection_window must be positive")
         if seconds <= 0:
             raise ValueError("lock_duration must be positive")
         if max_delivery_count < 1:
@@ -145,7 +176,10 @@ class Namespace:
             if name.lower() in self._entities:
                 raise ValueError(f"queue {name!r} exists")
             dead = Entity(name + DEAD_LETTER_SUFFIX, seconds, None)
-            queue = Entity(name, seconds, max_delivery_count, dead_letter=dead)
+            queue = Entity(
+                name, seconds, max_delivery_count, dead_letter=dead,
+                duplicate_detection_window=window,
+            )  # fmt: skip
             self._entities[name.lower()] = queue
             self._entities[dead.path.lower()] = dead
             return queue
@@ -163,14 +197,25 @@ class Namespace:
 
     # --- send and receive -------------------------------------------------------------------
 
-    def enqueue(self, path: str, payloads: Iterable[bytes]) -> list[int]:
-        """Accept messages (a batch is accepted whole); their sequence numbers."""
+    def enqueue(
+        self,
+        path: str,
+        payloads: Sequence[bytes],
+        message_ids: Sequence[str | None] | None = None,
+    ) -> list[int | None]:
+        """Accept messages (a batch is accepted whole); their sequence numbers, None for a
+        duplicate the queue dropped."""
         entity = self.entity(path)
         if entity.max_delivery_count is None:
             raise NotAllowed("messages reach a dead-letter queue only by dead-lettering")
+        ids = list(message_ids) if message_ids is not None else [None] * len(payloads)
         with self._lock:
             enqueued = now_ms()
-            return [entity.append(Message(p, 0, enqueued)).sequence_number for p in payloads]
+            return [
+                None if entity.duplicate(message_id, enqueued)
+                else entity.append(Message(payload, 0, enqueued)).sequence_number
+                for payload, message_id in zip(payloads, ids, strict=True)
+            ]  # fmt: skip
 
     def lock_next(self, path: str) -> Delivery | None:
         """The first available message, locked for the entity's lock duration."""

@@ -123,6 +123,16 @@ def unbatch(encoded: bytes) -> list[bytes]:
     return [encoded]
 
 
+def message_id(encoded: bytes) -> str | None:
+    """The message-id of the properties section (the first field), as text; None if unset."""
+    for section in split(encoded):
+        if section.code == PROPERTIES:
+            fields = section_value(section)
+            value = fields[0] if isinstance(fields, list) and fields else None
+            return None if value is None else str(value)
+    return None
+
+
 def for_delivery(message: Message, *, peeked: bool = False) -> bytes:
     """The message as a receiver gets it: the broker's header and annotations, the sender's rest.
 

@@ -57,6 +57,7 @@ from proton import (
     Receiver,
     Sender,
     int32,
+    symbol,
     timestamp,
 )
 from proton._reactor import Acceptor
@@ -72,6 +73,24 @@ from bridge.local.servicebus.broker import (
 
 log = logging.getLogger("bridge.local.servicebus")
 
+
+class _ClientGone(logging.Filter):
+    """proton's reactor logs an error when a socket write or read fails because the client has
+    already gone (it closes the transport either way). For a broker that is routine: a client
+    process exiting, or a receiver closing while the peer answers it. Such records go to debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith(("Couldn't send:", "Couldn't recv:")) and any(
+            gone in message for gone in ("BrokenPipeError", "ConnectionResetError")
+        ):
+            log.debug("proton: %s", message)
+            return False
+        return True
+
+
+logging.getLogger("proton").addFilter(_ClientGone())
+
 CBS_NODE = "$cbs"
 MANAGEMENT_SUFFIX = "/$management"
 LOCK_LOST = "com.microsoft:message-lock-lost"
@@ -80,6 +99,7 @@ NOT_FOUND = "amqp:not-found"
 UNAUTHORIZED = "amqp:unauthorized-access"
 NOT_IMPLEMENTED = "amqp:not-implemented"
 NOT_ALLOWED = "amqp:not-allowed"
+MESSAGE_SIZE_EXCEEDED = "amqp:link:message-size-exceeded"
 INTERNAL_ERROR = "amqp:internal-error"
 # Service Bus Standard's largest message, which the service announces on the sender's link
 # (https://learn.microsoft.com/azure/service-bus-messaging/service-bus-quotas).
@@ -111,6 +131,15 @@ def _field(mapping: Any, key: str) -> Any:
         if _text(k) == key:
             return v
     return None
+
+
+def _error(condition: str, description: str) -> Condition:
+    """An AMQP error for a rejected delivery, with the tracking id Service Bus puts in `info`: the
+    Python SDK reads the rejected outcome's error as a full three-field list (an error without
+    info fails its callback and the send waits for its timeout)."""
+    return Condition(
+        condition, description, {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())}
+    )
 
 
 def _condition_of(exc: Exception) -> str:
@@ -316,11 +345,23 @@ class Peer(Handler):
         delivery.settle()
 
     def _enqueue(self, entity: str, delivery: Delivery, payload: bytes) -> None:
+        if len(payload) > MAX_MESSAGE_SIZE:
+            # Standard tier's limit; Service Bus rejects the transfer with this condition
+            # (https://learn.microsoft.com/azure/service-bus-messaging/service-bus-amqp-troubleshoot).
+            delivery.local.condition = _error(
+                MESSAGE_SIZE_EXCEEDED,
+                f"The received message ({len(payload)} bytes) exceeds the limit "
+                f"({MAX_MESSAGE_SIZE} bytes) currently allowed on the link.",
+            )
+            delivery.update(Delivery.REJECTED)
+            delivery.settle()
+            return
         try:
             messages = codec.unbatch(payload)
-            self.namespace.enqueue(entity, messages)
+            ids = [codec.message_id(message) for message in messages]
+            self.namespace.enqueue(entity, messages, message_ids=ids)
         except (codec.MalformedMessage, EntityNotFound, NotAllowed) as exc:
-            delivery.local.condition = Condition(NOT_ALLOWED, str(exc))
+            delivery.local.condition = _error(NOT_ALLOWED, str(exc))
             delivery.update(Delivery.REJECTED)
         else:
             delivery.update(Delivery.ACCEPTED)
@@ -384,6 +425,11 @@ class Peer(Handler):
         if _text(properties.get("operation", "")) != "put-token":
             return _Reply(400, "Only put-token is supported on $cbs.")
         audience = node_path(_text(properties.get("name", ""))).lower()
+        entity = audience.removesuffix(MANAGEMENT_SUFFIX.lower())
+        if entity and not self.namespace.has_entity(entity):
+            # Service Bus refuses the token of an entity that does not exist with a 404
+            # (Azure/azure-service-bus#304, #451), before any link is attached.
+            raise EntityNotFound(f"The messaging entity '{entity}' could not be found.")
         self._audiences.setdefault(connection, set()).add(audience)
         return _Reply(202, "Accepted")
 
@@ -470,7 +516,7 @@ class Peer(Handler):
         try:
             self._apply(token, state, remote)
         except (LockLost, NotAllowed, NotImplementedError) as exc:
-            delivery.local.condition = Condition(_condition_of(exc), str(exc))
+            delivery.local.condition = _error(_condition_of(exc), str(exc))
             delivery.update(Delivery.REJECTED)
         else:
             # Echo the outcome applied: the SDK checks it against what it asked for.
