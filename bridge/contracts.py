@@ -22,9 +22,22 @@ from pydantic import (
     ValidationError,
     field_validator,
     model_serializer,
+    model_validator,
 )
 
+from bridge import operations
 from bridge.errors import InvalidSubmission
+from bridge.operations import (
+    BatchScore,
+    Cancel,
+    Deploy,
+    Operation,
+    RegisterModel,
+    SetTraffic,
+    ShareModel,
+)
+
+Operations = RegisterModel | Deploy | SetTraffic | BatchScore | Cancel | ShareModel
 
 SCHEMA_ID: Literal["bridge.submission/v1"] = "bridge.submission/v1"
 # Service Bus Standard takes 256 KiB per message; leave room for properties and headers.
@@ -78,6 +91,9 @@ class Origin(_Model):
         if not self.cleared:
             data.pop("cleared", None)
         return data
+
+
+operations.Cancel.model_rebuild(_types_namespace={"Origin": Origin})
 
 
 class JobInput(_Model):
@@ -209,13 +225,19 @@ class Route(_Model):
 
 
 class Submission(_Model):
-    """One Azure ML job and where its result should go. The wire format of the submission queue."""
+    """One Azure ML job, or one operation on models and endpoints, and where its result should
+    go. The wire format of the submission queue."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     schema_: Literal["bridge.submission/v1"] = Field(default=SCHEMA_ID, alias="schema")
     origin: Origin
-    job: Job
+    job: Job | None = None
+    operation: Annotated[
+        Operation | None,
+        Field(description="instead of `job`: register, deploy, set_traffic, batch_score, "
+              "cancel or share_model (docs/lifecycle.md)"),
+    ] = None  # fmt: skip
     on: AssetRoutes = Field(default_factory=AssetRoutes)
     trigger: TriggerRoutes = Field(default_factory=TriggerRoutes)
     partition_key: Annotated[
@@ -235,25 +257,59 @@ class Submission(_Model):
         ),
     ] = None
 
+    @model_validator(mode="after")
+    def _job_or_operation(self) -> Submission:
+        if (self.job is None) == (self.operation is None):
+            raise ValueError("give exactly one of job and operation")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_the_absent_one(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """`job` or `operation`, whichever is absent, is left out: a job's submission stays what
+        a Function App older than operations takes (its Submission forbids unknown fields)."""
+        data: dict[str, Any] = handler(self)
+        for key in ("job", "operation"):
+            if data.get(key, ...) is None:
+                del data[key]
+        return data
+
     @property
     def id(self) -> str:
-        """The submission id, which is also the Azure ML job name."""
+        """The submission id, which is also the Azure ML job name (of a job, or a batch
+        scoring's job), and the ledger's key for an operation."""
         return job_name(self.origin)
+
+    @property
+    def kind(self) -> str:
+        """What it asks for: the job's type (command, pipeline, sweep ...) or the operation's
+        kind."""
+        return self.job.job_type if self.job is not None else self.work.kind
+
+    @property
+    def work(self) -> CommandJob | YamlJob | Operations:
+        """The job or the operation, whichever it carries."""
+        work = self.job if self.job is not None else self.operation
+        assert work is not None  # checked on construction
+        return work
 
     @property
     def declares_outputs(self) -> bool:
         """Whether the job names outputs of its own (then its completion reports where they are)."""
         if isinstance(self.job, CommandJob):
             return bool(self.job.outputs)
-        return bool(self.job.spec.get("outputs"))
+        if isinstance(self.job, YamlJob):
+            return bool(self.job.spec.get("outputs"))
+        return False
 
     @property
     def experiment_name(self) -> str:
         """The job's experiment; defaults to the DAG id (the SDK would use the folder's name)."""
         if isinstance(self.job, CommandJob):
             declared = self.job.experiment_name
-        else:
+        elif isinstance(self.job, YamlJob):
             declared = self.job.spec.get("experiment_name")
+        else:
+            declared = getattr(self.operation, "experiment_name", None)
         return str(declared or self.origin.dag_id)
 
     def route(self, outcome: Outcome) -> Route:

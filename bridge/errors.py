@@ -43,6 +43,7 @@ class BlockedError(TransientError):
     MISSING_ASSET = "missing-asset"  # no parsed DAG references the asset yet
     MISSING_DAG = "missing-dag"  # the DAG to trigger is not parsed yet
     KEY_VAULT = "key-vault"  # an app setting still reads @Microsoft.KeyVault(...): unresolved
+    VERSION = "version"  # this deployment cannot do it yet; a newer version of the bridge can
 
     def __init__(self, message: str, *, cause: str, retry_after: float | None = None) -> None:
         super().__init__(message, retry_after=retry_after)

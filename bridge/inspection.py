@@ -129,7 +129,7 @@ def trail(ledger: Ledger, jobs: Jobs | None, name: str) -> Trail | None:
     return Trail(
         job=_line(record, effects),
         experiment=submission.experiment_name,
-        job_type=submission.job.job_type,
+        job_type=submission.kind,
         accepted_at=record.accepted_at,
         created_at=record.created_at,
         finished_at=record.finished_at,

@@ -1,18 +1,27 @@
-"""The governance policy a submission must satisfy before any job is created.
+"""The governance policy a submission must satisfy before any job is created or any operation
+started.
 
 A platform team sets it once (`BRIDGE_POLICY`, JSON); every violation is listed in one
-`PolicyViolation`, so a DAG author fixes them all at once. Unset fields allow anything.
+`PolicyViolation`, so a DAG author fixes them all at once. Unset fields allow anything. Job rules
+apply to jobs; the operation rules to operations (docs/lifecycle.md); routes to both.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bridge.contracts import CommandJob, Submission, describe
+from bridge.contracts import CommandJob, Submission, YamlJob, describe
 from bridge.errors import ConfigurationError, PolicyViolation
+from bridge.operations import (
+    OPERATION_KINDS,
+    Deploy,
+    RegisterModel,
+    ShareModel,
+)
 
 
 class Policy(BaseModel):
@@ -28,6 +37,16 @@ class Policy(BaseModel):
     allowed_asset_prefixes: tuple[str, ...] | None = None
     allowed_trigger_dags: tuple[str, ...] | None = None
     required_tags: tuple[str, ...] = ()
+    # Operations: which kinds may run, on which endpoints (names), on which instance types (and
+    # at most `max_instance_count` instances), for which models (name prefixes), to which
+    # registries; and the tags a model must carry before it is deployed: a value, or null for
+    # "present with any value" (for example {"evaluation": "passed"}).
+    allowed_operations: tuple[str, ...] = OPERATION_KINDS
+    allowed_endpoints: tuple[str, ...] | None = None
+    allowed_instance_types: tuple[str, ...] | None = None
+    allowed_model_prefixes: tuple[str, ...] | None = None
+    allowed_registries: tuple[str, ...] | None = None
+    required_model_tags: dict[str, str | None] = Field(default_factory=dict)
 
     @classmethod
     def from_json(cls, text: str | None) -> Policy:
@@ -46,6 +65,8 @@ class Policy(BaseModel):
             raise PolicyViolation("; ".join(violations))
 
     def violations(self, submission: Submission) -> list[str]:
+        if submission.job is None:
+            return self._operation_violations(submission) + self._route_violations(submission)
         job = _JobFacts.of(submission)
         found = []
         if job.type not in self.allowed_job_types:
@@ -72,6 +93,64 @@ class Policy(BaseModel):
         found += [f"required tag {tag!r} is missing" for tag in self.required_tags
                   if tag not in job.tags]  # fmt: skip
         found += self._route_violations(submission)
+        return found
+
+    def _operation_violations(self, submission: Submission) -> list[str]:
+        operation = submission.work
+        kind = submission.kind
+        if kind not in self.allowed_operations:
+            return [f"operation {kind!r} is not allowed ({', '.join(self.allowed_operations)})"]
+        found: list[str] = []
+        endpoints = [getattr(operation, "endpoint", None)]
+        found += [f"endpoint {name!r} is not allowed" for name in endpoints
+                  if name and self.allowed_endpoints is not None
+                  and name not in self.allowed_endpoints]  # fmt: skip
+        models = [operation.name] if isinstance(operation, RegisterModel | ShareModel) else []
+        if isinstance(operation, Deploy):
+            models.append(operation.model_name)
+        if isinstance(operation, ShareModel) and operation.share_name:
+            models.append(operation.share_name)
+        if self.allowed_model_prefixes is not None:
+            found += [f"model {name!r} is not allowed" for name in models
+                      if not name.startswith(self.allowed_model_prefixes)]  # fmt: skip
+        if isinstance(operation, Deploy):
+            found += self._deployment_violations(operation)
+        if (
+            isinstance(operation, ShareModel)
+            and self.allowed_registries is not None
+            and operation.registry not in self.allowed_registries
+        ):
+            found.append(f"registry {operation.registry!r} is not allowed")
+        return found
+
+    def _deployment_violations(self, deploy: Deploy) -> list[str]:
+        found = []
+        if (
+            self.allowed_instance_types is not None
+            and deploy.instance_type not in self.allowed_instance_types
+        ):
+            found.append(f"instance type {deploy.instance_type!r} is not allowed")
+        if deploy.instance_count > self.max_instance_count:
+            found.append(
+                f"instance_count {deploy.instance_count} exceeds the maximum "
+                f"{self.max_instance_count}"
+            )
+        allowed, environment = self.allowed_environments, deploy.environment
+        if allowed is not None and environment and not environment.startswith(allowed):
+            found.append(f"environment {environment!r} is not allowed")
+        return found
+
+    def model_tag_violations(self, model: str, tags: Mapping[str, str]) -> list[str]:
+        """What the model about to be deployed lacks of `required_model_tags` (its tags are read
+        from Azure ML when the deployment starts)."""
+        found = []
+        for tag, wanted in self.required_model_tags.items():
+            if tag not in tags:
+                found.append(f"model {model} lacks the required tag {tag!r}")
+            elif wanted is not None and tags[tag] != wanted:
+                found.append(
+                    f"model {model} has tag {tag}={tags[tag]!r}, the policy requires {wanted!r}"
+                )
         return found
 
     def _route_violations(self, submission: Submission) -> list[str]:
@@ -105,6 +184,7 @@ class _JobFacts(BaseModel):
     @classmethod
     def of(cls, submission: Submission) -> _JobFacts:
         job = submission.job
+        assert isinstance(job, CommandJob | YamlJob)  # the policy reads operations elsewhere
         if isinstance(job, CommandJob):
             return cls(type="command", computes=[("", job.compute)],
                        environments=[("", job.environment)],

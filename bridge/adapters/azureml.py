@@ -162,6 +162,12 @@ class AzureMLJobs:
     def _job_entity(self, submission: Submission, tags: Mapping[str, str]) -> Any:
         from azure.ai.ml.exceptions import MlException
 
+        if submission.job is None:  # an operation: this adapter creates jobs only
+            raise BlockedError(
+                f"operation {submission.kind!r} is not supported by this deployment of the "
+                "bridge: deploy a version that supports it (docs/lifecycle.md)",
+                cause=BlockedError.VERSION,
+            )
         try:
             if isinstance(submission.job, CommandJob):
                 return _command(submission, submission.job, tags)
