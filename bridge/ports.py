@@ -32,6 +32,15 @@ class CreatedJob:
     outputs: Mapping[str, JobOutput] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ModelVersion:
+    """A model version as Azure ML registered it."""
+
+    name: str
+    version: str
+    id: str  # its ARM id
+
+
 class Jobs(Protocol):
     """Azure ML jobs of one workspace."""
 

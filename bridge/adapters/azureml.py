@@ -36,7 +36,8 @@ from bridge.errors import (
     TransientError,
     retry_after_seconds,
 )
-from bridge.ports import CreatedJob, JobOutput
+from bridge.operations import RegisterModel
+from bridge.ports import CreatedJob, JobOutput, ModelVersion
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -96,6 +97,33 @@ class AzureMLJobs:
                 raise
             return existing
         return _created_job(created)
+
+    def register_model(self, registration: RegisterModel) -> ModelVersion:
+        """Register a model version: one synchronous call (no version given: the next one). A
+        job's output is named `azureml://jobs/<job>/outputs/<output>`, which Azure ML resolves."""
+        from azure.ai.ml.entities import Model
+
+        source = registration.from_job
+        path = (
+            f"azureml://jobs/{source.job}/outputs/{source.output}" if source is not None
+            else registration.path
+        )  # fmt: skip
+        model = Model(
+            name=registration.name,
+            version=registration.version,
+            type=registration.type,
+            path=path,
+            description=registration.description,
+            tags=dict(registration.tags),
+            properties=dict(registration.properties),
+        )
+        action = f"registering model {registration.name}"
+        with (
+            self._audited("models.create_or_update", registration.name),
+            _translated_errors(action),
+        ):
+            registered = self._ml_client().models.create_or_update(model)
+        return ModelVersion(str(registered.name), str(registered.version), str(registered.id))
 
     def find(self, name: str) -> CreatedJob | None:
         with self._audited("jobs.get", name), _translated_errors(f"reading job {name}"):

@@ -16,6 +16,7 @@ from bridge.errors import BlockedError, InvalidSubmission, PermanentError, Trans
 from bridge.local.azureml import AzureMLEmulator
 from bridge.local.credential import LocalCredential
 from bridge.local.process import free_port
+from bridge.operations import RegisterModel
 from tests.integration.conftest import PIPELINE_SPEC
 
 pytestmark = pytest.mark.integration
@@ -323,3 +324,67 @@ def test_yaml_job_with_local_code_is_refused_before_any_upload(
     with pytest.raises(InvalidSubmission, match=r"spec\.code"):
         jobs.create(submission({"kind": "yaml", "spec": spec}), {})
     assert emulator.requests == []
+
+
+# --- models ---------------------------------------------------------------------------------------
+
+
+def registration(**fields: Any) -> RegisterModel:
+    return RegisterModel.model_validate({"name": "churn", **fields})
+
+
+def model_puts(emulator: AzureMLEmulator) -> list[Any]:
+    return [r for r in emulator.requests if r.method == "PUT" and "/models/" in r.path]
+
+
+def test_a_model_from_a_jobs_output_is_one_put_naming_the_output(
+    emulator: AzureMLEmulator, jobs: AzureMLJobs
+) -> None:
+    job = "train-0123456789abcdef0123-airflow"
+    registered = jobs.register_model(registration(
+        type="mlflow_model", from_job={"job": job, "output": "model"}, version="3",
+        tags={"auc": "0.91"}, properties={"stage": "candidate"}, description="weekly",
+    ))  # fmt: skip
+    assert registered.name == "churn" and registered.version == "3"
+    assert registered.id == f"{WORKSPACE_ID}/models/churn/versions/3"
+    [put] = model_puts(emulator)
+    assert put.path == f"{WORKSPACE_ID}/models/churn/versions/3"
+    sent = put.body["properties"]
+    assert sent["modelUri"] == f"azureml://jobs/{job}/outputs/model"
+    assert sent["modelType"] == "mlflow_model"
+    assert (sent["tags"], sent["properties"]["stage"], sent["description"]) == (
+        {"auc": "0.91"}, "candidate", "weekly",
+    )  # fmt: skip
+    stored = emulator.models.get("churn", "3")
+    assert stored is not None and stored.properties["modelUri"] == sent["modelUri"]
+
+
+def test_without_a_version_each_registration_takes_the_next(
+    emulator: AzureMLEmulator, jobs: AzureMLJobs
+) -> None:
+    path = "azureml://subscriptions/s/resourcegroups/r/workspaces/w/datastores/d/paths/m/"
+    first = jobs.register_model(registration(path=path))
+    second = jobs.register_model(registration(path=path))
+    assert (first.version, second.version) == ("1", "2")
+    # The SDK asks for the model's container (404 before the first version), then PUTs.
+    asked = [(r.method, r.path.removeprefix(WORKSPACE_ID)) for r in emulator.requests]
+    assert ("GET", "/models/churn") in asked
+    assert [r.path.rsplit("/", 1)[-1] for r in model_puts(emulator)] == ["1", "2"]
+
+
+def test_a_refused_registration_is_permanent_with_the_service_message(
+    emulator: AzureMLEmulator, jobs: AzureMLJobs
+) -> None:
+    emulator.fail_next(400, body={"error": {"code": "UserError", "message": "bad modelUri"}})
+    with pytest.raises(PermanentError, match="bad modelUri"):
+        jobs.register_model(registration(path="azureml://x", version="1"))
+    assert emulator.models.get("churn", "1") is None
+
+
+def test_a_registration_refused_for_a_missing_role_blocks(
+    emulator: AzureMLEmulator, jobs: AzureMLJobs
+) -> None:
+    emulator.fail_next(403, body={"error": {"code": "AuthorizationFailed", "message": "no"}})
+    with pytest.raises(BlockedError) as raised:
+        jobs.register_model(registration(path="azureml://x", version="1"))
+    assert raised.value.cause == BlockedError.PERMISSION

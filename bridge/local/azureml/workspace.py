@@ -40,6 +40,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from bridge.events import Schema
+from bridge.local.azureml.models import Models
 from bridge.local.azureml.profiles import DOCUMENTED, Profile
 from bridge.local.azureml.publisher import JobEventPublisher
 from bridge.local.certificate import LocalCertificate
@@ -171,6 +172,7 @@ class AzureMLEmulator(Lifecycle):
         )
         self._jobs: dict[str, EmulatedJob] = {}
         self._components: dict[str, dict[str, Any]] = {}
+        self.models = Models(self.workspace_id)
         self._failures: list[tuple[str | None, Answer]] = []  # (the job it is for, answer)
         self._changed = threading.Condition()
         self._server: LoopbackServer | None = None
@@ -369,15 +371,21 @@ class AzureMLEmulator(Lifecycle):
             self.WORKSPACE.lower(),
         ):
             return azure_error(404, "ResourceNotFound", f"workspace {workspace['ws']} not found")
-        rest = workspace["rest"] or ""
+        return self._workspace_api(method, workspace["rest"] or "", body, url.path)
+
+    def _workspace_api(self, method: str, rest: str, body: Any, path: str) -> Answer:
+        """A request under the workspace's ARM id (`rest` is what follows it)."""
         if not rest and method == "GET":
             return Answer(200, self._workspace())
         component = _COMPONENT_ROUTE.match(rest)
         if component is not None and method in ("PUT", "GET"):
-            return self._component(url.path, method, body)
+            return self._component(path, method, body)
+        models = self.models.handle(method, rest, body)
+        if models is not None:
+            return Answer(models.status, models.body)
         route = _JOB_ROUTE.match(rest)
         if route is None:
-            return azure_error(404, "NotFound", f"the emulator does not serve {method} {url.path}")
+            return azure_error(404, "NotFound", f"the emulator does not serve {method} {path}")
         name, cancel = route["name"], bool(route["cancel"])
         if method == "PUT" and not cancel:
             return self._create(name, body)
@@ -385,7 +393,7 @@ class AzureMLEmulator(Lifecycle):
             return self._read(name)
         if method == "POST" and cancel:
             return self._cancel(name)
-        return azure_error(405, "MethodNotAllowed", f"{method} is not supported on {url.path}")
+        return azure_error(405, "MethodNotAllowed", f"{method} is not supported on {path}")
 
     def _workspace(self) -> dict[str, Any]:
         return {
