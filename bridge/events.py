@@ -9,6 +9,7 @@ case-insensitively and normalised to the SDK's spelling.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -20,6 +21,14 @@ RUN_COMPLETED = "Microsoft.MachineLearningServices.RunCompleted"
 RUN_STATUS_CHANGED = "Microsoft.MachineLearningServices.RunStatusChanged"
 SUBSCRIPTION_VALIDATION = "Microsoft.EventGrid.SubscriptionValidationEvent"
 RUN_EVENT_TYPES = frozenset({RUN_COMPLETED, RUN_STATUS_CHANGED})
+MODEL_REGISTERED = "Microsoft.MachineLearningServices.ModelRegistered"
+# The subject of a model event, `models/<name>:<version>` (docs/azure-behaviour.md, "Beyond jobs").
+# What a model event gets until the bridge routes them (docs/lifecycle.md): acknowledged, kept out
+# of the rejected events, and answered so, never refused.
+MODEL_EVENTS_NOT_ROUTED = (
+    "model registration events are read but not routed yet (docs/lifecycle.md)"
+)
+_MODEL_SUBJECT = re.compile(r"^models/(?P<name>[^:/]+):(?P<version>[^:/]+)$")
 
 # The statuses azure-ai-ml knows, in its spelling; keys are lower case for the lookup.
 _STATUSES = {
@@ -74,6 +83,32 @@ class JobEvent:
 
 
 @dataclass(frozen=True)
+class ModelEvent:
+    """A model version registered in a workspace, by anyone (a pipeline step, Studio, the SDK).
+
+    Read tolerantly, as the evidence requires: `modelName` or `ModelName`, the version as a
+    string or an integer, and the subject (or, in one SDK's CloudEvent, the source) as the
+    fallback for both."""
+
+    id: str
+    type: str
+    source: str
+    subject: str
+    time: str | None
+    model_name: str
+    model_version: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    properties: Mapping[str, str] = field(default_factory=dict)
+    schema: Schema = "eventgrid"
+
+    @property
+    def workspace(self) -> str | None:
+        """The workspace name, when the topic is the workspace's ARM id."""
+        head, _, name = self.source.rstrip("/").rpartition("/")
+        return name if head.lower().endswith("/workspaces") else None
+
+
+@dataclass(frozen=True)
 class Ignored:
     """An event the bridge has nothing to do with, and why (logged, answered as handled)."""
 
@@ -103,7 +138,7 @@ class Malformed:
     id: str | None = None
 
 
-Parsed = JobEvent | Ignored | Validation
+Parsed = JobEvent | ModelEvent | Ignored | Validation
 
 
 def parse_body(body: bytes | str) -> list[Any]:
@@ -188,6 +223,9 @@ def _parse(raw: _Keys, *, schema: Schema, type_key: str, source_key: str, time_k
         if not isinstance(code, str) or not code:
             raise InvalidEvent("SubscriptionValidationEvent without data.validationCode")
         return Validation(code)
+    if event_type == MODEL_REGISTERED:
+        return _model_event(raw, event_id, event_type, source=source, subject=subject, time=time,
+                            schema=schema)  # fmt: skip
     if event_type not in RUN_EVENT_TYPES:
         return Ignored(event_id, event_type, "not an Azure ML run event")
     data = _Keys(_data_object(raw.get("data"), f"{event_type} {event_id}"))
@@ -213,6 +251,35 @@ def _parse(raw: _Keys, *, schema: Schema, type_key: str, source_key: str, time_k
         tags={str(key): str(value) for key, value in tags.items() if value is not None},
         schema=schema,
     )
+
+
+def _model_event(
+    raw: _Keys, event_id: str, event_type: str, *, source: str | None, subject: str | None,
+    time: str | None, schema: Schema,
+) -> ModelEvent:  # fmt: skip
+    what = f"{event_type} {event_id}"
+    data = _Keys(_data_object(raw.get("data"), what))
+    named = next((found for text in (subject, source) if text
+                  and (found := _MODEL_SUBJECT.match(text))), None)  # fmt: skip
+    name = _optional_text(data, "modelName") or (named["name"] if named else None)
+    version = data.get("modelVersion")
+    if isinstance(version, bool) or not isinstance(version, str | int | type(None)):
+        raise InvalidEvent(f"{what}: data.modelVersion must be a string or an integer")
+    version = str(version) if version not in (None, "") else (named["version"] if named else None)
+    if not name or not version:
+        raise InvalidEvent(f"{what}: no model name and version in data or subject")
+    return ModelEvent(
+        id=event_id, type=event_type, source=source or "", subject=subject or "", time=time,
+        model_name=name, model_version=version, tags=_strings(data, "modelTags", what),
+        properties=_strings(data, "modelProperties", what), schema=schema,
+    )  # fmt: skip
+
+
+def _strings(data: _Keys, key: str, what: str) -> dict[str, str]:
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise InvalidEvent(f"{what}: data.{key} must be an object")
+    return {str(k): str(v) for k, v in value.items() if v is not None}
 
 
 def _data_object(data: Any, what: str) -> Mapping[str, Any]:

@@ -18,7 +18,7 @@ from typing import Literal
 
 from bridge.contracts import Submission
 from bridge.errors import BridgeError, InvalidEvent, TransientError
-from bridge.events import JobEvent, Malformed, parse_events
+from bridge.events import MODEL_EVENTS_NOT_ROUTED, JobEvent, Malformed, ModelEvent, parse_events
 from bridge.ledger import JobState
 from bridge.service import Bridge
 
@@ -86,6 +86,8 @@ class Replayer:
                     return line(event.id or "-", "would record", event.reason)
                 report = self.bridge.reject_event(event.id, event.reason, event.raw)
                 return line(event.id or "-", report.result.value, report.detail)
+            if isinstance(event, ModelEvent):
+                return line(event.id, "ignored", MODEL_EVENTS_NOT_ROUTED)
             if not isinstance(event, JobEvent):
                 return line(getattr(event, "id", "-"), "ignored", "not an Azure ML run event")
             if self.dry_run:

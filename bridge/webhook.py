@@ -21,7 +21,16 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bridge.errors import BridgeError, ConfigurationError, InvalidEvent, TransientError
-from bridge.events import Ignored, JobEvent, Malformed, Parsed, Validation, parse_events
+from bridge.events import (
+    MODEL_EVENTS_NOT_ROUTED,
+    Ignored,
+    JobEvent,
+    Malformed,
+    ModelEvent,
+    Parsed,
+    Validation,
+    parse_events,
+)
 from bridge.service import Bridge
 
 log = logging.getLogger("bridge.webhook")
@@ -122,6 +131,10 @@ def _deliver(parsed: list[Parsed | Malformed], bridge_factory: Callable[[], Brid
         {"id": item.id, "result": "ignored", "detail": item.reason}
         for item in parsed
         if isinstance(item, Ignored)
+    ] + [
+        {"id": item.id, "result": "ignored", "detail": MODEL_EVENTS_NOT_ROUTED}
+        for item in parsed
+        if isinstance(item, ModelEvent)
     ]
     if not events and not malformed:
         return Reply(200, {"results": results})

@@ -340,7 +340,7 @@ def model_puts(emulator: AzureMLEmulator) -> list[Any]:
 def test_a_model_from_a_jobs_output_is_one_put_naming_the_output(
     emulator: AzureMLEmulator, jobs: AzureMLJobs
 ) -> None:
-    job = "train-0123456789abcdef0123-airflow"
+    job = "train-job-airflow"
     registered = jobs.register_model(registration(
         type="mlflow_model", from_job={"job": job, "output": "model"}, version="3",
         tags={"auc": "0.91"}, properties={"stage": "candidate"}, description="weekly",

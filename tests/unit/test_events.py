@@ -101,7 +101,7 @@ def test_batch_in_both_shapes() -> None:
 
 
 def test_other_event_types_are_ignored_with_a_reason() -> None:
-    ignored = parse_event(event_grid("Microsoft.MachineLearningServices.ModelRegistered"))
+    ignored = parse_event(event_grid("Microsoft.MachineLearningServices.DatasetDriftDetected"))
     assert isinstance(ignored, Ignored) and "not an Azure ML run event" in ignored.reason
 
 

@@ -27,7 +27,7 @@ ORIGIN = {"dag_id": "train_to_prod", "run_id": "manual__1", "task_id": "step"}
 OPERATIONS: dict[str, dict[str, Any]] = {
     "register_model": {
         "kind": "register_model", "name": "churn", "type": "mlflow_model",
-        "from_job": {"job": "train_to_prod-0123456789abcdef0123-airflow", "output": "model"},
+        "from_job": {"job": "train_to_prod-job-airflow", "output": "model"},
         "tags": {"auc": "0.91"},
     },
     "deploy": {

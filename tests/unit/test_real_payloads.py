@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bridge.contracts import Outcome
-from bridge.events import Ignored, JobEvent, Malformed, parse_event, parse_events
+from bridge.events import Ignored, JobEvent, Malformed, ModelEvent, parse_event, parse_events
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "events"
 AUTOML = "AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc"
@@ -41,11 +41,6 @@ RUN_EVENTS: dict[str, tuple[str, str, str, Outcome | None, dict[str, str], str]]
     "cloudevent-run-status-changed.rest-specs.specVersion.json":
         ("cloudevents", f"{AUTOML}_5", "Failed", Outcome.FAILED, {}, SPEC_WORKSPACE),
 }  # fmt: skip
-OTHER_EVENTS = [
-    "eventgrid-model-registered.sdk-net.json",
-    "eventgrid-model-registered.rest-specs.json",
-    "cloudevent-model-registered.sdk-go.json",
-]
 
 
 def fixture(name: str) -> bytes:
@@ -56,7 +51,7 @@ def test_every_fixture_is_listed_with_its_source() -> None:
     sources = (FIXTURES / "SOURCES.md").read_text()
     files = sorted(path.name for path in FIXTURES.glob("*.json"))
     assert files and all(f"`{name}`" in sources for name in files)
-    assert set(RUN_EVENTS) | set(OTHER_EVENTS) <= set(files)
+    assert set(RUN_EVENTS) <= set(files)
 
 
 @pytest.mark.parametrize("name", sorted(RUN_EVENTS))
@@ -72,10 +67,52 @@ def test_real_run_event_parses_to_its_job_status_and_tags(name: str) -> None:
     assert event.time is not None and event.time.startswith(("2017-", "2019-", "2020-"))
 
 
-@pytest.mark.parametrize("name", OTHER_EVENTS)
-def test_real_non_run_event_is_ignored_not_refused(name: str) -> None:
-    [event] = parse_events(fixture(name))
-    assert isinstance(event, Ignored) and event.reason == "not an Azure ML run event"
+# Every public ModelRegistered payload, in each shape: (name, version, tags, workspace).
+MODEL_EVENTS: dict[Path, tuple[str, str, dict[str, str], str | None]] = {
+    # camelCase, the version a string (the .NET SDK's test payload)
+    FIXTURES / "eventgrid-model-registered.sdk-net.json": (
+        "sklearn_regression_model", "3", {"area": "diabetes", "type": "regression"},
+        "jenns-canary"),
+    # PascalCase, the version an integer (the REST spec and the docs)
+    FIXTURES / "eventgrid-model-registered.rest-specs.json": (
+        "sklearn_regression_model", "20", {"area": "diabetes", "type": "regression"},
+        "{workspace-name}"),
+    FIXTURES.parent / "lifecycle" / "eventgrid-model-registered.docs.json": (
+        "sklearn_regression_model", "20", {"area": "diabetes", "type": "regression"},
+        "{workspace-name}"),
+    FIXTURES.parent / "lifecycle" / "cloudevent-model-registered.docs.json": (
+        "sklearn_regression_model", "20", {"area": "diabetes", "type": "regression"},
+        "{workspace-name}"),
+    # no subject, `source` twice (the last one wins: the model): the Go SDK's CloudEvent
+    FIXTURES / "cloudevent-model-registered.sdk-go.json": (
+        "sklearn_regression_model", "3", {"area": "diabetes", "type": "regression"}, None),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", sorted(MODEL_EVENTS), ids=lambda path: path.name)
+def test_real_model_registered_event_reads_in_every_shape(path: Path) -> None:
+    name, version, tags, workspace = MODEL_EVENTS[path]
+    [event] = parse_events(path.read_bytes())
+    assert isinstance(event, ModelEvent), event
+    assert (event.model_name, event.model_version) == (name, version)
+    assert dict(event.tags) == tags
+    assert event.workspace == workspace
+    assert event.properties
+
+
+def test_a_model_event_falls_back_to_its_subject_and_refuses_when_nothing_names_it() -> None:
+    base = json.loads(fixture("eventgrid-model-registered.sdk-net.json"))[0]
+    bare = {**base, "data": {}}
+    [event] = parse_events(json.dumps([bare]))
+    assert isinstance(event, ModelEvent)
+    assert (event.model_name, event.model_version) == ("sklearn_regression_model", "3")
+    nameless = {**bare, "subject": "models"}
+    [refused] = parse_events(json.dumps([nameless]))
+    assert isinstance(refused, Malformed)
+    assert "no model name and version in data or subject" in refused.reason
+    [odd] = parse_events(json.dumps([{**base, "data": {**base["data"], "modelVersion": True}}]))
+    assert isinstance(odd, Malformed)
+    assert "modelVersion must be a string or an integer" in odd.reason
 
 
 def test_run_completed_from_a_real_workspace_keeps_its_tags_under_RunTags() -> None:  # noqa: N802
@@ -119,10 +156,11 @@ def test_every_lifecycle_fixture_is_listed_with_its_source() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", sorted(p.name for p in LIFECYCLE.glob("*.json") if not p.name.startswith("rest-"))
-)
-def test_real_model_and_resource_events_are_ignored_not_refused(name: str) -> None:
-    """Until the bridge routes them, model and resource write events reaching its webhook are
-    acknowledged and left alone, never recorded as malformed."""
+    "name", sorted(p.name for p in LIFECYCLE.glob("*.json")
+                   if not p.name.startswith("rest-") and "model-registered" not in p.name),
+)  # fmt: skip
+def test_real_deployment_and_resource_events_are_ignored_not_refused(name: str) -> None:
+    """Until the bridge routes them, ModelDeployed and resource write events reaching its
+    webhook are acknowledged and left alone, never recorded as malformed."""
     events = parse_events((LIFECYCLE / name).read_bytes())
     assert events and all(isinstance(event, Ignored) for event in events), events

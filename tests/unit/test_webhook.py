@@ -12,6 +12,7 @@ import pytest
 
 from bridge import functions
 from bridge.composition import build
+from bridge.events import MODEL_EVENTS_NOT_ROUTED
 from bridge.service import Bridge
 from bridge.settings import Settings
 from bridge.webhook import answer
@@ -66,11 +67,18 @@ def test_malformed_body_is_a_json_400_naming_the_problem(body: bytes, named: str
 
 
 def test_non_run_events_are_answered_without_a_backend() -> None:
-    event = {**VALIDATION[0], "eventType": "Microsoft.MachineLearningServices.ModelRegistered"}
-    reply = answer("POST", {}, json.dumps([event]).encode(), unconfigured)
+    event = {**VALIDATION[0], "eventType": "Microsoft.MachineLearningServices.ModelDeployed"}
+    registered = {
+        **VALIDATION[0], "id": "registered-1", "subject": "models/churn:3",
+        "eventType": "Microsoft.MachineLearningServices.ModelRegistered", "data": {},
+    }  # fmt: skip
+    reply = answer("POST", {}, json.dumps([event, registered]).encode(), unconfigured)
     assert reply.status == 200
     assert reply.body == {
-        "results": [{"id": event["id"], "result": "ignored", "detail": "not an Azure ML run event"}]
+        "results": [
+            {"id": event["id"], "result": "ignored", "detail": "not an Azure ML run event"},
+            {"id": "registered-1", "result": "ignored", "detail": MODEL_EVENTS_NOT_ROUTED},
+        ]
     }
 
 
