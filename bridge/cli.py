@@ -199,6 +199,8 @@ def _dev(args: argparse.Namespace) -> int:
             print(f"Airflow UI      {airflow.base_url}  ({airflow.username} / {airflow.password})")
             print(f"Event webhook   {stack.devhost.webhook_url}")
             print(f"Azure ML (emu)  {stack.emulator.endpoint}")
+            print(f"Service Bus     {stack.servicebus.connection_string}")
+            print(f"{'':16}(BRIDGE_SERVICEBUS for bridge replay; queue {stack.queue_name})")
             print("The operator's connection (already set for the local Airflow):")
             for key, value in stack.airflow_connection.items():
                 print(f"  {key}={value}")
