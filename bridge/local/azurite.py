@@ -1,6 +1,6 @@
-"""Azurite, the Azure Storage emulator from npm: Table storage for the ledger, a Storage Queue as
-the local stand-in for the Service Bus submission queue, and Blob storage for Event Grid's
-dead-letter container."""
+"""Azurite, the Azure Storage emulator from npm: Table storage for the ledger and Blob storage for
+Event Grid's dead-letter container. (Submissions travel on the local Service Bus,
+`bridge.local.servicebus`.)"""
 
 from __future__ import annotations
 
