@@ -65,6 +65,17 @@ class TraceContext:
             return None  # all-zero ids are invalid by the spec
         return cls(trace_id, span_id, flags)
 
+    @staticmethod
+    def of_message(properties: Mapping[Any, Any] | None) -> str | None:
+        """The `traceparent` application property of a queue message, as text (the Service Bus
+        SDK gives keys and values as bytes or str), or None."""
+        for key, value in (properties or {}).items():
+            name = key.decode(errors="replace") if isinstance(key, bytes) else key
+            if name == "traceparent":
+                text = value.decode(errors="replace") if isinstance(value, bytes) else value
+                return text if isinstance(text, str) else None
+        return None
+
     @classmethod
     def new(cls) -> TraceContext:
         return cls(secrets.token_hex(16), secrets.token_hex(8))

@@ -25,19 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from bridge import operations
 from bridge.errors import InvalidSubmission
-from bridge.operations import (
-    BatchScore,
-    Cancel,
-    Deploy,
-    Operation,
-    RegisterModel,
-    SetTraffic,
-    ShareModel,
-)
-
-Operations = RegisterModel | Deploy | SetTraffic | BatchScore | Cancel | ShareModel
+from bridge.operations import Cancel, Operation, Operations
 
 SCHEMA_ID: Literal["bridge.submission/v1"] = "bridge.submission/v1"
 # Service Bus Standard takes 256 KiB per message; leave room for properties and headers.
@@ -93,7 +82,7 @@ class Origin(_Model):
         return data
 
 
-operations.Cancel.model_rebuild(_types_namespace={"Origin": Origin})
+Cancel.model_rebuild(_types_namespace={"Origin": Origin})
 
 
 class JobInput(_Model):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import azure.functions as func
 
 from bridge import health as health_checks
+from bridge.audit import TraceContext
 from bridge.composition import runtime, webhook_gate
 from bridge.errors import InvalidEvent
 from bridge.events import JobEvent, parse_event
@@ -43,10 +44,7 @@ def submit_message(
     one, its body's hash) and the sender's `traceparent` property. The local dev host's trigger
     calls this too, with the message the SDK received."""
     message_id = message_id or hashlib.sha256(body).hexdigest()
-    traceparent = (properties or {}).get("traceparent") or (properties or {}).get(b"traceparent")
-    if isinstance(traceparent, bytes):
-        traceparent = traceparent.decode(errors="replace")
-    report = bridge.submit(body, message_id, traceparent if isinstance(traceparent, str) else None)
+    report = bridge.submit(body, message_id, TraceContext.of_message(properties))
     log.info("submission %s: %s %s", message_id, report.result, report.detail)
     return report
 

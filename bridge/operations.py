@@ -10,7 +10,7 @@ How each completes (a call that returns, an ARM event, the sweep): docs/lifecycl
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 from pydantic import model_validator as _model_validator
@@ -216,5 +216,7 @@ Operation = Annotated[
     | Annotated[ShareModel, Tag("share_model")],
     Discriminator(_operation_kind),
 ]
-OPERATION_KINDS = ("register_model", "deploy", "set_traffic", "batch_score", "cancel",
-                   "share_model")  # fmt: skip
+Operations = RegisterModel | Deploy | SetTraffic | BatchScore | Cancel | ShareModel
+OPERATION_KINDS: tuple[str, ...] = tuple(
+    str(model.model_fields["kind"].default) for model in get_args(Operations)
+)

@@ -101,10 +101,9 @@ class Policy(BaseModel):
         if kind not in self.allowed_operations:
             return [f"operation {kind!r} is not allowed ({', '.join(self.allowed_operations)})"]
         found: list[str] = []
-        endpoints = [getattr(operation, "endpoint", None)]
-        found += [f"endpoint {name!r} is not allowed" for name in endpoints
-                  if name and self.allowed_endpoints is not None
-                  and name not in self.allowed_endpoints]  # fmt: skip
+        endpoint, allowed = getattr(operation, "endpoint", None), self.allowed_endpoints
+        if endpoint and allowed is not None and endpoint not in allowed:
+            found.append(f"endpoint {endpoint!r} is not allowed")
         models = [operation.name] if isinstance(operation, RegisterModel | ShareModel) else []
         if isinstance(operation, Deploy):
             models.append(operation.model_name)

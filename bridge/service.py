@@ -213,6 +213,12 @@ class Bridge:
     def _create(
         self, submission: Submission, traceparent: str | None, *, recovering: bool
     ) -> Report:
+        if submission.job is None:  # an operation: this version creates jobs only
+            return self._defer(submission, BlockedError(
+                f"operation {submission.kind!r} is not supported by this deployment of the "
+                "bridge: deploy a version that supports it (docs/lifecycle.md)",
+                cause=BlockedError.VERSION,
+            ))  # fmt: skip
         existing = None
         try:
             existing = self.jobs.find(submission.id) if recovering else None

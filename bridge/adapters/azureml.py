@@ -190,12 +190,8 @@ class AzureMLJobs:
     def _job_entity(self, submission: Submission, tags: Mapping[str, str]) -> Any:
         from azure.ai.ml.exceptions import MlException
 
-        if submission.job is None:  # an operation: this adapter creates jobs only
-            raise BlockedError(
-                f"operation {submission.kind!r} is not supported by this deployment of the "
-                "bridge: deploy a version that supports it (docs/lifecycle.md)",
-                cause=BlockedError.VERSION,
-            )
+        if submission.job is None:  # the service runs operations on their own calls
+            raise InvalidSubmission(f"{submission.id} is an operation, not a job")
         try:
             if isinstance(submission.job, CommandJob):
                 return _command(submission, submission.job, tags)

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from bridge.audit import TraceContext
 from bridge.errors import ConfigurationError, PermanentError, TransientError
 from bridge.replay import Item
 from bridge.settings import SERVICEBUS_CONNECTION, SUBMISSION_QUEUE
@@ -96,7 +97,8 @@ class ServiceBusDeadLetters:
                     message_id = str(message.message_id or message.sequence_number)
                     done = None if peek else functools.partial(_complete, receiver, message)
                     yield Item(SOURCE, message_id, "submission", body, message_id, done=done,
-                               traceparent=_traceparent(message))  # fmt: skip
+                               traceparent=TraceContext.of_message(
+                                   message.application_properties))  # fmt: skip
         except (sb.ServiceBusAuthorizationError, sb.MessagingEntityNotFoundError) as exc:
             raise PermanentError(
                 f"cannot read the dead letters of {self.queue!r} in {self.namespace}: "
@@ -140,11 +142,3 @@ def _complete(receiver: ServiceBusReceiver, message: ServiceBusReceivedMessage) 
         receiver.complete_message(message)
     except sb.ServiceBusError as exc:
         log.warning("dead letter %s replayed but not removed: %s", message.message_id, exc)
-
-
-def _traceparent(message: ServiceBusReceivedMessage) -> str | None:
-    for key, value in (message.application_properties or {}).items():
-        name = key.decode() if isinstance(key, bytes) else str(key)
-        if name == "traceparent":
-            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-    return None

@@ -28,6 +28,12 @@ from bridge.local.devhost import DevHost
 from bridge.local.process import free_port
 from bridge.local.servicebus import LocalServiceBus
 from bridge.local.trigger import QueueOptions
+from bridge.provider.senders import (
+    SERVICEBUS_EMULATOR,
+    SERVICEBUS_NAMESPACE,
+    SUBMISSION_QUEUE,
+    WORKSPACE_ID,
+)
 from bridge.service import Bridge
 from bridge.settings import Settings
 
@@ -78,10 +84,10 @@ class Stack:
         """What the Airflow side (the operator) needs to reach the local submission queue: the
         namespace's address, with the development emulator's plain TCP and placeholder key."""
         return {
-            "BRIDGE_SERVICEBUS_NAMESPACE": self.servicebus.address,
-            "BRIDGE_SERVICEBUS_EMULATOR": "true",
-            "BRIDGE_SUBMISSION_QUEUE": self.queue_name,
-            "BRIDGE_AZUREML_WORKSPACE_ID": self.emulator.workspace_id,
+            SERVICEBUS_NAMESPACE: self.servicebus.address,
+            SERVICEBUS_EMULATOR: "true",
+            SUBMISSION_QUEUE: self.queue_name,
+            WORKSPACE_ID: self.emulator.workspace_id,
         }
 
     @property
