@@ -19,6 +19,7 @@ from azure.core.credentials import TokenCredential
 from bridge.audit import Audit, JsonFormatter, LocalSpans, Spans
 from bridge.effect_once import hold_for, lease_for
 from bridge.errors import ConfigurationError
+from bridge.events import workspace_resource_id
 from bridge.policy import Policy
 from bridge.service import Bridge
 from bridge.settings import Settings
@@ -46,10 +47,17 @@ def build(settings: Settings) -> Bridge:
         ledger = TableLedger.from_endpoint(
             settings.ledger_endpoint, settings.ledger_table, credential
         )
+    azureml = azureml_jobs(settings, credential)
     return Bridge(
         ledger=ledger,
         audit=Audit(spans=spans_for(settings, credential), keep=ledger.add_trail),
-        jobs=azureml_jobs(settings, credential),
+        jobs=azureml,
+        lifecycle=azureml,
+        workspace_id=workspace_resource_id(
+            settings.azureml_subscription_id,
+            settings.azureml_resource_group,
+            settings.azureml_workspace,
+        ),
         airflow=airflow_for(settings),
         policy=Policy.from_json(settings.policy_json),
         keys=Keyring(settings.signing_key, settings.signing_key_previous),

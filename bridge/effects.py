@@ -35,7 +35,7 @@ class Fact:
     experiment: str
     workspace: str
     studio_url: str | None
-    origin: Origin
+    origin: Origin | None  # None for what no task submitted (a model someone registered)
     event_id: str | None = None
     event_time: str | None = None
     reason: str | None = None
@@ -44,6 +44,9 @@ class Fact:
     # The job's named outputs as Azure ML reports them (None: not read, the job declared none).
     outputs: Mapping[str, JobOutput] | None = None
     partition_key: str | None = None  # the submission's: every asset event of the job gets it
+    # An operation's kind and what it produced (docs/lifecycle.md): `extra["result"]`.
+    operation: str | None = None
+    result: Mapping[str, Any] | None = None
 
     @property
     def route_key(self) -> str:
@@ -61,7 +64,7 @@ class Fact:
             "event_id": self.event_id,
             "event_time": self.event_time,
             "submission_id": self.job_name,
-            "origin": self.origin.model_dump(),
+            "origin": None if self.origin is None else self.origin.model_dump(),
             "via": self.via,
         }
         if self.reason:
@@ -70,6 +73,10 @@ class Fact:
             extra["traceparent"] = self.traceparent
         if self.partition_key is not None:
             extra["partition_key"] = self.partition_key
+        if self.operation is not None:
+            extra["operation"] = self.operation
+        if self.result is not None:
+            extra["result"] = dict(self.result)
         if self.outputs is not None:
             extra["outputs"] = {
                 name: {"type": output.type, "uri": output.uri}

@@ -44,6 +44,9 @@ class BlockedError(TransientError):
     MISSING_DAG = "missing-dag"  # the DAG to trigger is not parsed yet
     KEY_VAULT = "key-vault"  # an app setting still reads @Microsoft.KeyVault(...): unresolved
     VERSION = "version"  # this deployment cannot do it yet; a newer version of the bridge can
+    # An Azure ML resource an operation needs is not there (yet): a model a DAG registers next,
+    # an endpoint or deployment still being created, a job whose submission is on its way.
+    MISSING_RESOURCE = "missing-resource"
 
     def __init__(self, message: str, *, cause: str, retry_after: float | None = None) -> None:
         super().__init__(message, retry_after=retry_after)

@@ -1,5 +1,8 @@
 """Azure ML run events, in the Event Grid schema or as CloudEvents 1.0, parsed into `JobEvent`s.
 
+Beside them, model registrations (`ModelEvent`) and ARM writes of online endpoints and
+deployments (`ResourceWriteEvent`, from the resource group's system topic) are read the same way.
+
 Event Grid delivers at least once, in any order, in batches. A completed job may say so twice
 (RunCompleted and RunStatusChanged(Completed)); both parse to the same fact, `Outcome.COMPLETED`.
 `runStatus` casing varies between Azure's documentation and its deliveries, so it is compared
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,12 +26,35 @@ SUBSCRIPTION_VALIDATION = "Microsoft.EventGrid.SubscriptionValidationEvent"
 RUN_EVENT_TYPES = frozenset({RUN_COMPLETED, RUN_STATUS_CHANGED})
 MODEL_REGISTERED = "Microsoft.MachineLearningServices.ModelRegistered"
 # The subject of a model event, `models/<name>:<version>` (docs/azure-behaviour.md, "Beyond jobs").
-# What a model event gets until the bridge routes them (docs/lifecycle.md): acknowledged, kept out
-# of the rejected events, and answered so, never refused.
-MODEL_EVENTS_NOT_ROUTED = (
-    "model registration events are read but not routed yet (docs/lifecycle.md)"
-)
 _MODEL_SUBJECT = re.compile(r"^models/(?P<name>[^:/]+):(?P<version>[^:/]+)$")
+# ARM writes from the resource group's system topic. The event type says how the write ended: the
+# REST spec's Failure and Cancel examples carry `"status": "Succeeded"` (docs/azure-behaviour.md).
+RESOURCE_WRITE_SUCCESS = "Microsoft.Resources.ResourceWriteSuccess"
+RESOURCE_WRITE_FAILURE = "Microsoft.Resources.ResourceWriteFailure"
+RESOURCE_WRITE_CANCEL = "Microsoft.Resources.ResourceWriteCancel"
+RESOURCE_WRITE_TYPES = frozenset({RESOURCE_WRITE_SUCCESS, RESOURCE_WRITE_FAILURE,
+                                  RESOURCE_WRITE_CANCEL})  # fmt: skip
+# What a write of any other resource of the group gets: acknowledged, never refused.
+NOT_AN_ONLINE_TARGET = (
+    "a resource write of something other than an Azure ML online endpoint or deployment"
+)
+_WRITE_OUTCOMES = {
+    RESOURCE_WRITE_SUCCESS: Outcome.COMPLETED,
+    RESOURCE_WRITE_FAILURE: Outcome.FAILED,
+    RESOURCE_WRITE_CANCEL: Outcome.CANCELED,
+}
+# ARM ids compare case-insensitively: Azure itself spells `resourcegroups` in event subjects and
+# `resourceGroups` in a template's `resourceId()`.
+_WORKSPACE_ID = (
+    r"/subscriptions/(?P<subscription>[^/]+)/resourceGroups/(?P<group>[^/]+)"
+    r"/providers/Microsoft\.MachineLearningServices/workspaces/(?P<workspace>[^/]+)"
+)
+_WORKSPACE = re.compile(rf"^{_WORKSPACE_ID}/?$", re.IGNORECASE)
+_ONLINE_TARGET = re.compile(
+    rf"^{_WORKSPACE_ID}/onlineEndpoints/(?P<endpoint>[^/]+)"
+    r"(?:/deployments/(?P<deployment>[^/]+))?/?$",
+    re.IGNORECASE,
+)
 
 # The statuses azure-ai-ml knows, in its spelling; keys are lower case for the lookup.
 _STATUSES = {
@@ -109,6 +135,46 @@ class ModelEvent:
 
 
 @dataclass(frozen=True)
+class OnlineTarget:
+    """An online endpoint, or one of its deployments, as an ARM id names it."""
+
+    endpoint: str
+    deployment: str | None = None
+
+
+@dataclass(frozen=True)
+class ResourceWriteEvent:
+    """An ARM write (PUT, PATCH) of an online endpoint or deployment, from the resource group's
+    system topic.
+
+    Only a hint that the resource changed: one operation raises several, tied by
+    `correlation_id` (`distinct_writes` keeps one), and nothing says whether they come when the
+    write is accepted or when it ends, so the resource's `provisioningState` is read before
+    anything is decided. `status` is `data.status` as sent, which the REST spec's examples show
+    as "Succeeded" in Failure and Cancel events too; the event type says how the write went."""
+
+    id: str
+    type: str
+    subject: str  # the resource's ARM id
+    resource_uri: str | None
+    correlation_id: str | None
+    operation_name: str | None
+    status: str | None
+    time: str | None
+    source: str = ""  # the topic: the resource group's ARM id
+    schema: Schema = "eventgrid"
+
+    @property
+    def outcome(self) -> Outcome:
+        """How the write went, by the event type (Success, Failure, Cancel)."""
+        return _WRITE_OUTCOMES[self.type]
+
+    def target_in(self, workspace_id: str) -> OnlineTarget | None:
+        """The endpoint or deployment written, if it belongs to this workspace (its ARM id)."""
+        return online_target(self.subject, workspace_id)
+
+
+@dataclass(frozen=True)
 class Ignored:
     """An event the bridge has nothing to do with, and why (logged, answered as handled)."""
 
@@ -138,7 +204,51 @@ class Malformed:
     id: str | None = None
 
 
-Parsed = JobEvent | ModelEvent | Ignored | Validation
+Parsed = JobEvent | ModelEvent | ResourceWriteEvent | Ignored | Validation
+
+
+def workspace_resource_id(subscription_id: str, resource_group: str, workspace: str) -> str:
+    """A workspace's ARM id, as `online_target` and the templates write it."""
+    return (
+        f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
+        f"/providers/Microsoft.MachineLearningServices/workspaces/{workspace}"
+    )
+
+
+def online_target(resource_id: str, workspace_id: str) -> OnlineTarget | None:
+    """The online endpoint or deployment of this workspace that `resource_id` names, or None for
+    any other resource (another workspace's, a batch endpoint, a storage account, a sub-resource).
+
+    Both are ARM ids, compared case-insensitively as ARM compares them; the names are returned
+    as `resource_id` spells them. Raises `ValueError` when `workspace_id` is no workspace's id."""
+    workspace = _WORKSPACE.match(workspace_id.strip())
+    if workspace is None:
+        raise ValueError(f"not an Azure ML workspace's ARM id: {workspace_id!r}")
+    found = _ONLINE_TARGET.match(resource_id.strip())
+    if found is None or _workspace_key(found) != _workspace_key(workspace):
+        return None
+    return OnlineTarget(found["endpoint"], found["deployment"])
+
+
+def distinct_writes(events: Iterable[ResourceWriteEvent]) -> list[ResourceWriteEvent]:
+    """One event per operation and resource: the first of each `correlation_id` and resource,
+    in the order given. ARM raises several events for one long-running write (and Event Grid
+    may deliver each twice); reading the resource once per operation is enough. An event
+    without a correlation id stands alone (by its id)."""
+    seen: set[tuple[str, str]] = set()
+    kept: list[ResourceWriteEvent] = []
+    for event in events:
+        operation = event.correlation_id.casefold() if event.correlation_id else f"id:{event.id}"
+        key = (operation, event.subject.strip().rstrip("/").casefold())
+        if key not in seen:
+            seen.add(key)
+            kept.append(event)
+    return kept
+
+
+def _workspace_key(match: re.Match[str]) -> tuple[str, str, str]:
+    return (match["subscription"].casefold(), match["group"].casefold(),
+            match["workspace"].casefold())  # fmt: skip
 
 
 def parse_body(body: bytes | str) -> list[Any]:
@@ -160,7 +270,8 @@ def parse_body(body: bytes | str) -> list[Any]:
 
 
 def parse_event(raw: Mapping[str, Any]) -> Parsed:
-    """One event object, in either schema, as a `JobEvent`, an `Ignored`, or a `Validation`.
+    """One event object, in either schema, as a `JobEvent`, a `ModelEvent`, a
+    `ResourceWriteEvent`, an `Ignored`, or a `Validation`.
 
     Envelope and `data` keys are matched case-insensitively (real RunCompleted payloads spell
     `RunTags`, RunStatusChanged spells `runTags`); a `data` that arrives as a JSON string is
@@ -226,6 +337,9 @@ def _parse(raw: _Keys, *, schema: Schema, type_key: str, source_key: str, time_k
     if event_type == MODEL_REGISTERED:
         return _model_event(raw, event_id, event_type, source=source, subject=subject, time=time,
                             schema=schema)  # fmt: skip
+    if event_type in RESOURCE_WRITE_TYPES:
+        return _resource_write(raw, event_id, event_type, source=source, subject=subject,
+                               time=time, schema=schema)  # fmt: skip
     if event_type not in RUN_EVENT_TYPES:
         return Ignored(event_id, event_type, "not an Azure ML run event")
     data = _Keys(_data_object(raw.get("data"), f"{event_type} {event_id}"))
@@ -273,6 +387,35 @@ def _model_event(
         model_name=name, model_version=version, tags=_strings(data, "modelTags", what),
         properties=_strings(data, "modelProperties", what), schema=schema,
     )  # fmt: skip
+
+
+def _resource_write(
+    raw: _Keys, event_id: str, event_type: str, *, source: str | None, subject: str | None,
+    time: str | None, schema: Schema,
+) -> ResourceWriteEvent | Ignored:  # fmt: skip
+    what = f"{event_type} {event_id}"
+    if not subject:
+        raise InvalidEvent(f"{what}: 'subject' is missing: it names the resource written")
+    if _ONLINE_TARGET.match(subject.strip()) is None:
+        return Ignored(event_id, event_type, NOT_AN_ONLINE_TARGET)
+    data = _Keys(_data_object(raw.get("data"), what))
+    resource_uri, correlation_id, operation_name, status = (
+        _data_text(data, key, what)
+        for key in ("resourceUri", "correlationId", "operationName", "status")
+    )
+    return ResourceWriteEvent(
+        id=event_id, type=event_type, subject=subject, resource_uri=resource_uri,
+        correlation_id=correlation_id, operation_name=operation_name, status=status, time=time,
+        source=source or "", schema=schema,
+    )  # fmt: skip
+
+
+def _data_text(data: _Keys, key: str, what: str) -> str | None:
+    """An optional string of `data`: absent is fine, anything but a string is malformed."""
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InvalidEvent(f"{what}: data.{key} must be a string, not {type(value).__name__}")
+    return value or None
 
 
 def _strings(data: _Keys, key: str, what: str) -> dict[str, str]:

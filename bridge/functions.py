@@ -20,7 +20,7 @@ from bridge import health as health_checks
 from bridge.audit import TraceContext
 from bridge.composition import runtime, webhook_gate
 from bridge.errors import InvalidEvent
-from bridge.events import JobEvent, parse_event
+from bridge.events import JobEvent, ModelEvent, ResourceWriteEvent, parse_event
 from bridge.reconcile import Reconciler
 from bridge.retention import Retention
 from bridge.settings import Settings
@@ -57,8 +57,8 @@ def on_azureml_event(event: func.EventGridEvent) -> None:
         # Retrying a malformed event for 24 h cannot fix it: record it and answer success.
         runtime().reject_event(event.id, str(exc), raw)
         return
-    if isinstance(parsed, JobEvent):
-        report = runtime().handle(parsed)
+    if isinstance(parsed, JobEvent | ModelEvent | ResourceWriteEvent):
+        report = runtime().receive(parsed)
         log.info("event %s: %s %s", event.id, report.result, report.detail)
 
 

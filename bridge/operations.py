@@ -30,7 +30,13 @@ _INSTANCE_TYPE = r"^[A-Za-z0-9_]{1,64}$"
 _MODEL_REFERENCE = re.compile(
     r"^(?:azureml:)?([A-Za-z0-9][A-Za-z0-9_.-]{0,254}):([A-Za-z0-9][A-Za-z0-9_.-]{0,49})$"
 )
+# A model shared to a registry, as `share_model` reports it and another workspace deploys it.
+_REGISTRY_MODEL = re.compile(
+    r"^azureml://registries/([A-Za-z0-9][A-Za-z0-9_-]{2,32})/models/"
+    r"([A-Za-z0-9][A-Za-z0-9_.-]{0,254})/versions/([A-Za-z0-9][A-Za-z0-9_.-]{0,49})$"
+)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
 
 ModelName = Annotated[str, Field(pattern=_ASSET_NAME, description="an Azure ML model name")]
 EndpointName = Annotated[
@@ -77,6 +83,14 @@ class RegisterModel(_Operation):
     tags: Tags = Field(default_factory=dict)
     properties: Tags = Field(default_factory=dict)
 
+    @field_validator("path")
+    @classmethod
+    def _uri(cls, value: str | None) -> str | None:
+        # A local path would make azure-ai-ml upload from the Function App's own file system.
+        if value is not None and not _URI.match(value):
+            raise ValueError(f"path {value!r} must be a URI (azureml://, https://, ...)")
+        return value
+
     @_model_validator(mode="after")
     def _one_source(self) -> RegisterModel:
         if (self.from_job is None) == (self.path is None):
@@ -94,7 +108,13 @@ class Deploy(_Operation):
     kind: Literal["deploy"] = "deploy"
     endpoint: EndpointName
     deployment: EndpointName
-    model: Annotated[str, Field(description="`name:version` or `azureml:name:version`")]
+    model: Annotated[
+        str,
+        Field(
+            description="`name:version` (or `azureml:name:version`) of this workspace, or a "
+            "registry's `azureml://registries/<registry>/models/<name>/versions/<version>`"
+        ),
+    ]
     instance_type: Annotated[str, Field(pattern=_INSTANCE_TYPE)]
     instance_count: Annotated[int, Field(ge=1, le=1000)] = 1
     traffic: Annotated[int | None, Field(ge=0, le=100)] = None
@@ -108,8 +128,11 @@ class Deploy(_Operation):
     @field_validator("model")
     @classmethod
     def _model_reference(cls, value: str) -> str:
-        if not _MODEL_REFERENCE.match(value):
-            raise ValueError(f"model {value!r} must be name:version (or azureml:name:version)")
+        if not _MODEL_REFERENCE.match(value) and not _REGISTRY_MODEL.match(value):
+            raise ValueError(
+                f"model {value!r} must be name:version (or azureml:name:version), or "
+                "azureml://registries/<registry>/models/<name>/versions/<version>"
+            )
         return value
 
     @_model_validator(mode="after")
@@ -122,16 +145,24 @@ class Deploy(_Operation):
 
     @property
     def model_name(self) -> str:
-        return self._reference()[0]
+        return self._reference()[1]
 
     @property
     def model_version(self) -> str:
-        return self._reference()[1]
+        return self._reference()[2]
 
-    def _reference(self) -> tuple[str, str]:
+    @property
+    def model_registry(self) -> str | None:
+        """The registry the model comes from; None for a model of the workspace."""
+        return self._reference()[0]
+
+    def _reference(self) -> tuple[str | None, str, str]:
+        shared = _REGISTRY_MODEL.match(self.model)
+        if shared is not None:
+            return shared.group(1), shared.group(2), shared.group(3)
         found = _MODEL_REFERENCE.match(self.model)
         assert found is not None  # checked on construction
-        return found.group(1), found.group(2)
+        return None, found.group(1), found.group(2)
 
 
 class SetTraffic(_Operation):

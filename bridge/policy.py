@@ -114,12 +114,14 @@ class Policy(BaseModel):
                       if not name.startswith(self.allowed_model_prefixes)]  # fmt: skip
         if isinstance(operation, Deploy):
             found += self._deployment_violations(operation)
-        if (
-            isinstance(operation, ShareModel)
-            and self.allowed_registries is not None
-            and operation.registry not in self.allowed_registries
-        ):
-            found.append(f"registry {operation.registry!r} is not allowed")
+        registry = (
+            operation.registry if isinstance(operation, ShareModel)
+            else operation.model_registry if isinstance(operation, Deploy)
+            else None
+        )  # fmt: skip
+        allowed_registries = self.allowed_registries
+        if registry and allowed_registries is not None and registry not in allowed_registries:
+            found.append(f"registry {registry!r} is not allowed")
         return found
 
     def _deployment_violations(self, deploy: Deploy) -> list[str]:

@@ -170,7 +170,20 @@ class Reconciler:
             status = record.status or record.outcome.title()
             finding = Finding(Outcome(record.outcome), status, via=record.via or "reconcile")
             return self._concluded(record, finding, "retried")
+        if record.submission.operation is not None and record.submission.kind != "batch_score":
+            return self._advance(watch, record)
         return self._read(watch, record)
+
+    def _advance(self, watch: Watch, record: JobRecord) -> str:
+        """An operation in flight (a deployment, a traffic change): read where its write stands,
+        as an ARM event would have made the bridge do, and take the next step."""
+        report = self.bridge.progress(record, via="reconcile")
+        if report.result is Result.CREATED:
+            return self._postpone(watch, "running")
+        if report.result is Result.BLOCKED:
+            return "blocked"  # still open, and `retry_soon` set its next check
+        self.bridge.ledger.unwatch(record.name)
+        return "concluded"
 
     def _read(self, watch: Watch, record: JobRecord) -> str:
         found = self.bridge.jobs.find(record.name)

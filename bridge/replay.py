@@ -18,7 +18,13 @@ from typing import Literal
 
 from bridge.contracts import Submission
 from bridge.errors import BridgeError, InvalidEvent, TransientError
-from bridge.events import MODEL_EVENTS_NOT_ROUTED, JobEvent, Malformed, ModelEvent, parse_events
+from bridge.events import (
+    JobEvent,
+    Malformed,
+    ModelEvent,
+    ResourceWriteEvent,
+    parse_events,
+)
 from bridge.ledger import JobState
 from bridge.service import Bridge
 
@@ -86,8 +92,11 @@ class Replayer:
                     return line(event.id or "-", "would record", event.reason)
                 report = self.bridge.reject_event(event.id, event.reason, event.raw)
                 return line(event.id or "-", report.result.value, report.detail)
-            if isinstance(event, ModelEvent):
-                return line(event.id, "ignored", MODEL_EVENTS_NOT_ROUTED)
+            if isinstance(event, ModelEvent | ResourceWriteEvent):
+                if self.dry_run:
+                    return line(event.id, "would read", "the resource it names, from Azure ML")
+                report = self.bridge.receive(event)
+                return line(event.id, report.result.value, report.detail)
             if not isinstance(event, JobEvent):
                 return line(getattr(event, "id", "-"), "ignored", "not an Azure ML run event")
             if self.dry_run:

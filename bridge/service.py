@@ -36,10 +36,17 @@ from bridge.errors import (
     PolicyViolation,
     TransientError,
 )
-from bridge.events import JobEvent
+from bridge.events import (
+    JobEvent,
+    ModelEvent,
+    ResourceWriteEvent,
+    normalise_status,
+    outcome_of,
+)
 from bridge.ledger import UNBLOCKED, JobRecord, JobState, Ledger, Unblock, now_iso
 from bridge.policy import Policy
-from bridge.ports import Airflow, JobOutput, Jobs
+from bridge.ports import Airflow, JobOutput, Jobs, Lifecycle, Provisioning
+from bridge.runner import OperationRunner, Progress, dumps, loads
 from bridge.signing import Keyring
 
 
@@ -56,6 +63,7 @@ class Finding:
     workspace: str | None = None
     reason: str | None = None
     outputs: Mapping[str, JobOutput] | None = None  # when the finder read the job already
+    result: Mapping[str, Any] | None = None  # what an operation produced (`extra["result"]`)
 
 
 # Blocked or deferred work is retried after `retry_base` seconds, doubling up to this.
@@ -96,6 +104,8 @@ class Bridge:
         blocked_give_up: float = BLOCKED_GIVE_UP_SECONDS,
         clock: Callable[[], float] = time.time,
         audit: Audit | None = None,
+        lifecycle: Lifecycle | None = None,
+        workspace_id: str | None = None,
     ) -> None:
         self.clock = clock
         # Every effect goes through the effect-once protocol; its knobs read as the bridge's own.
@@ -111,10 +121,19 @@ class Bridge:
         self.policy = policy
         self.keys = keys
         self.workspace = workspace
+        self.workspace_id = workspace_id  # its ARM id: which resource writes are this workspace's
         self.reconcile_after = reconcile_after  # grace before reconciliation looks at a job
         # First retry of blocked or deferred work: a minute in Azure, sooner where the sweep is.
         self.retry_base = min(reconcile_after, 60.0)
         self.audit = audit or Audit()
+        # Operations beyond jobs (docs/lifecycle.md); without the port they wait for a version
+        # of the bridge that has it.
+        self.runner = (
+            None if lifecycle is None else OperationRunner(
+                lifecycle=lifecycle, jobs=jobs, ledger=lambda: self.ledger, policy=policy,
+                tags=lambda submission: self._tags(submission, current_traceparent()),
+            )
+        )  # fmt: skip
 
     def _now(self) -> float:
         return self.clock()  # read late: a test or the chaos run may swap the clock
@@ -204,21 +223,16 @@ class Bridge:
                 message_id=message_id, dag_id=submission.origin.dag_id,
                 run_id=submission.origin.run_id, task_id=submission.origin.task_id,
             )  # fmt: skip
-        return self._create(submission, record.traceparent, recovering=not inserted)
+        return self._create(record, recovering=not inserted)
 
     def resume(self, record: JobRecord) -> Report:
         """Finish a submission left ACCEPTED (its worker died between record and create)."""
-        return self._create(record.submission, record.traceparent, recovering=True)
+        return self._create(record, recovering=True)
 
-    def _create(
-        self, submission: Submission, traceparent: str | None, *, recovering: bool
-    ) -> Report:
-        if submission.job is None:  # an operation: this version creates jobs only
-            return self._defer(submission, BlockedError(
-                f"operation {submission.kind!r} is not supported by this deployment of the "
-                "bridge: deploy a version that supports it (docs/lifecycle.md)",
-                cause=BlockedError.VERSION,
-            ))  # fmt: skip
+    def _create(self, record: JobRecord, *, recovering: bool) -> Report:
+        submission, traceparent = record.submission, record.traceparent
+        if submission.job is None:
+            return self._operate(record, recovering=recovering, via="call")
         existing = None
         try:
             existing = self.jobs.find(submission.id) if recovering else None
@@ -246,6 +260,136 @@ class Bridge:
             recorded=moved or None,
         )  # fmt: skip
         return Report(Result.CREATED, submission.id, created.studio_url or "")
+
+    # Operations beyond jobs (docs/lifecycle.md)
+
+    def _operate(self, record: JobRecord, *, recovering: bool, via: str) -> Report:
+        """Take an operation's next step (`OperationRunner.advance`) and record where it stands;
+        route its outcome once it has one. `via` says who asked: the submission ("call"), an ARM
+        event ("event"), or the sweep ("reconcile")."""
+        submission = record.submission
+        if self.runner is None:
+            return self._defer(submission, BlockedError(
+                f"operation {submission.kind!r} is not supported by this deployment of the "
+                "bridge: deploy a version that supports it (docs/lifecycle.md)",
+                cause=BlockedError.VERSION,
+            ))  # fmt: skip
+        in_flight = record.state is JobState.CREATED
+        try:
+            progress = self.runner.advance(record, recovering=recovering)
+        except PermanentError as exc:
+            reason = (
+                f"policy: {exc}" if isinstance(exc, PolicyViolation)
+                else f"Azure ML refused the {submission.kind}: {exc}"
+            )  # fmt: skip
+            if not in_flight:
+                return self._reject(submission, reason)
+            # Started already: what Azure ML refuses now is the operation's failure.
+            progress = Progress(Outcome.FAILED, "Failed", step=record.step, reason=reason)
+        except TransientError as exc:
+            if in_flight:
+                raise  # the event is redelivered, or the sweep postpones with backoff
+            return self._defer(submission, exc)
+        return self._progressed(record, progress, via)
+
+    def _progressed(self, record: JobRecord, progress: Progress, via: str) -> Report:
+        fields: dict[str, str | float | None] = {}
+        if progress.step is not None and progress.step != record.step:
+            fields["step"] = progress.step
+        if progress.result is not None:
+            fields["result"] = dumps(progress.result)
+        if progress.studio_url:
+            fields["studio_url"] = progress.studio_url
+        if record.created_at is None:
+            fields["created_at"] = now_iso()
+        unblock = UNBLOCKED if record.blocked else Unblock()
+        if fields or record.state is not JobState.CREATED or record.blocked:
+            self.ledger.update_job(record.name, JobState.CREATED, seen=record, **fields, **unblock)
+        if progress.outcome is None:
+            if record.state is not JobState.CREATED or progress.step != record.step:
+                decide(
+                    Decision.CREATED, f"{record.submission.kind} {record.name}: "
+                    f"{progress.step} {progress.status}",
+                    step=progress.step, status=progress.status, via=via,
+                )  # fmt: skip
+            detail = f"{progress.step}: {progress.status}"
+            return Report(Result.CREATED, record.name, detail)
+        current = self.ledger.get_job(record.name)
+        if current is None:
+            raise TransientError(f"the ledger lost {record.name} while it was being routed")
+        finding = Finding(
+            outcome=progress.outcome, status=progress.status, via=via, reason=progress.reason,
+            result=progress.result,
+        )  # fmt: skip
+        return self.conclude(current, finding)
+
+    def progress(self, record: JobRecord, via: str) -> Report:
+        """An operation in flight may have moved on (an ARM event said so, or the sweep is due):
+        read where it stands and take its next step."""
+        if record.state is not JobState.CREATED or record.submission.operation is None:
+            return Report(Result.IGNORED, record.name, f"{record.state.value}: not in flight")
+        return self._operate(record, recovering=True, via=via)
+
+    def on_resource_write(
+        self, endpoint: str, deployment: str | None, event_id: str | None = None
+    ) -> Report:
+        """An ARM write of an online endpoint or deployment of this workspace ended (or began:
+        Azure does not say which). Only a hint: the resource is read, and its submission tag
+        names the operation to advance, if it is one of the bridge's in flight."""
+        if self.runner is None:
+            return Report(Result.IGNORED, detail="operations are not enabled")
+        what = f"{endpoint}/{deployment}" if deployment else endpoint
+        lifecycle = self.runner.lifecycle
+        resource: Provisioning | None = (
+            lifecycle.online_deployment(endpoint, deployment) if deployment
+            else lifecycle.online_endpoint(endpoint)
+        )  # fmt: skip
+        name = resource.tags.get(TAG_SUBMISSION) if resource is not None else None
+        signature = resource.tags.get(TAG_SIGNATURE, "") if resource is not None else ""
+        record = self.record_of(name) if name else None
+        if record is None or not self.keys.verify(record.name, signature):
+            detail = f"{what}: not written by an operation of the bridge's"
+            return Report(Result.IGNORED, name, detail)
+        parent = TraceContext.parse(record.traceparent)
+        with self.audit.span("event", parent=parent, job=record.name, event_id=event_id or ""):
+            state = resource.state if resource is not None else "absent"
+            decide(
+                Decision.EVENT_RECEIVED, f"resource write {what}: {state}",
+                event_id=event_id, resource=what, state=state,
+            )  # fmt: skip
+            return self.progress(record, via="event")
+
+    def on_model_registered(self, event: ModelEvent) -> Report:
+        """A model version registered by anyone becomes an asset event on
+        `azureml://<workspace>/models/<name>`, if a DAG in Airflow has that asset."""
+        uri = model_asset(self.workspace, event.model_name)
+        key = f"model:{event.model_name}:{event.model_version}"
+        if not self.airflow.has_asset(uri):
+            return Report(Result.IGNORED, key, f"no DAG has the asset {uri}")
+        fact = Fact(
+            job_name=key,
+            outcome=Outcome.COMPLETED,
+            status="Registered",
+            experiment="",
+            workspace=event.workspace or self.workspace,
+            studio_url=None,
+            origin=None,
+            event_id=event.id,
+            event_time=event.time,
+            traceparent=current_traceparent(),
+            operation="model_registered",
+            result={
+                "name": event.model_name, "version": event.model_version,
+                "model": f"{event.model_name}:{event.model_version}",
+                "tags": dict(event.tags), "properties": dict(event.properties),
+            },
+        )  # fmt: skip
+        with self.audit.span("event", parent=None, job=key, event_id=event.id or ""):
+            route = Route(assets=(uri,))
+            performed, blocked = self.once.perform(plan(fact, route))
+            if blocked:
+                raise blocked  # the event is redelivered; the effect's claim stays blocked
+        return Report(Result.HANDLED, key, uri, performed)
 
     def _defer(self, submission: Submission, exc: TransientError) -> Report:
         """A recorded submission Azure ML refused for now: keep it ACCEPTED with the reason and
@@ -350,6 +494,17 @@ class Bridge:
 
     # Azure ML → Airflow
 
+    def receive(self, event: JobEvent | ModelEvent | ResourceWriteEvent) -> Report:
+        """Whatever Azure announced: a job's run event, a model registered, a resource written."""
+        if isinstance(event, JobEvent):
+            return self.handle(event)
+        if isinstance(event, ModelEvent):
+            return self.on_model_registered(event)
+        target = event.target_in(self.workspace_id) if self.workspace_id else None
+        if target is None:
+            return Report(Result.IGNORED, detail=f"{event.subject}: not this workspace's")
+        return self.on_resource_write(target.endpoint, target.deployment, event.id)
+
     def handle(self, event: JobEvent) -> Report:
         outcome = event.outcome
         if outcome is None:
@@ -374,6 +529,10 @@ class Bridge:
             event_id=event.id, event_type=event.type, status=event.status,
         )  # fmt: skip
         why = self.distrust(event, record)
+        if why and record.submission.kind == "batch_score" and record.state is JobState.CREATED:
+            # A batch endpoint's job carries no tags of the bridge's (the invocation takes none):
+            # its event is a hint to read the job from Azure ML, which is then what decides.
+            return self._read_batch_job(event, record)
         if why:
             # Not trusted, but not lost either: reconciliation reads the job from Azure ML itself.
             decide(Decision.IGNORED, f"event {event.id}: {why}", event_id=event.id, reason=why)
@@ -387,6 +546,19 @@ class Bridge:
             experiment=event.experiment_name,
             workspace=event.workspace,
         )
+        return self.conclude(record, finding)
+
+    def _read_batch_job(self, event: JobEvent, record: JobRecord) -> Report:
+        found = self.jobs.find(record.name)
+        status = normalise_status(found.status or "") if found is not None else ""
+        outcome = outcome_of(status)
+        if found is None or outcome is None:
+            detail = f"batch job {record.name} reads {status or 'absent'}: the sweep follows it"
+            return Report(Result.IGNORED, record.name, detail)
+        finding = Finding(
+            outcome=outcome, status=status, via="event", event_id=event.id,
+            event_time=event.time, experiment=event.experiment_name, outputs=found.outputs,
+        )  # fmt: skip
         return self.conclude(record, finding)
 
     def record_of(self, job_name: str) -> JobRecord | None:
@@ -447,6 +619,8 @@ class Bridge:
             traceparent=current_traceparent(),
             outputs=self._outputs(record, finding, route),
             partition_key=record.submission.partition_key,
+            operation=None if record.submission.operation is None else record.submission.kind,
+            result=finding.result if finding.result is not None else loads(record.result) or None,
         )
         performed, blocked = self.once.perform(plan(fact, route))
         if blocked:
@@ -479,7 +653,7 @@ class Bridge:
             return None
         if finding.outputs is not None:
             return finding.outputs
-        if not record.submission.declares_outputs:
+        if not record.submission.declares_outputs and record.submission.kind != "batch_score":
             return None
         found = self.jobs.find(record.name)
         return found.outputs if found is not None else {}
@@ -491,6 +665,11 @@ class Bridge:
         self.ledger.reject_message(key, reason, body)
         decide(Decision.REJECTED, f"malformed event recorded as {key}: {reason}", reason=reason)
         return Report(Result.REJECTED, detail=reason)
+
+
+def model_asset(workspace: str, model: str) -> str:
+    """The asset a model's registrations reach Airflow on, whoever registered it."""
+    return f"azureml://{workspace}/models/{model}"
 
 
 def _reason(exc: TransientError) -> str:

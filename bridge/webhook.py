@@ -22,13 +22,14 @@ from typing import Any, Protocol
 
 from bridge.errors import BridgeError, ConfigurationError, InvalidEvent, TransientError
 from bridge.events import (
-    MODEL_EVENTS_NOT_ROUTED,
     Ignored,
     JobEvent,
     Malformed,
     ModelEvent,
     Parsed,
+    ResourceWriteEvent,
     Validation,
+    distinct_writes,
     parse_events,
 )
 from bridge.service import Bridge
@@ -125,16 +126,20 @@ def _cloudevents_handshake(headers: Mapping[str, str]) -> Reply:
 
 
 def _deliver(parsed: list[Parsed | Malformed], bridge_factory: Callable[[], Bridge]) -> Reply:
-    events = [item for item in parsed if isinstance(item, JobEvent)]
+    writes = [item for item in parsed if isinstance(item, ResourceWriteEvent)]
+    kept = distinct_writes(writes)  # one read per operation and resource
+    events: list[JobEvent | ModelEvent | ResourceWriteEvent] = [
+        item for item in parsed if isinstance(item, JobEvent | ModelEvent)
+    ] + kept
     malformed = [item for item in parsed if isinstance(item, Malformed)]
     results: list[dict[str, Any]] = [
         {"id": item.id, "result": "ignored", "detail": item.reason}
         for item in parsed
         if isinstance(item, Ignored)
     ] + [
-        {"id": item.id, "result": "ignored", "detail": MODEL_EVENTS_NOT_ROUTED}
-        for item in parsed
-        if isinstance(item, ModelEvent)
+        {"id": item.id, "result": "duplicate", "detail": "another event of the same operation"}
+        for item in writes
+        if item not in kept
     ]
     if not events and not malformed:
         return Reply(200, {"results": results})
@@ -144,13 +149,13 @@ def _deliver(parsed: list[Parsed | Malformed], bridge_factory: Callable[[], Brid
         log.error("bridge is misconfigured: %s", exc)
         return Reply(500, {"error": f"bridge is misconfigured: {exc}"})
     retry: TransientError | None = None
-    judged: list[Malformed | JobEvent] = [*malformed, *events]
+    judged: list[Malformed | JobEvent | ModelEvent | ResourceWriteEvent] = [*malformed, *events]
     for item in judged:
         try:
             if isinstance(item, Malformed):
                 report = bridge.reject_event(item.id, item.reason, item.raw)
             else:
-                report = bridge.handle(item)
+                report = bridge.receive(item)
             results.append({"id": item.id, "result": report.result.value, "detail": report.detail})
         except TransientError as exc:
             log.warning("event %s will be retried: %s", item.id, exc)

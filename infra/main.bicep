@@ -3,7 +3,7 @@
 // workspace may live in another resource group of the same subscription.
 //
 // Two passes (azure.yaml's postdeploy hook does the second): Event Grid refuses a subscription
-// to a function that does not exist yet, so the event subscription is created only once the code
+// to a function that does not exist yet, so the event subscriptions are created only once the code
 // is deployed (deployEventSubscription=true). See docs/deploy.md.
 
 targetScope = 'resourceGroup'
@@ -25,6 +25,9 @@ param workspaceResourceGroup string = resourceGroup().name
 @description('Name of the workspace\'s Event Grid system topic. Set it if the workspace already has one.')
 param systemTopicName string = ''
 
+@description('Name of the Event Grid system topic of the workspace\'s resource group (resource write events). Set it if the group already has one.')
+param resourceGroupTopicName string = ''
+
 @description('Airflow base URL the Function App calls (REST API v2), for example https://airflow.example.com.')
 param airflowUrl string
 
@@ -43,7 +46,7 @@ param operatorPrincipalId string = ''
 @description('Governance policy JSON for BRIDGE_POLICY. Empty means no restriction beyond the schema.')
 param policyJson string = ''
 
-@description('Create the Event Grid subscription; needs the function code deployed first.')
+@description('Create the Event Grid subscriptions; needs the function code deployed first.')
 param deployEventSubscription bool = false
 
 @description('Name of the submissions queue.')
@@ -77,6 +80,8 @@ var token = toLower(uniqueString(subscription().id, resourceGroup().id, environm
 var tags = { 'azd-env-name': environmentName, application: 'airflow-azureml-bridge' }
 var functionAppName = 'func-bridge-${token}'
 var topicName = empty(systemTopicName) ? 'evgt-${replace(workspaceName, '_', '-')}' : systemTopicName
+// A system topic's name takes letters, digits and hyphens; a resource group's also _ . ( ).
+var groupTopicName = empty(resourceGroupTopicName) ? 'evgt-${replace(replace(replace(replace(workspaceResourceGroup, '_', '-'), '.', '-'), '(', '-'), ')', '-')}' : resourceGroupTopicName
 
 module identity 'modules/identity.bicep' = {
   name: 'identity'
@@ -119,6 +124,16 @@ module topic 'modules/eventgrid-topic.bicep' = {
   }
 }
 
+// ARM writes of the workspace's online endpoints and deployments (docs/lifecycle.md).
+module groupTopic 'modules/eventgrid-resource-group-topic.bicep' = {
+  name: 'eventgrid-resource-group-topic'
+  scope: resourceGroup(workspaceResourceGroup)
+  params: {
+    name: groupTopicName
+    tags: tags
+  }
+}
+
 module ledgerStorage 'modules/ledger-storage.bicep' = {
   name: 'ledger-storage'
   params: {
@@ -130,6 +145,15 @@ module ledgerStorage 'modules/ledger-storage.bicep' = {
     functionPrincipalId: identity.outputs.principalId
     deadLetterWriterPrincipalId: topic.outputs.principalId
     operatorPrincipalId: operatorPrincipalId
+  }
+}
+
+module groupTopicDeadLetters 'modules/eventgrid-deadletter-writer.bicep' = {
+  name: 'eventgrid-resource-group-deadletter'
+  params: {
+    storageAccountName: ledgerStorage.outputs.name
+    deadLetterContainerName: ledgerStorage.outputs.deadLetterContainerName
+    deadLetterWriterPrincipalId: groupTopic.outputs.principalId
   }
 }
 
@@ -226,6 +250,33 @@ module eventSubscription 'modules/eventgrid-subscription.bicep' = if (deployEven
   }
 }
 
+module modelSubscription 'modules/eventgrid-model-subscription.bicep' = if (deployEventSubscription) {
+  name: 'eventgrid-model-subscription'
+  scope: resourceGroup(workspaceResourceGroup)
+  params: {
+    topicName: topic.outputs.name
+    functionAppId: functionApp.outputs.id
+    functionName: eventFunctionName
+    deadLetterStorageAccountId: ledgerStorage.outputs.id
+    deadLetterContainerName: ledgerStorage.outputs.deadLetterContainerName
+  }
+}
+
+module resourceSubscription 'modules/eventgrid-resource-subscription.bicep' = if (deployEventSubscription) {
+  name: 'eventgrid-resource-subscription'
+  scope: resourceGroup(workspaceResourceGroup)
+  params: {
+    topicName: groupTopic.outputs.name
+    workspaceName: workspaceName
+    functionAppId: functionApp.outputs.id
+    functionName: eventFunctionName
+    deadLetterStorageAccountId: ledgerStorage.outputs.id
+    deadLetterContainerName: ledgerStorage.outputs.deadLetterContainerName
+  }
+  // The topic's identity must be able to dead-letter from the first delivery on.
+  dependsOn: [groupTopicDeadLetters]
+}
+
 // For the operator.
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
@@ -235,6 +286,7 @@ output LEDGER_TABLE_ENDPOINT string = ledgerStorage.outputs.tableEndpoint
 output LEDGER_TABLE string = ledgerStorage.outputs.ledgerTableName
 output EVENTGRID_DEADLETTER_URL string = ledgerStorage.outputs.deadLetterContainerUrl
 output EVENTGRID_SYSTEM_TOPIC string = topic.outputs.name
+output EVENTGRID_RESOURCE_GROUP_TOPIC string = groupTopic.outputs.name
 output EVENT_SUBSCRIPTION_DEPLOYED bool = deployEventSubscription
 output SERVICEBUS_NAMESPACE string = serviceBus.outputs.namespaceName
 

@@ -112,6 +112,11 @@ class JobRecord:
     outcome: str | None = None
     status: str | None = None
     failed: str | None = None  # the last reason an effect of the job failed for good
+    # An operation's progress (docs/lifecycle.md): the step it is at while Azure ML works
+    # (`endpoint`, `deployment`, `traffic`, `job`), and what it has fixed or found so far, as
+    # JSON (a reserved model version; once done, the `result` its asset events carry).
+    step: str | None = None
+    result: str | None = None
     # The stored row's version when this was read: lets a transition skip reading it again.
     etag: str | None = field(default=None, compare=False, repr=False)
 

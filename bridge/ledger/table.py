@@ -706,6 +706,8 @@ def _job_fields(record: JobRecord) -> dict[str, Any]:
         outcome=record.outcome or "",
         status=record.status or "",
         failed=record.failed or "",
+        step=record.step or "",
+        result=record.result or "",
     )
     return fields
 
@@ -740,6 +742,8 @@ def _job_record(entity: dict[str, Any]) -> JobRecord:
         outcome=opt("outcome"),
         status=opt("status"),
         failed=opt("failed"),
+        step=opt("step"),
+        result=opt("result"),
         etag=_etag_of(entity),
     )
 

@@ -45,6 +45,9 @@ class CrashingAirflow:
     def asset_event_posted(self, uri: str, effect_id: str, since: float) -> bool:
         return self.inner.asset_event_posted(uri, effect_id, since)
 
+    def has_asset(self, uri: str) -> bool:
+        return self.inner.has_asset(uri)
+
     def trigger_dag_run(self, dag_id: str, run_id: str, conf: Mapping[str, Any]) -> bool:
         created = self.inner.trigger_dag_run(dag_id, run_id, conf)
         self._maybe_die()

@@ -1,23 +1,54 @@
-"""The Airflow side of the bridge: the operator a DAG uses and the sender it puts submissions with.
+"""The Airflow side of the bridge: the operators a DAG uses and the sender they put submissions
+with.
 
-Imports nothing from the Function App side. `bridge.provider.senders` has no Airflow import, so
-the benchmarks and tests can send as the operator does without Airflow installed; the operator is
-therefore loaded only when asked for.
+Imports nothing from the Function App side. `bridge.provider.senders`, `.studio` and `.templates`
+have no Airflow import, so the benchmarks and tests can send as the operators do without Airflow
+installed; the operators are therefore loaded only when asked for.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from bridge.provider.operators import SubmitAzureMLJobOperator
+from bridge.provider.templates import from_triggering_event
 
-__all__ = ["SubmitAzureMLJobOperator", "get_provider_info"]
+if TYPE_CHECKING:
+    from bridge.provider.operators import (
+        CancelAzureMLJobOperator,
+        DeployAzureMLModelOperator,
+        InvokeAzureMLBatchEndpointOperator,
+        RegisterAzureMLModelOperator,
+        SetAzureMLTrafficOperator,
+        ShareAzureMLModelOperator,
+        SubmitAzureMLJobOperator,
+    )
+
+OPERATORS = (
+    "SubmitAzureMLJobOperator",
+    "RegisterAzureMLModelOperator",
+    "DeployAzureMLModelOperator",
+    "SetAzureMLTrafficOperator",
+    "InvokeAzureMLBatchEndpointOperator",
+    "CancelAzureMLJobOperator",
+    "ShareAzureMLModelOperator",
+)
+
+__all__ = [
+    "CancelAzureMLJobOperator",
+    "DeployAzureMLModelOperator",
+    "InvokeAzureMLBatchEndpointOperator",
+    "RegisterAzureMLModelOperator",
+    "SetAzureMLTrafficOperator",
+    "ShareAzureMLModelOperator",
+    "SubmitAzureMLJobOperator",
+    "from_triggering_event",
+    "get_provider_info",
+]
 
 
 def get_provider_info() -> dict[str, Any]:
     """What Airflow's providers manager lists (the `apache_airflow_provider` entry point): the
-    operator, its Studio link, and the connection type. Cheap: it imports nothing."""
+    operators, their Studio links, and the connection type. Cheap: it imports nothing."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -27,8 +58,9 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-azureml-bridge",
         "name": "Azure ML Bridge",
-        "description": "Submit Azure Machine Learning jobs without holding a worker slot; their "
-        "outcomes come back as asset events.",
+        "description": "Submit Azure Machine Learning jobs and model lifecycle operations "
+        "(register, deploy, traffic, batch scoring, cancel, share) without holding a worker "
+        "slot; their outcomes come back as asset events.",
         "versions": versions,
         "integrations": [
             {
@@ -53,13 +85,17 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-name": "Azure ML Bridge",
             }
         ],
-        "extra-links": ["bridge.provider.links.AzureMLStudioLink"],
+        "extra-links": [
+            "bridge.provider.links.AzureMLStudioLink",
+            "bridge.provider.links.AzureMLModelLink",
+            "bridge.provider.links.AzureMLEndpointLink",
+        ],
     }
 
 
 def __getattr__(name: str) -> Any:
-    if name == "SubmitAzureMLJobOperator":
-        from bridge.provider.operators import SubmitAzureMLJobOperator
+    if name in OPERATORS:
+        from bridge.provider import operators
 
-        return SubmitAzureMLJobOperator
+        return getattr(operators, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

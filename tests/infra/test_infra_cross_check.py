@@ -122,6 +122,35 @@ def test_event_subscription_delivers_to_the_event_grid_triggered_function(
     assert destination["properties"]["resourceId"] == "${functionAppId}/functions/${functionName}"
 
 
+# main.bicep's event subscription modules -> (their file, the subscription's symbol there)
+EVENT_SUBSCRIPTIONS = {
+    "eventSubscription": ("modules/eventgrid-subscription.bicep", "toBridge"),
+    "modelSubscription": ("modules/eventgrid-model-subscription.bicep", "modelsToBridge"),
+    "resourceSubscription": ("modules/eventgrid-resource-subscription.bicep", "endpointWrites"),
+}
+
+
+def test_every_event_subscription_delivers_to_the_one_event_grid_triggered_function(
+    functions: Mapping[str, list[dict[str, Any]]],
+    templates: Templates,
+) -> None:
+    """Job events, models registered and endpoint writes all reach `on_azureml_event`, the
+    function that parses every kind (bridge/events.py), created in the same second pass."""
+    event_functions = {n for n, b in functions.items() if trigger(b)["type"] == "eventGridTrigger"}
+    for module, (file, symbol) in EVENT_SUBSCRIPTIONS.items():
+        assert templates.module_file(module) == file
+        params = templates.module(module)["params"]
+        assert {templates.value("main.bicep", params["functionName"])} == event_functions, module
+        assert dotted(params["functionAppId"]) == "functionApp.outputs.id", module
+        condition = templates.parsed["main.bicep"]["modules"][module]["config"]["condition"]
+        assert condition == "deployEventSubscription", module
+        destination = templates.resource(file, symbol)["properties"]["destination"]
+        assert destination["endpointType"] == "AzureFunction"
+        target = destination["properties"]
+        assert target["resourceId"] == "${functionAppId}/functions/${functionName}"
+        assert target["maxEventsPerBatch"] == 1
+
+
 def test_every_event_grid_trigger_has_a_subscription(
     functions: Mapping[str, list[dict[str, Any]]],
     templates: Templates,

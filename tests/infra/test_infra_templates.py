@@ -110,6 +110,40 @@ def test_queue_roles_are_scoped_to_the_queue_not_the_namespace(templates: Templa
     assert ledger["scope"] == "ledger"
 
 
+def test_resource_writes_come_from_the_workspace_groups_system_topic(templates: Templates) -> None:
+    """ARM raises resource write events on the resource group's system topic: one per group,
+    global, its source the group the module is deployed to (the workspace's)."""
+    topic = templates.resource("modules/eventgrid-resource-group-topic.bicep", "topic")
+    assert topic["properties"]["topicType"] == "Microsoft.Resources.ResourceGroups"
+    source = topic["properties"]["source"]["function"]
+    assert (source["type"], source["property_name"]) == ("resource_group", "id")
+    assert source["parameters"] == {"resource_group_name": None, "subscription_id": None}
+    assert topic["location"] == "global"
+    assert topic["identity"] == {"type": "SystemAssigned"}
+    module = templates.module("groupTopic")
+    scope = module["scope"]["function"]["parameters"]["resource_group_name"]
+    assert scope == "workspaceResourceGroup"
+    subscription = templates.module("resourceSubscription")["params"]
+    assert dotted(subscription["topicName"]) == "groupTopic.outputs.name"
+
+
+def test_the_groups_topic_may_dead_letter_into_the_container_and_nowhere_else(
+    templates: Templates,
+) -> None:
+    writer = templates.module("groupTopicDeadLetters")["params"]
+    assert dotted(writer["deadLetterWriterPrincipalId"]) == "groupTopic.outputs.principalId"
+    assert dotted(writer["storageAccountName"]) == "ledgerStorage.outputs.name"
+    assert dotted(writer["deadLetterContainerName"]) == (
+        "ledgerStorage.outputs.deadLetterContainerName"
+    )
+    role = templates.resource("modules/eventgrid-deadletter-writer.bicep", "deadLetterWriter")
+    assert role["scope"] == "deadLetters"
+    subscription = templates.module("resourceSubscription")["params"]
+    assert dotted(subscription["deadLetterContainerName"]) == (
+        "ledgerStorage.outputs.deadLetterContainerName"
+    )
+
+
 def test_templates_hold_no_keys_or_connection_strings() -> None:
     forbidden = re.compile(r"listKeys\(|AccountKey=|SharedAccessKey|InstrumentationKey=", re.I)
     found = {

@@ -26,7 +26,12 @@ from bridge.provider.senders import ServiceBusSender
 from bridge.settings import Settings
 
 HERE = Path(__file__).parent
-LOOP_POLICY = '{"allowed_computes": ["cpu-cluster"], "max_instance_count": 4}'
+LOOP_POLICY = (
+    '{"allowed_computes": ["cpu-cluster"], "max_instance_count": 4,'
+    ' "allowed_instance_types": ["Standard_DS3_v2", "Standard_F2s_v2"],'
+    ' "allowed_model_prefixes": ["loop-"], "required_model_tags": {"evaluation": "passed"},'
+    ' "allowed_registries": ["loop-registry"]}'
+)
 RECONCILE_AFTER_SECONDS = 2.0
 # A pipeline of two inline command steps on the loop policy's compute, in Azure ML's YAML schema.
 PIPELINE_SPEC: dict[str, Any] = {
@@ -70,6 +75,7 @@ def loop_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "loop_assets",
                 "loop_triggered",
                 "loop_partitioned_consumer",
+                "loop_lifecycle_assets",
             ],
             timeout=90,
         )

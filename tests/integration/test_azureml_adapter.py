@@ -341,35 +341,52 @@ def test_a_model_from_a_jobs_output_is_one_put_naming_the_output(
     emulator: AzureMLEmulator, jobs: AzureMLJobs
 ) -> None:
     job = "train-job-airflow"
+    emulator.seed(job, "Completed")  # Azure ML resolves the output of a job it has
     registered = jobs.register_model(registration(
-        type="mlflow_model", from_job={"job": job, "output": "model"}, version="3",
+        type="mlflow_model", from_job={"job": job, "output": "model"},
         tags={"auc": "0.91"}, properties={"stage": "candidate"}, description="weekly",
-    ))  # fmt: skip
+    ), "3", BRIDGE_TAGS)  # fmt: skip
     assert registered.name == "churn" and registered.version == "3"
     assert registered.id == f"{WORKSPACE_ID}/models/churn/versions/3"
+    assert registered.tags == {"auc": "0.91", **BRIDGE_TAGS}
+    assert registered.properties["stage"] == "candidate"
     [put] = model_puts(emulator)
     assert put.path == f"{WORKSPACE_ID}/models/churn/versions/3"
     sent = put.body["properties"]
     assert sent["modelUri"] == f"azureml://jobs/{job}/outputs/model"
     assert sent["modelType"] == "mlflow_model"
     assert (sent["tags"], sent["properties"]["stage"], sent["description"]) == (
-        {"auc": "0.91"}, "candidate", "weekly",
+        {"auc": "0.91", **BRIDGE_TAGS}, "candidate", "weekly",
     )  # fmt: skip
     stored = emulator.models.get("churn", "3")
     assert stored is not None and stored.properties["modelUri"] == sent["modelUri"]
 
 
-def test_without_a_version_each_registration_takes_the_next(
+def test_the_next_version_is_read_from_the_container_before_each_registration(
     emulator: AzureMLEmulator, jobs: AzureMLJobs
 ) -> None:
     path = "azureml://subscriptions/s/resourcegroups/r/workspaces/w/datastores/d/paths/m/"
-    first = jobs.register_model(registration(path=path))
-    second = jobs.register_model(registration(path=path))
+    first = jobs.register_model(registration(path=path), jobs.next_model_version("churn"), {})
+    second = jobs.register_model(registration(path=path), jobs.next_model_version("churn"), {})
     assert (first.version, second.version) == ("1", "2")
-    # The SDK asks for the model's container (404 before the first version), then PUTs.
+    # The model's container answers `nextVersion` (404 before the first version: "1").
     asked = [(r.method, r.path.removeprefix(WORKSPACE_ID)) for r in emulator.requests]
-    assert ("GET", "/models/churn") in asked
+    assert asked.count(("GET", "/models/churn")) == 2
     assert [r.path.rsplit("/", 1)[-1] for r in model_puts(emulator)] == ["1", "2"]
+
+
+def test_a_model_version_is_read_with_its_tags_and_none_when_absent(
+    emulator: AzureMLEmulator, jobs: AzureMLJobs
+) -> None:
+    jobs.register_model(
+        registration(path="azureml://x", properties={"stage": "candidate"}), "4", BRIDGE_TAGS
+    )
+    found = jobs.model("churn", "4")
+    assert found is not None
+    assert (found.version, found.id) == ("4", f"{WORKSPACE_ID}/models/churn/versions/4")
+    assert found.tags == BRIDGE_TAGS and found.properties["stage"] == "candidate"
+    assert jobs.model("churn", "5") is None
+    assert jobs.model("unknown", "1") is None
 
 
 def test_a_refused_registration_is_permanent_with_the_service_message(
@@ -377,7 +394,7 @@ def test_a_refused_registration_is_permanent_with_the_service_message(
 ) -> None:
     emulator.fail_next(400, body={"error": {"code": "UserError", "message": "bad modelUri"}})
     with pytest.raises(PermanentError, match="bad modelUri"):
-        jobs.register_model(registration(path="azureml://x", version="1"))
+        jobs.register_model(registration(path="azureml://x"), "1", {})
     assert emulator.models.get("churn", "1") is None
 
 
@@ -386,5 +403,5 @@ def test_a_registration_refused_for_a_missing_role_blocks(
 ) -> None:
     emulator.fail_next(403, body={"error": {"code": "AuthorizationFailed", "message": "no"}})
     with pytest.raises(BlockedError) as raised:
-        jobs.register_model(registration(path="azureml://x", version="1"))
+        jobs.register_model(registration(path="azureml://x"), "1", {})
     assert raised.value.cause == BlockedError.PERMISSION

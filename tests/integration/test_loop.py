@@ -12,7 +12,7 @@ import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 
 from bridge.contracts import Submission
-from bridge.ledger import JobRecord, JobState
+from bridge.ledger import JobState
 from bridge.local import demo
 from bridge.local.stack import Stack
 from bridge.signing import Keyring, key_id
@@ -214,26 +214,6 @@ def test_policy_violation_is_told_on_the_failure_route_and_creates_no_job(
     assert loop_stack.emulator.job(job.id) is None
     record = loop_stack.bridge.ledger.get_job(job.id)
     assert record is not None and record.state is JobState.REJECTED
-
-
-def test_an_operation_this_version_cannot_run_is_blocked_not_rejected(loop_stack: Stack) -> None:
-    """An operation reaching a deployment that cannot run it yet waits for a version that can
-    (a deployment fixes it, so it is no permanent refusal), visibly, and creates nothing."""
-    origin = {"dag_id": "loop_lifecycle", "run_id": secrets.token_hex(4), "task_id": "register"}
-    operation = Submission.model_validate({
-        "origin": origin, "on": {"failed": [FAILED]},
-        "operation": {"kind": "register_model", "name": "churn", "path": "azureml://x/model"},
-    })  # fmt: skip
-    send(loop_stack, operation)
-    def blocked() -> JobRecord | None:
-        found = loop_stack.bridge.ledger.get_job(operation.id)
-        return found if found is not None and found.blocked else None
-
-    record = eventually(blocked, what="blocked operation")
-    assert record.state is JobState.ACCEPTED
-    assert "operation 'register_model' is not supported" in (record.blocked or "")
-    assert events_of(loop_stack, FAILED, operation.id) == []
-    assert not [r for r in loop_stack.emulator.requests if operation.id in r.path]
 
 
 def test_resent_submission_creates_one_job(loop_stack: Stack) -> None:

@@ -12,7 +12,6 @@ import pytest
 
 from bridge import functions
 from bridge.composition import build
-from bridge.events import MODEL_EVENTS_NOT_ROUTED
 from bridge.service import Bridge
 from bridge.settings import Settings
 from bridge.webhook import answer
@@ -66,20 +65,26 @@ def test_malformed_body_is_a_json_400_naming_the_problem(body: bytes, named: str
     assert named in json.loads(reply.content())["error"]
 
 
-def test_non_run_events_are_answered_without_a_backend() -> None:
+def test_events_the_bridge_does_not_route_are_answered_without_a_backend() -> None:
     event = {**VALIDATION[0], "eventType": "Microsoft.MachineLearningServices.ModelDeployed"}
-    registered = {
-        **VALIDATION[0], "id": "registered-1", "subject": "models/churn:3",
-        "eventType": "Microsoft.MachineLearningServices.ModelRegistered", "data": {},
-    }  # fmt: skip
-    reply = answer("POST", {}, json.dumps([event, registered]).encode(), unconfigured)
+    reply = answer("POST", {}, json.dumps([event]).encode(), unconfigured)
     assert reply.status == 200
     assert reply.body == {
         "results": [
             {"id": event["id"], "result": "ignored", "detail": "not an Azure ML run event"},
-            {"id": "registered-1", "result": "ignored", "detail": MODEL_EVENTS_NOT_ROUTED},
         ]
     }
+
+
+def test_a_model_registered_with_no_configuration_is_a_500_naming_the_settings() -> None:
+    """Routed to the model's asset now: it needs the bridge, and Event Grid retries meanwhile."""
+    registered = {
+        **VALIDATION[0], "id": "registered-1", "subject": "models/churn:3",
+        "eventType": "Microsoft.MachineLearningServices.ModelRegistered", "data": {},
+    }  # fmt: skip
+    reply = answer("POST", {}, json.dumps([registered]).encode(), unconfigured)
+    assert reply.status == 500
+    assert "BRIDGE_AIRFLOW_URL is not set" in json.loads(reply.content())["error"]
 
 
 def test_run_event_with_no_configuration_is_a_500_naming_the_settings() -> None:

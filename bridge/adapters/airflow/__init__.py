@@ -83,6 +83,15 @@ class AirflowRest:
         """The `extra` of every event on an asset, oldest first (operators and the chaos count)."""
         return self._posted.all_on(uri)
 
+    def has_asset(self, uri: str) -> bool:
+        try:
+            self.asset_id(uri)
+        except BlockedError as exc:
+            if exc.cause == BlockedError.MISSING_ASSET:
+                return False
+            raise
+        return True
+
     def trigger_dag_run(self, dag_id: str, run_id: str, conf: Mapping[str, Any]) -> bool:
         from airflow_client.client import DagRunApi, TriggerDAGRunPostBody
         from airflow_client.client.exceptions import ConflictException

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+JOB_OUTPUT = re.compile(r"^azureml://jobs/(?P<job>[^/]+)/outputs/(?P<output>[^/]+)/?$")
 MODELS_ROUTE = re.compile(
     r"^/models/(?P<name>[^/]+)(?:/versions(?:/(?P<version>[^/]+))?)?$", re.IGNORECASE
 )
@@ -45,8 +47,16 @@ class ModelAnswer:
 class Models:
     """Every model version of one emulated workspace, thread-safe."""
 
-    def __init__(self, workspace_id: str) -> None:
+    def __init__(
+        self,
+        workspace_id: str,
+        on_registered: Callable[[RegisteredModel], object] | None = None,
+        has_job: Callable[[str], bool] | None = None,
+    ) -> None:
         self.workspace_id = workspace_id
+        # A version from `azureml://jobs/<job>/outputs/<output>` needs that job in the workspace.
+        self.has_job = has_job
+        self.on_registered = on_registered  # told of every version PUT (ModelRegistered)
         self._lock = threading.Lock()
         self._versions: dict[str, dict[str, RegisteredModel]] = {}  # lower-case name -> versions
 
@@ -78,11 +88,16 @@ class Models:
         properties = body.get("properties") if isinstance(body, dict) else None
         if not isinstance(properties, dict) or not properties.get("modelUri"):
             return _error(400, "a model version needs properties.modelUri")
+        source = JOB_OUTPUT.match(str(properties["modelUri"]))
+        if source is not None and self.has_job is not None and not self.has_job(source["job"]):
+            return _error(400, f"modelUri names the output of job {source['job']}, not found")
         with self._lock:
             versions = self._versions.setdefault(name.lower(), {})
             existed = version in versions
             model = RegisteredModel(name, version, dict(properties))
             versions[version] = model
+        if self.on_registered is not None:
+            self.on_registered(model)
         return ModelAnswer(200 if existed else 201, self._resource(model))
 
     def _newest(self, name: str) -> list[RegisteredModel]:

@@ -7,11 +7,15 @@ emulator can behave each way, and the bridge must converge under all of them
 
 - `documented`: RunStatusChanged on the way (Running, CancelRequested) and for every terminal status
   (the current schema page: "raised when a run status changes"), RunCompleted on success, tags
-  under `runTags`, the documentation sample's `dataVersion` "".
+  under `runTags`, the documentation sample's `dataVersion` "". One resource write event per
+  online endpoint or deployment write, when it ends, by outcome; ModelRegistered as the docs
+  page shows it.
 - `observed`: what payloads from Azure's own SDK test suites and a user's capture show. RunCompleted
   spells its tags `RunTags` and its time with `+00:00`; RunStatusChanged is seen only for
   NotStarted, Running and Failed, never for Completed or Canceled; a canceled job raises no event
   at all; 7-digit fractional seconds; `dataVersion` "2"; `runType` null.
+  Online endpoint and deployment writes raise two ResourceWriteSuccess as they are accepted and
+  nothing when they end; ModelRegistered comes in the SDK tests' camelCase.
 - `lossy`: `documented`'s events, of which a seeded share is dropped, duplicated (same id, as an
   Event Grid redelivery) or held back so that later ones overtake it.
 """
@@ -44,6 +48,16 @@ class Profile:
     # `default` output (the run's artifact folder) to command jobs. docs/azure-behaviour.md.
     output_uris: Literal["filled", "null"] = "filled"
     default_output: bool = False
+    # Resource write events (`Microsoft.Resources.ResourceWrite*`) for an online endpoint's or
+    # deployment's long-running write. No source says when ARM raises them: `completion` is one
+    # per outcome when the write ends (Success, Failure, Cancel), `start` a Success as soon as
+    # the write is accepted and none at its end. Several for one write share a correlationId (two
+    # are reported for one template deployment: MicrosoftDocs/azure-docs#12166).
+    arm_events: Literal["completion", "start", "none"] = "completion"
+    arm_events_per_write: int = 1
+    # ModelRegistered on every model version PUT: `docs` is the docs page's shape (PascalCase,
+    # ModelVersion an integer), `sdk` the SDK test suites' (camelCase, the version a string).
+    model_registered: Literal["docs", "sdk", "none"] = "docs"
 
 
 DOCUMENTED = Profile("documented", status_changed=DOCUMENTED_STATUSES)
@@ -55,6 +69,9 @@ OBSERVED = Profile(
     data_version="2",
     output_uris="null",
     default_output=True,
+    arm_events="start",
+    arm_events_per_write=2,
+    model_registered="sdk",
 )
 LOSSY = Profile(
     "lossy",

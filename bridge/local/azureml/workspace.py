@@ -3,8 +3,9 @@
 What azure-ai-ml sends for the jobs the bridge creates (seen with azure-ai-ml 1.35):
 `jobs.create_or_update` of a command or sweep job with `environment="azureml:name:version"` and a
 named compute is one `PUT .../jobs/{name}`; `jobs.get` is one GET; `jobs.begin_cancel` one POST
-`.../jobs/{name}/cancel`. Every other route answers 404 with an Azure error body and is recorded,
-so a test sees an unexpected call.
+`.../jobs/{name}/cancel`. Models (`models`), batch endpoints (`batch`, whose invocations become
+jobs here) and registries (`registry`) answer from modules of their own. Every other route answers
+404 with an Azure error body and is recorded, so a test sees an unexpected call.
 
 The ARM answers follow the REST API spec's examples (stable 2025-09-01): a PUT of an existing name
 answers 200 with the existing job, unchanged; cancel answers 202 with a `Location` to poll, and the
@@ -15,6 +16,9 @@ It serves HTTPS, as Azure does, with a certificate of the stack's own authority 
 azure-ai-ml refuses to send a bearer token over plain http for a pipeline job's workspace lookup.
 A pipeline's inline steps are registered as anonymous components first (PUT
 `.../components/{name}/versions/{version}`), then the job is PUT.
+
+Online endpoints and deployments (ARM long-running writes, and their resource write events) are
+`emulator.online` (`bridge.local.azureml.endpoints`); a model version PUT raises ModelRegistered.
 
 Command jobs run as local shell commands in `workdir/jobs/{name}`; every other job type goes
 Running -> Completed without running anything. Each status change is handed to the
@@ -40,9 +44,12 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from bridge.events import Schema
-from bridge.local.azureml.models import Models
+from bridge.local.azureml.batch import SCORING_ROUTE, BatchEndpoints, BatchRun
+from bridge.local.azureml.endpoints import OnlineEndpoints
+from bridge.local.azureml.models import Models, RegisteredModel
 from bridge.local.azureml.profiles import DOCUMENTED, Profile
 from bridge.local.azureml.publisher import JobEventPublisher
+from bridge.local.azureml.registry import Registries
 from bridge.local.certificate import LocalCertificate
 from bridge.local.event_grid import DEFAULT_RETRY_DELAYS, Delivery, EventGridTopic
 from bridge.local.process import Lifecycle, LoopbackServer, Service
@@ -98,6 +105,7 @@ class EmulatedJob:
     status: str = "NotStarted"
     history: list[tuple[str, float, float]] = field(default_factory=list)  # status, monotonic, wall
     exit_code: int | None = None
+    outcome: str = "Completed"  # what a job that runs no command ends as (batch: maybe Failed)
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     process: Service | None = field(default=None, repr=False)
 
@@ -141,6 +149,7 @@ class AzureMLEmulator(Lifecycle):
         repeat_put: Literal["200", "409", "400"] = "200",
         cancel_answer: Literal["202", "200"] = "202",
         cancel_seconds: float = 0.5,
+        online_seconds: float = 0.5,
         tls: bool = True,
         dead_letter: Callable[[Delivery], object] | None = None,
     ) -> None:
@@ -172,7 +181,20 @@ class AzureMLEmulator(Lifecycle):
         )
         self._jobs: dict[str, EmulatedJob] = {}
         self._components: dict[str, dict[str, Any]] = {}
-        self.models = Models(self.workspace_id)
+        self.models = Models(
+            self.workspace_id,
+            on_registered=self._model_registered,
+            has_job=lambda name: self.job(name) is not None,
+        )
+        self.online = OnlineEndpoints(
+            self.workspace_id,
+            models=self.models,
+            publisher=self._publisher,
+            base_url=lambda: self.endpoint,
+            online_seconds=online_seconds,  # an online write's Creating -> Succeeded/Failed
+        )
+        self.batch = BatchEndpoints(self.workspace_id)
+        self.registries = Registries(self.SUBSCRIPTION_ID, self._shared_model)
         self._failures: list[tuple[str | None, Answer]] = []  # (the job it is for, answer)
         self._changed = threading.Condition()
         self._server: LoopbackServer | None = None
@@ -207,6 +229,7 @@ class AzureMLEmulator(Lifecycle):
             running = [job.process for job in self._jobs.values() if job.process is not None]
         for process in running:
             process.stop(grace=1)
+        self.online.close()
         self._topic.stop()
 
     # -- what tests and the dev host use ---------------------------------------------------------
@@ -362,6 +385,15 @@ class AzureMLEmulator(Lifecycle):
         operation = _OPERATION_ROUTE.match(url.path)
         if operation is not None and method == "GET":
             return self._operation(operation["name"])
+        online = self.online.operation_status(method, url.path)
+        if online is not None:
+            return Answer(online.status, online.body, dict(online.headers))
+        scoring = SCORING_ROUTE.match(url.path)
+        if scoring is not None and method == "POST":
+            return self._invoke_batch(scoring["endpoint"], headers, body)
+        registry = self.registries.handle(method, url.path, body, self.endpoint)
+        if registry is not None:
+            return Answer(registry.status, registry.body, dict(registry.headers))
         workspace = _WORKSPACE_ROUTE.match(url.path)
         if workspace is None:
             return azure_error(404, "NotFound", f"the emulator does not serve {method} {url.path}")
@@ -383,6 +415,12 @@ class AzureMLEmulator(Lifecycle):
         models = self.models.handle(method, rest, body)
         if models is not None:
             return Answer(models.status, models.body)
+        online = self.online.handle(method, rest, body)
+        if online is not None:
+            return Answer(online.status, online.body, dict(online.headers))
+        batch = self.batch.handle(method, rest, self.endpoint)
+        if batch is not None:
+            return Answer(batch.status, batch.body, dict(batch.headers))
         route = _JOB_ROUTE.match(rest)
         if route is None:
             return azure_error(404, "NotFound", f"the emulator does not serve {method} {path}")
@@ -427,11 +465,45 @@ class AzureMLEmulator(Lifecycle):
         with self._changed:
             if name in self._jobs:
                 return self._repeated_put(self._jobs[name])
-            self._jobs[name] = job
-            self._set_status(job, "NotStarted")
-            answer = Answer(201, self._resource(job))  # as created, before the run moves on
-        threading.Thread(target=self._run, args=(job,), name=f"job-{name}", daemon=True).start()
+            answer = Answer(201, self._admit(job))
         return answer
+
+    def _admit(self, job: EmulatedJob) -> dict[str, Any]:
+        """Hold a new job and start its run (lock held); its resource as created, before the run
+        moves on."""
+        self._jobs[job.name] = job
+        self._set_status(job, "NotStarted")
+        resource = self._resource(job)
+        threading.Thread(target=self._run, args=(job,), name=f"job-{job.name}", daemon=True).start()
+        return resource
+
+    def _invoke_batch(self, endpoint: str, headers: Mapping[str, str], body: Any) -> Answer:
+        """A batch endpoint's scoring POST: its job joins the workspace's jobs, runs and raises
+        run events like any other (without the bridge's tags: invoke sends none)."""
+        run = self.batch.invoke(endpoint, headers, body)
+        if not isinstance(run, BatchRun):
+            return Answer(run.status, run.body, dict(run.headers))
+        job = EmulatedJob(run.name, run.body, self.workdir / "jobs" / run.name, outcome=run.outcome)
+        with self._changed:
+            if run.name in self._jobs:
+                return azure_error(409, "UserError", f"a job named {run.name} already exists")
+            return Answer(200, self._admit(job))
+
+    def _model_registered(self, model: RegisteredModel) -> None:
+        properties = model.properties
+        self._publisher.model_registered(
+            model.name,
+            model.version,
+            tags=dict(properties.get("tags") or {}),
+            properties=dict(properties.get("properties") or {}),
+        )
+
+    def _shared_model(self, workspace_guid: str, name: str, version: str) -> dict[str, Any] | None:
+        """What a registry import copies: this workspace's model version, as it holds it."""
+        if workspace_guid != self.experiment_id(""):
+            return None
+        found = self.models.get(name, version)
+        return None if found is None else dict(found.properties)
 
     def _read(self, name: str) -> Answer:
         job = self.job(name)
@@ -526,7 +598,7 @@ class AzureMLEmulator(Lifecycle):
     def _run(self, job: EmulatedJob) -> None:
         if not (self._set_status(job, "Queued") and self._set_status(job, "Running")):
             return  # canceled while queued
-        status = self._execute(job) if job.job_type == "Command" else "Completed"
+        status = self._execute(job) if job.job_type == "Command" else job.outcome
         self._finish(job, status)
 
     def _execute(self, job: EmulatedJob) -> str:
