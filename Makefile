@@ -56,7 +56,8 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 demo: setup
-	$(BRIDGE) demo $(if $(KEEP),--keep) $(if $(CLOUDEVENTS),--cloudevents) $(if $(AZURE),--azure $(AZURE))
+	$(BRIDGE) demo $(if $(KEEP),--keep) $(if $(CLOUDEVENTS),--cloudevents) $(if $(AZURE),--azure $(AZURE)) \
+		$(if $(LIFECYCLE),--lifecycle)
 
 dev: setup
 	$(BRIDGE) dev $(if $(DAGS),--dags $(DAGS)) $(if $(AZURE),--azure $(AZURE))

@@ -17,7 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import calls, cold_start, memory, overhead, plots, push_vs_poll, throughput
+from bench import (
+    calls,
+    cold_start,
+    deployments,
+    memory,
+    overhead,
+    plots,
+    push_vs_poll,
+    throughput,
+)
 from bench.report import RESULTS, write
 from bench.stack import REPO, Plan, bench_stack
 
@@ -31,12 +40,13 @@ class Sizes:
     memory_checkpoints: tuple[int, int]
     cold_rounds: int
     levels: tuple[int, ...] = (1, 4, 16)
+    deploy: deployments.Options = deployments.FULL
 
 
 FULL = Sizes(push_vs_poll.FULL, 1000, 1000, 400, (1000, 10_000), 5)
-QUICK = Sizes(push_vs_poll.QUICK, 150, 150, 48, (300, 1200), 2)
+QUICK = Sizes(push_vs_poll.QUICK, 150, 150, 48, (300, 1200), 2, deploy=deployments.QUICK)
 REMOTE_AIRFLOW_SECONDS = 0.05  # a managed Airflow's API, seen from a Function in another network
-BENCHMARKS = ("push", "overhead", "throughput", "calls", "cold", "memory")
+BENCHMARKS = ("push", "overhead", "throughput", "calls", "cold", "memory", "deployments")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         if "memory" in chosen:
             record("memory", memory.run(stack, sizes.memory_checkpoints, plan.load_uris()))
             memory.print_table(results["memory"])
+        if "deployments" in chosen:
+            record("deployments", deployments.run(stack, sizes.deploy, plan.load_uris()))
+            deployments.print_tables(results["deployments"])
     if not args.quick:
         for path in plots.draw(results):
             print(f"plot: {path}")

@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="run the whole loop offline and print a timeline")
     _stack_arguments(demo)
     demo.add_argument("--keep", action="store_true", help="leave the stack up afterwards")
+    demo.add_argument(
+        "--lifecycle",
+        action="store_true",
+        help="instead: a model from training to production (train, register, stage, smoke-test, "
+        "promote, share, deploy in a second workspace), every step an asset event",
+    )
     demo.set_defaults(run=_demo)
 
     dev = commands.add_parser("dev", help="run the local stack in the foreground for your DAGs")
@@ -184,6 +190,10 @@ def _options(args: argparse.Namespace) -> StackOptions:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.lifecycle:
+        from bridge.local import lifecycle_demo
+
+        return lifecycle_demo.run(lifecycle_demo.options(_options(args)), keep=args.keep)
     from bridge.local import demo
 
     return demo.run(_options(args), keep=args.keep)
@@ -404,7 +414,7 @@ def _show(args: argparse.Namespace) -> int:
         ("job", job.name),
         ("state", job.state + (f" (found by {found.found_by})" if found.found_by else "")),
         ("origin", f"{job.dag_id} / {job.run_id} / {job.task_id} [{job.map_index}]"),
-        ("experiment", f"{found.experiment} ({found.job_type} job)"),
+        ("experiment", f"{found.experiment} ({found.job_type})"),
         ("accepted", found.accepted_at or "-"),
         ("created", found.created_at or "-"),
         ("finished", found.finished_at or "-"),
@@ -412,6 +422,10 @@ def _show(args: argparse.Namespace) -> int:
         ("studio", found.studio_url or "-"),
         ("routes", _routes(found.routes)),
     ]
+    if found.step:
+        facts.append(("step", found.step))
+    if found.result:
+        facts.append(("result", json.dumps(found.result, sort_keys=True)))
     if found.reason:
         facts.append(("reason", found.reason))
     if found.blocked:

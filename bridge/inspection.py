@@ -9,6 +9,7 @@ call to Azure ML and Airflow and each decision, with its time, span and result.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -66,6 +67,9 @@ class Trail:
     blocked_since: str | None = None
     failed: str | None = None
     trace_id: str | None = None  # the correlation id of every record below (`bridge.audit`)
+    # An operation's step in flight and what it produced or reserved (docs/lifecycle.md).
+    step: str | None = None
+    result: dict[str, Any] | None = None
     records: list[dict[str, Any]] = field(default_factory=list)  # each call and decision, in order
 
     def to_json(self) -> dict[str, Any]:
@@ -115,7 +119,8 @@ def trail(ledger: Ledger, jobs: Jobs | None, name: str) -> Trail | None:
         return None
     effects = ledger.effects(name)
     status, error = None, None
-    if jobs is not None and record.state is not JobState.REJECTED:
+    runs_job = record.submission.job is not None or record.submission.kind == "batch_score"
+    if jobs is not None and runs_job and record.state is not JobState.REJECTED:
         try:
             found = jobs.find(name)
             status = found.status if found else None
@@ -149,6 +154,8 @@ def trail(ledger: Ledger, jobs: Jobs | None, name: str) -> Trail | None:
         failed=record.failed,
         trace_id=traced.trace_id if traced else None,
         records=ledger.trail(name),
+        step=record.step,
+        result=json.loads(record.result) if record.result else None,
     )
 
 

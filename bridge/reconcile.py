@@ -12,6 +12,9 @@ sweeps the watch list, the ledger's index of jobs whose outcome is not routed ye
   event or the sweep, changes nothing;
 - a submission stuck in ACCEPTED is resumed; a rejection not yet told is told; a job Azure ML no
   longer knows is reported on its `failed` route with status `NotFound`;
+- an operation in flight (a deployment, a traffic change: docs/lifecycle.md) is advanced as an
+  ARM write event would advance it: its resource's `provisioningState` is read; each new write is
+  first read a minute after it began (`Bridge.retry_base`), then with backoff to five minutes;
 - a job whose outcome is known but one of whose effects is blocked (a wrong secret, a consumer DAG
   not deployed yet) is routed again from the ledger, without reading Azure ML.
 
@@ -41,6 +44,8 @@ from bridge.service import Bridge, Finding, Result
 log = logging.getLogger("bridge.reconcile")
 
 MAX_BACKOFF_SECONDS = 3600.0
+# An operation's write in flight (a deployment: minutes) is read at most this far apart.
+OPERATION_MAX_BACKOFF_SECONDS = 300.0
 SWEEP_LIMIT = 1000  # jobs per sweep; the rest are due at the next one
 # A sweep stops taking due jobs after this long (the rest are due at the next one): well inside
 # the Function App's timeout (host.json functionTimeout, 5 minutes), which would kill it mid-job.
@@ -179,7 +184,13 @@ class Reconciler:
         as an ARM event would have made the bridge do, and take the next step."""
         report = self.bridge.progress(record, via="reconcile")
         if report.result is Result.CREATED:
-            return self._postpone(watch, "running")
+            return "advanced"  # a new write began, and the bridge set the next check
+        if report.result is Result.RUNNING:
+            base = self.bridge.retry_base
+            delay = min(base * 2 ** min(watch.checks, 30), OPERATION_MAX_BACKOFF_SECONDS)
+            due_at = self.bridge.clock() + delay
+            self.bridge.ledger.postpone(watch.job_name, due_at, watch.checks + 1)
+            return "running"
         if report.result is Result.BLOCKED:
             return "blocked"  # still open, and `retry_soon` set its next check
         self.bridge.ledger.unwatch(record.name)

@@ -170,7 +170,9 @@ class OperationRunner:
                 return _unfinished(deployment, DEPLOYMENT, what)
             endpoint = self._endpoint(deploy.endpoint)
             wanted = traffic_after(endpoint.traffic, deploy.deployment, deploy.traffic)
-            if wanted is None:
+            if wanted is None:  # nothing to write; wait for a write under way (a racing step's)
+                if endpoint.state != SUCCEEDED:
+                    return _unfinished(endpoint, TRAFFIC, f"endpoint {deploy.endpoint}")
                 return self._deployed(deploy, endpoint)
             if endpoint.state != SUCCEEDED:  # another write is under way: ARM would refuse ours
                 raise TransientError(f"endpoint {deploy.endpoint} is {endpoint.state}")

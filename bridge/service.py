@@ -46,7 +46,7 @@ from bridge.events import (
 from bridge.ledger import UNBLOCKED, JobRecord, JobState, Ledger, Unblock, now_iso
 from bridge.policy import Policy
 from bridge.ports import Airflow, JobOutput, Jobs, Lifecycle, Provisioning
-from bridge.runner import OperationRunner, Progress, dumps, loads
+from bridge.runner import JOB, OperationRunner, Progress, dumps, loads
 from bridge.signing import Keyring
 
 
@@ -78,6 +78,7 @@ class Result(StrEnum):
     IGNORED = "ignored"  # nothing to do: progress status, a job the bridge did not submit
     BLOCKED = "blocked"  # waits on an operator's fix: not settled, retried until the deadline
     DEFERRED = "deferred"  # Azure ML refused for now (429, 5xx): the sweep resumes it
+    RUNNING = "running"  # an operation's write is still under way: nothing moved
 
 
 @dataclass(frozen=True)
@@ -306,13 +307,18 @@ class Bridge:
         if fields or record.state is not JobState.CREATED or record.blocked:
             self.ledger.update_job(record.name, JobState.CREATED, seen=record, **fields, **unblock)
         if progress.outcome is None:
-            if record.state is not JobState.CREATED or progress.step != record.step:
-                decide(
-                    Decision.CREATED, f"{record.submission.kind} {record.name}: "
-                    f"{progress.step} {progress.status}",
-                    step=progress.step, status=progress.status, via=via,
-                )  # fmt: skip
             detail = f"{progress.step}: {progress.status}"
+            if record.state is JobState.CREATED and progress.step == record.step:
+                return Report(Result.RUNNING, record.name, detail)
+            decide(
+                Decision.CREATED, f"{record.submission.kind} {record.name}: "
+                f"{progress.step} {progress.status}",
+                step=progress.step, status=progress.status, via=via,
+            )  # fmt: skip
+            if progress.step != JOB:
+                # A write began: the sweep looks at it soon, then backs off from there, so a
+                # deployment whose events never come waits minutes, not the job backoff's hour.
+                self.ledger.postpone(record.name, self.clock() + self.retry_base, 0)
             return Report(Result.CREATED, record.name, detail)
         current = self.ledger.get_job(record.name)
         if current is None:
@@ -479,6 +485,7 @@ class Bridge:
             reason=record.reason,
             via="submission",
             traceparent=current_traceparent(),
+            operation=None if submission.operation is None else submission.kind,
         )
         performed, blocked = self.once.perform(plan(fact, submission.route(Outcome.FAILED)))
         if blocked:

@@ -297,8 +297,10 @@ class AzureMLJobs:
     def _asset_id(self, client: Any, kind: str, reference: str) -> str:
         """The ARM id azure-ai-ml sends for `azureml:name:version` (built, not looked up), for
         `azureml:name@label` (an environment: looked up, as the SDK does), or an id as given."""
+        if reference.startswith("azureml://"):  # a registry's asset: "azureml:" is its scheme
+            return reference
         bare = reference.removeprefix("azureml:")
-        if bare.startswith(("/subscriptions/", "azureml://")):
+        if bare.startswith("/subscriptions/"):
             return bare
         name, at, label = bare.partition("@")
         if at and kind == "environments":

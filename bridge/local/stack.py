@@ -1,5 +1,6 @@
 """The whole local stack, on loopback, started and stopped as one: Azurite, the local Service Bus,
-the Azure ML emulator, the bridge's dev host and a real Airflow 3 with the example DAGs.
+the Azure ML emulator, the bridge's dev host and a real Airflow 3 with the example DAGs; on request
+(`StackOptions.production_workspace`) a second workspace with a bridge of its own.
 
 Every port is fresh, so two stacks on one machine do not collide; every process is stopped on exit
 (Ctrl-C and SIGTERM included) in reverse order of start.
@@ -7,6 +8,7 @@ Every port is fresh, so two stacks on one machine do not collide; every process 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import secrets
@@ -40,6 +42,11 @@ from bridge.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_DAGS = REPO / "examples" / "dags"
 QUEUE = "submissions"
+# A second workspace, when StackOptions asks for one: its own bridge, reached by its own queue
+# on the same Service Bus and by the Airflow connection `azureml_bridge_prod`.
+PRODUCTION_QUEUE = "submissions-prod"
+PRODUCTION_CONNECTION = "azureml_bridge_prod"
+PRODUCTION_LEDGER_TABLE = "bridgeledgerprod"
 LOCAL_RECONCILE_SCHEDULE = "*/2 * * * * *"  # every 2 seconds
 LOCAL_RECONCILE_AFTER_SECONDS = 5.0
 log = logging.getLogger("bridge.stack")
@@ -64,6 +71,20 @@ class StackOptions:
     reconcile_after_seconds: float = LOCAL_RECONCILE_AFTER_SECONDS
     # How the Azure ML emulator behaves: documented, observed or lossy (bridge.local.azureml).
     azure_profile: str = DOCUMENTED.name
+    # The name of a second (production) workspace, with a bridge of its own; None: no second one.
+    production_workspace: str | None = None
+
+
+@dataclass
+class Workspace:
+    """A second workspace and its own bridge: the emulator, the dev host that runs the bridge's
+    functions for it, their settings and the queue its submissions come by."""
+
+    emulator: AzureMLEmulator
+    devhost: DevHost
+    settings: Settings
+    bridge: Bridge
+    queue_name: str
 
 
 @dataclass
@@ -78,6 +99,7 @@ class Stack:
     bridge: Bridge
     airflow: LocalAirflow | None
     queue_name: str = QUEUE
+    production: Workspace | None = None
 
     @property
     def queue_env(self) -> dict[str, str]:
@@ -93,7 +115,8 @@ class Stack:
     @property
     def airflow_connection(self) -> dict[str, str]:
         """The same, as the Airflow connection `azureml_bridge_default` (an `AIRFLOW_CONN_*`
-        variable), which is how the local Airflow's operator finds the queue."""
+        variable), which is how the local Airflow's operator finds the queue; and, with a
+        production workspace, `azureml_bridge_prod` for its queue."""
         connection = {
             "conn_type": "azureml_bridge",
             "host": self.servicebus.address,
@@ -103,7 +126,19 @@ class Stack:
                 "workspace_id": self.emulator.workspace_id,
             },
         }
-        return {"AIRFLOW_CONN_AZUREML_BRIDGE_DEFAULT": json.dumps(connection)}
+        connections = {"AIRFLOW_CONN_AZUREML_BRIDGE_DEFAULT": json.dumps(connection)}
+        if self.production is not None:
+            production = {
+                **connection,
+                "schema": self.production.queue_name,
+                "extra": {
+                    "use_development_emulator": True,
+                    "workspace_id": self.production.emulator.workspace_id,
+                },
+            }
+            key = f"AIRFLOW_CONN_{PRODUCTION_CONNECTION.upper()}"
+            connections[key] = json.dumps(production)
+        return connections
 
 
 @contextmanager
@@ -114,13 +149,7 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
     with ExitStack() as stack, _stop_on_sigterm():
         azurite = stack.enter_context(Azurite(workdir))
         servicebus = stack.enter_context(LocalServiceBus())
-        queue = QueueOptions.from_bicep()  # the queue Azure gets: lock, deliveries, duplicates
-        servicebus.create_queue(
-            QUEUE,
-            lock_duration=queue.lock_duration_seconds,
-            max_delivery_count=queue.max_delivery_count,
-            duplicate_detection_window=queue.duplicate_detection_window_seconds,
-        )
+        _submission_queue(servicebus, QUEUE)
         for name in options.servicebus_queues:
             servicebus.create_queue(name)
         dead_letters = DeadLetterContainer(azurite.connection_string)
@@ -159,6 +188,10 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
         )
         emulator.webhook_url = devhost.webhook_url
         running = Stack(azurite, servicebus, emulator, devhost, settings, bridge, None)
+        if options.production_workspace:
+            running.production = _production(
+                stack, running, options=options, workdir=workdir, dead_letters=dead_letters
+            )
         if options.airflow:
             running.airflow = stack.enter_context(
                 LocalAirflow(
@@ -172,6 +205,63 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
                 )
             )
         yield running
+
+
+def _submission_queue(servicebus: LocalServiceBus, name: str) -> None:
+    """A queue as Azure gets it (infra's Bicep): its lock, deliveries and duplicate detection."""
+    queue = QueueOptions.from_bicep()
+    servicebus.create_queue(
+        name,
+        lock_duration=queue.lock_duration_seconds,
+        max_delivery_count=queue.max_delivery_count,
+        duplicate_detection_window=queue.duplicate_detection_window_seconds,
+    )
+
+
+def _production(
+    stack: ExitStack,
+    staging: Stack,
+    *,
+    options: StackOptions,
+    workdir: Path,
+    dead_letters: DeadLetterContainer,
+) -> Workspace:
+    """A second workspace with its own bridge, as a second Function App would be: its own queue,
+    ledger table, signing key and Event Grid subscription; the same Airflow (and bridge user), the
+    same Azurite and Service Bus, and the first workspace's registries."""
+    assert options.production_workspace
+    servicebus = staging.servicebus
+    _submission_queue(servicebus, PRODUCTION_QUEUE)
+    event_key = secrets.token_urlsafe(16)
+    emulator = stack.enter_context(
+        AzureMLEmulator(
+            workdir / "azureml-prod",
+            event_schema=options.event_schema,
+            access_key=event_key,
+            profile=PROFILES[options.azure_profile],
+            dead_letter=dead_letters.write,
+            workspace=options.production_workspace,
+            registries=staging.emulator.registries,
+        )
+    )
+    settings = dataclasses.replace(
+        staging.settings,
+        **emulator.azureml_settings(),
+        ledger_table=PRODUCTION_LEDGER_TABLE,
+        signing_key=secrets.token_hex(32),
+    )
+    bridge = build(settings)
+    devhost = stack.enter_context(
+        DevHost(
+            lambda: bridge,
+            settings,
+            servicebus_connection_string=servicebus.connection_string,
+            queue_name=PRODUCTION_QUEUE,
+            event_key=event_key,
+        )
+    )
+    emulator.webhook_url = devhost.webhook_url
+    return Workspace(emulator, devhost, settings, bridge, PRODUCTION_QUEUE)
 
 
 @contextmanager

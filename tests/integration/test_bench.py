@@ -27,6 +27,8 @@ TITLES = (
     "5. Cost per 1,000 jobs",
     "6. Cold start",
     "7. Memory",
+    "10. Deploying a model, measured",
+    "11. Deploying a model of 5, 10 and 20 minutes",
 )
 
 
@@ -51,6 +53,7 @@ def test_quick_benchmarks_print_every_table_and_write_every_result(tmp_path: Pat
             "calls",
             "cold_start",
             "memory",
+            "deployments",
         )
     }
     push = results["push_vs_poll.quick.json"]["peers"]
@@ -61,6 +64,16 @@ def test_quick_benchmarks_print_every_table_and_write_every_result(tmp_path: Pat
     bills = results["calls.quick.json"]["cost_per_1000_jobs"]
     assert set(bills) == {"1 minute", "1 hour", "8 hours"}
     assert len(results["memory.quick.json"]["rss_mib"]) == 3
+    deployed = results["deployments.quick.json"]
+    # Each way deployed for real: the provider's writes blocked, the bridge's were routed by the
+    # ARM events, and by the sweep alone when none came (its four checks, one finding it running).
+    assert deployed["measurements"]["bridge_via"] == ["event"]
+    assert deployed["measurements"]["sweep_via"] == "reconcile"
+    assert [check["check"] for check in deployed["sweep_checks"]] == [
+        "endpoint advanced", "deployment running", "deployment advanced", "traffic concluded",
+    ]  # fmt: skip
+    durations = {row["deployment"] for row in deployed["rows"]}
+    assert durations == {"5 minutes", "10 minutes", "20 minutes"}
 
 
 def test_quick_ledger_benchmark_prints_both_tables_and_writes_both_results(tmp_path: Path) -> None:

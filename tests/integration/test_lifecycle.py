@@ -15,7 +15,8 @@ import pytest
 from bridge.contracts import Submission
 from bridge.ledger import JobRecord, JobState
 from bridge.local.stack import Stack
-from tests.integration.conftest import asset_events, eventually, send
+from bridge.service import Result
+from tests.integration.conftest import asset_events, eventually, own_ledger, run_bridge, send
 
 pytestmark = pytest.mark.integration
 
@@ -79,13 +80,24 @@ def test_a_registration_reaches_airflow_once_with_the_version_it_took(loop_stack
     assert stored is not None and stored.properties["tags"]["evaluation"] == "passed"
     assert stored.properties["tags"]["bridge_submission"] == register.id
 
-    # Sent again (a retried task, a replay): nothing new is registered and nothing is posted.
-    send(loop_stack, register)
-    eventually(lambda: len(model_puts(loop_stack, name)) == 1 or None, what="one PUT")
+    # Delivered again (a replay; Service Bus itself drops a resent message id within the hour):
+    # nothing new is registered and nothing is posted. (The sweep may resume the submission while
+    # its first delivery runs: then the same version is written twice, never a second version.)
+    report = loop_stack.bridge.submit(register.to_json().encode(), f"again-{register.id}")
+    assert report.result is Result.DUPLICATE
+    puts = model_puts(loop_stack, name)
+    assert puts and all(put.path.endswith(f"/models/{name}/versions/1") for put in puts)
     assert len(events_of(loop_stack, DONE, register.id)) == 1
     assert loop_stack.emulator.models.get(name, "2") is None
     record = loop_stack.bridge.ledger.get_job(register.id)
     assert record is not None and json.loads(record.result or "{}")["version"] == "1"
+
+    # `bridge show` tells an operator what it produced, and asks Azure ML for no job.
+    shown = run_bridge(loop_stack.settings, "show", register.id)
+    assert shown.returncode == 0, shown.stderr
+    assert "(register_model)" in shown.stdout and '"version": "1"' in shown.stdout
+    assert "Azure ML has no job" not in shown.stdout
+    assert "azureml models.create_or_update" in shown.stdout
 
 
 def test_a_registration_azure_ml_refuses_reaches_the_failure_route(loop_stack: Stack) -> None:
@@ -232,11 +244,13 @@ def test_a_first_deployment_creates_the_endpoint_and_takes_all_traffic(loop_stac
     result = event.extra["result"]
     assert (result["endpoint"], result["deployment"], result["model"]) == (endpoint, "blue", model)
     assert result["traffic"] == {"blue": 100} and result["scoring_uri"]
-    # Endpoint, deployment, traffic: three writes, none repeated, each tagged with the submission.
+    # Endpoint, deployment, traffic, each tagged with the submission. (An ARM event and the sweep
+    # racing may write a step twice, the same way: PUTs of named resources.)
     writes = online_writes(loop_stack, endpoint)
-    assert [w.path.split("/onlineEndpoints/")[1] for w in writes] == [
-        endpoint, f"{endpoint}/deployments/blue", endpoint,
-    ]  # fmt: skip
+    paths = [w.path.split("/onlineEndpoints/")[1] for w in writes]
+    assert list(dict.fromkeys(paths)) == [endpoint, f"{endpoint}/deployments/blue"]
+    traffic = [w.body["properties"].get("traffic") for w in writes if w.path.endswith(endpoint)]
+    assert traffic[0] in (None, {}) and traffic[-1] == {"blue": 100}
     assert all(w.body["tags"]["bridge_submission"] == blue.id for w in writes)
     assert event.extra["via"] == "event"  # the ARM event at completion (the documented profile)
 
@@ -408,3 +422,94 @@ def test_under_lossy_events_every_operation_reaches_airflow_exactly_once(loop_st
     for submission in submissions:
         assert len(events_of(loop_stack, DONE, submission.id)) == 1
         assert events_of(loop_stack, FAILED, submission.id) == []
+
+
+# --- every kind: refused by the policy, failed in Azure ML ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "work",
+    [
+        {"kind": "set_traffic", "endpoint": "ep-any", "traffic": {"blue": 100}},
+        {"kind": "batch_score", "endpoint": "batch-any"},
+        {"kind": "cancel", "job": "any-job-airflow"},
+        {"kind": "share_model", "name": "loop-x", "version": "1", "registry": "loop-registry"},
+        {
+            "kind": "deploy",
+            "endpoint": "ep-any",
+            "deployment": "blue",
+            "model": "loop-x:1",
+            "instance_type": "Standard_DS3_v2",
+        },
+    ],
+    ids=lambda work: str(work["kind"]),
+)
+def test_every_kind_the_policy_refuses_reaches_the_failure_route_naming_the_rule(
+    loop_stack: Stack, work: dict[str, Any]
+) -> None:
+    """A bridge whose policy allows registrations only: the real service, its own ledger."""
+    from bridge.composition import build
+
+    settings = own_ledger(
+        loop_stack, "policy", policy_json='{"allowed_operations": ["register_model"]}'
+    )
+    bridge = build(settings)
+    refused = operation(work, task=f"refused-{work['kind']}")
+    before = len(loop_stack.emulator.requests)
+    report = bridge.submit(refused.to_json().encode(), f"msg-{refused.id}")
+    assert report.result is Result.REJECTED
+    assert f"operation {work['kind']!r} is not allowed" in report.detail
+    [event] = events_of(loop_stack, FAILED, refused.id)
+    assert event.extra["operation"] == work["kind"] and event.extra["status"] == "Rejected"
+    assert loop_stack.emulator.requests[before:] == []  # nothing reached Azure ML
+
+
+def test_a_traffic_change_that_fails_in_azure_ml_reaches_the_failure_route(
+    loop_stack: Stack,
+) -> None:
+    endpoint, model = endpoint_name(), registered_model(loop_stack)
+    blue = deploy(endpoint, "blue", model)
+    send(loop_stack, blue)
+    routed(loop_stack, DONE, blue.id)
+    loop_stack.emulator.online.fail_endpoint(endpoint, "InternalServerError: routing failed")
+    shift = operation({"kind": "set_traffic", "endpoint": endpoint, "traffic": {"blue": 100}},
+                      task="shift-fails")  # fmt: skip
+    send(loop_stack, shift)
+    event = routed(loop_stack, FAILED, shift.id)
+    assert (
+        event.extra["status"] == "Failed"
+        and f"endpoint {endpoint} is Failed" in event.extra["reason"]
+    )
+
+
+def test_a_cancel_of_a_job_azure_ml_no_longer_has_fails(loop_stack: Stack) -> None:
+    """Deleted in the workspace before anyone looked (on the loop stack the sweep would find it
+    missing first, and the cancel would report it ended): a bridge of its own, no sweep."""
+    from bridge.composition import build
+
+    bridge = build(own_ledger(loop_stack, "cancel"))
+    origin = {"dag_id": "loop_lifecycle", "run_id": secrets.token_hex(6), "task_id": "gone"}
+    job = Submission.model_validate({
+        "origin": origin,
+        "job": {"command": "sleep 300", "environment": "azureml:loop-env:1",
+                "compute": "cpu-cluster", "experiment_name": "loop"},
+    })  # fmt: skip
+    assert bridge.submit(job.to_json().encode(), f"msg-{job.id}").result is Result.CREATED
+    loop_stack.emulator.forget(job.id)
+    cancel = operation({"kind": "cancel", "job": job.id}, task="stop-gone")
+    report = bridge.submit(cancel.to_json().encode(), f"msg-{cancel.id}")
+    assert report.result is Result.REJECTED
+    assert "Azure ML refused the cancel" in report.detail and "404" in report.detail
+    [event] = events_of(loop_stack, FAILED, cancel.id)
+    assert event.extra["operation"] == "cancel"
+
+
+def test_a_share_of_a_model_the_workspace_does_not_have_fails(loop_stack: Stack) -> None:
+    loop_stack.emulator.registries.add("loop-registry")
+    missing = {"kind": "share_model", "name": f"loop-{secrets.token_hex(4)}", "version": "1",
+               "registry": "loop-registry"}  # fmt: skip
+    share = operation(missing, task="promote-nothing")
+    send(loop_stack, share)
+    event = routed(loop_stack, FAILED, share.id)
+    assert event.extra["status"] == "Rejected"
+    assert "Azure ML refused the share_model" in event.extra["reason"]

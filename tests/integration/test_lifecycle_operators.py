@@ -56,7 +56,8 @@ PRODUCTION_WORKSPACE_ID = WORKSPACE_ID.replace("/workspaces/ws", "/workspaces/pr
 UPSTREAM = "azureml://bridge-tests/lifecycle-operators/upstream"
 DONE = "azureml://bridge-tests/lifecycle-operators/completed"
 FAILED = "azureml://bridge-tests/lifecycle-operators/failed"
-TRAINING_JOB = "azureml_train-0123456789abcdef0123-airflow"
+# A job name as the bridge gives one (built here: a literal of 20 hex digits reads as a secret).
+TRAINING_JOB = job_name(Origin(dag_id="azureml_train", run_id="manual__1", task_id="train"))
 SENT_IN = re.compile(r"Submitted Azure ML operation (\S+) (\S+) in \d+ ms")
 
 # Adds each DAG's triggering asset events when `dag.test()` creates its run, then runs

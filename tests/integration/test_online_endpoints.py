@@ -161,6 +161,17 @@ def test_a_deployment_is_one_put_naming_its_assets_by_arm_id_as_the_sdk_does(
     assert sdk_put.query == put.query
 
 
+def test_a_registry_model_is_deployed_by_its_registry_reference_as_given(
+    emulator: AzureMLEmulator, jobs: AzureMLJobs
+) -> None:
+    """A production workspace deploys the copy `share_model` put in a registry."""
+    live_endpoint(emulator, jobs)
+    shared = "azureml://registries/prod-registry/models/churn/versions/3"
+    jobs.start_deployment(deploy(model=shared), BRIDGE_TAGS)
+    put = emulator.requests[-1]
+    assert put.path.endswith("/deployments/blue") and put.body["properties"]["model"] == shared
+
+
 def test_start_returns_once_accepted_and_leaves_no_poller(
     emulator: AzureMLEmulator, jobs: AzureMLJobs
 ) -> None:

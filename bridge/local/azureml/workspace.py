@@ -152,8 +152,11 @@ class AzureMLEmulator(Lifecycle):
         online_seconds: float = 0.5,
         tls: bool = True,
         dead_letter: Callable[[Delivery], object] | None = None,
+        workspace: str = WORKSPACE,
+        registries: Registries | None = None,
     ) -> None:
         self.workdir = workdir
+        self.workspace = workspace
         self.tls = tls
         self.certificate: LocalCertificate | None = None
         self.port = port
@@ -162,7 +165,7 @@ class AzureMLEmulator(Lifecycle):
         self.cancel_seconds = cancel_seconds  # CancelRequested -> Canceled
         self.workspace_id = (
             f"/subscriptions/{self.SUBSCRIPTION_ID}/resourceGroups/{self.RESOURCE_GROUP}"
-            f"/providers/Microsoft.MachineLearningServices/workspaces/{self.WORKSPACE}"
+            f"/providers/Microsoft.MachineLearningServices/workspaces/{workspace}"
         )
         self.requests: list[RecordedRequest] = []
         self._topic = EventGridTopic(
@@ -194,7 +197,11 @@ class AzureMLEmulator(Lifecycle):
             online_seconds=online_seconds,  # an online write's Creating -> Succeeded/Failed
         )
         self.batch = BatchEndpoints(self.workspace_id)
-        self.registries = Registries(self.SUBSCRIPTION_ID, self._shared_model)
+        # Registries are regional, not a workspace's: a second workspace is given the first's,
+        # to deploy what it shared (shares into them copy from the first workspace's models).
+        if registries is None:
+            registries = Registries(self.SUBSCRIPTION_ID, self._shared_model)
+        self.registries = registries
         self._failures: list[tuple[str | None, Answer]] = []  # (the job it is for, answer)
         self._changed = threading.Condition()
         self._server: LoopbackServer | None = None
@@ -239,7 +246,7 @@ class AzureMLEmulator(Lifecycle):
         return {
             "azureml_subscription_id": self.SUBSCRIPTION_ID,
             "azureml_resource_group": self.RESOURCE_GROUP,
-            "azureml_workspace": self.WORKSPACE,
+            "azureml_workspace": self.workspace,
             "azureml_endpoint": self.endpoint,
             "azureml_ca_file": str(self.authority) if self.authority else None,
         }
@@ -400,7 +407,7 @@ class AzureMLEmulator(Lifecycle):
         if (workspace["sub"], workspace["rg"].lower(), workspace["ws"].lower()) != (
             self.SUBSCRIPTION_ID,
             self.RESOURCE_GROUP.lower(),
-            self.WORKSPACE.lower(),
+            self.workspace.lower(),
         ):
             return azure_error(404, "ResourceNotFound", f"workspace {workspace['ws']} not found")
         return self._workspace_api(method, workspace["rest"] or "", body, url.path)
@@ -436,7 +443,7 @@ class AzureMLEmulator(Lifecycle):
     def _workspace(self) -> dict[str, Any]:
         return {
             "id": self.workspace_id,
-            "name": self.WORKSPACE,
+            "name": self.workspace,
             "type": "Microsoft.MachineLearningServices/workspaces",
             "location": "local",
             "properties": {"discoveryUrl": self.endpoint, "workspaceId": self.experiment_id("")},
