@@ -415,6 +415,28 @@ def test_under_lossy_events_every_operation_reaches_airflow_exactly_once(loop_st
             send(loop_stack, submission)
         for submission in submissions:
             routed(loop_stack, DONE, submission.id, timeout=90)
+        # Then what builds on them: a second deployment's traffic, the share, a cancel.
+        emulator.registries.add("loop-registry")
+        origin = {"dag_id": "loop_lifecycle", "run_id": secrets.token_hex(6), "task_id": "long"}
+        long_job = Submission.model_validate({
+            "origin": origin,
+            "job": {"command": "sleep 300", "environment": "azureml:loop-env:1",
+                    "compute": "cpu-cluster", "experiment_name": "loop"},
+        })  # fmt: skip
+        send(loop_stack, long_job)
+        emulator.wait_for_status(long_job.id, ["Running"], timeout=30)
+        then = [
+            operation({"kind": "set_traffic", "endpoint": endpoint, "traffic": {"blue": 100}},
+                      task="shift"),
+            operation({"kind": "share_model", "name": name, "version": "1",
+                       "registry": "loop-registry"}, task="share"),
+            operation({"kind": "cancel", "job": long_job.id}, task="cancel"),
+        ]  # fmt: skip
+        for submission in then:
+            send(loop_stack, submission)
+        for submission in then:
+            routed(loop_stack, DONE, submission.id, timeout=90)
+        submissions += then
         # Late duplicates and the sweep have had their chance: still one event each.
         eventually(lambda: len(emulator.settled_events(len(emulator.events), 20)) or None)
     finally:
