@@ -215,7 +215,8 @@ class SubmitAzureMLJobOperator(AzureMLBridgeOperator):
     The job name is derived from the task instance (DAG id, run id, task id, map index), so a
     retried task resends the same submission id: Service Bus drops the duplicate message and the
     bridge never creates a second job. An invalid job fails the task before anything is sent,
-    without retries; a queue that cannot be reached fails it with retries.
+    without retries; a queue that cannot be reached, does not exist yet or refuses the
+    identity (a role still propagating) fails it with retries.
     """
 
     template_fields: Sequence[str] = ("job", *_ROUTE_FIELDS)

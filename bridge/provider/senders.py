@@ -15,7 +15,13 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bridge.contracts import SCHEMA_ID, Submission
-from bridge.errors import ConfigurationError, PermanentError, TransientError, first_line
+from bridge.errors import (
+    BlockedError,
+    ConfigurationError,
+    PermanentError,
+    TransientError,
+    first_line,
+)
 
 if TYPE_CHECKING:
     from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential, TokenCredential
@@ -285,21 +291,26 @@ def _service_bus_errors(namespace: str, queue_name: str) -> Iterator[None]:
         yield
     except sb.MessageSizeExceededError as exc:
         raise PermanentError(f"submission too large for {where}") from exc
+    # What an operator's deployment fixes, or what heals by itself (a queue `azd up` is still
+    # creating, a role assignment still propagating): the task fails with retries, never for good.
     except (sb.MessagingEntityNotFoundError, sb.MessagingEntityDisabledError) as exc:
-        raise PermanentError(f"{where} does not exist or is disabled") from exc
+        raise _missing(where) from exc
     except sb.ServiceBusAuthorizationError as exc:
-        raise PermanentError(
-            f"{where} refused the identity: it needs the 'Azure Service Bus Data Sender' role"
+        raise BlockedError(
+            f"{where} refused the identity: it needs the 'Azure Service Bus Data Sender' role "
+            "(a new assignment takes minutes to apply)",
+            cause=BlockedError.PERMISSION,
         ) from exc
     except ClientAuthenticationError as exc:
-        raise PermanentError(
+        raise BlockedError(
             f"no credential could get a token for {where}: check the workers' managed identity "
-            f"and {MANAGED_IDENTITY_CLIENT_ID}"
+            f"and {MANAGED_IDENTITY_CLIENT_ID}",
+            cause=BlockedError.CREDENTIALS,
         ) from exc
     except sb.ServiceBusAuthenticationError as exc:
         # Service Bus refuses the token of an entity that does not exist with a 404.
         if getattr(exc.inner_exception, "status_code", None) == 404:
-            raise PermanentError(f"{where} does not exist or is disabled") from exc
+            raise _missing(where) from exc
         raise TransientError(f"{where} unavailable: {type(exc).__name__}") from exc
     except (
         sb.ServiceBusConnectionError,
@@ -309,6 +320,14 @@ def _service_bus_errors(namespace: str, queue_name: str) -> Iterator[None]:
         sb.ServiceBusQuotaExceededError,
     ) as exc:
         raise TransientError(f"{where} unavailable: {type(exc).__name__}") from exc
+
+
+def _missing(where: str) -> BlockedError:
+    return BlockedError(
+        f"{where} does not exist or is disabled (yet): deploy infra/, or name the queue the "
+        "bridge listens on",
+        cause=BlockedError.MISSING_RESOURCE,
+    )
 
 
 __all__ = [
