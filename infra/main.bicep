@@ -22,6 +22,12 @@ param workspaceName string
 @description('Resource group of the workspace; defaults to this deployment\'s resource group.')
 param workspaceResourceGroup string = resourceGroup().name
 
+@description('Name of an existing Azure ML registry the bridge shares models to and deploys models from (share_model, deploy of azureml://registries/...). Empty: no registry access is granted.')
+param modelRegistryName string = ''
+
+@description('Resource group of that registry (same subscription); defaults to the workspace\'s resource group.')
+param modelRegistryResourceGroup string = ''
+
 @description('Name of the workspace\'s Event Grid system topic. Set it if the workspace already has one.')
 param systemTopicName string = ''
 
@@ -82,6 +88,7 @@ var functionAppName = 'func-bridge-${token}'
 var topicName = empty(systemTopicName) ? 'evgt-${replace(workspaceName, '_', '-')}' : systemTopicName
 // A system topic's name takes letters, digits and hyphens; a resource group's also _ . ( ).
 var groupTopicName = empty(resourceGroupTopicName) ? 'evgt-${replace(replace(replace(replace(workspaceResourceGroup, '_', '-'), '.', '-'), '(', '-'), ')', '-')}' : resourceGroupTopicName
+var registryResourceGroup = empty(modelRegistryResourceGroup) ? workspaceResourceGroup : modelRegistryResourceGroup
 
 module identity 'modules/identity.bicep' = {
   name: 'identity'
@@ -202,6 +209,16 @@ module workspaceAccess 'modules/workspace-access.bicep' = {
   }
 }
 
+// Only with a registry named: AzureML Registry User on that one registry (docs/lifecycle.md).
+module registryAccess 'modules/registry-access.bicep' = if (!empty(modelRegistryName)) {
+  name: 'registry-access'
+  scope: resourceGroup(registryResourceGroup)
+  params: {
+    registryName: modelRegistryName
+    functionPrincipalId: identity.outputs.principalId
+  }
+}
+
 module functionApp 'modules/functionapp.bicep' = {
   name: 'functionapp'
   params: {
@@ -235,7 +252,7 @@ module functionApp 'modules/functionapp.bicep' = {
     instanceMemoryMB: instanceMemoryMB
   }
   // The host must find its roles in place on first start.
-  dependsOn: [workspaceAccess]
+  dependsOn: [workspaceAccess, registryAccess]
 }
 
 module eventSubscription 'modules/eventgrid-subscription.bicep' = if (deployEventSubscription) {

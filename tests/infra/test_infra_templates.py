@@ -95,7 +95,7 @@ def test_runtime_identities_get_exactly_the_roles_they_need(templates: Templates
         return {a.role for a in templates.role_assignments() if a.principal == principal}
 
     assert roles_of("functionPrincipalId") == {
-        "AzureML Data Scientist", "Azure Service Bus Data Receiver",
+        "AzureML Data Scientist", "AzureML Registry User", "Azure Service Bus Data Receiver",
         "Storage Table Data Contributor", "Storage Blob Data Owner",
         "Key Vault Secrets User", "Monitoring Metrics Publisher",
     }
