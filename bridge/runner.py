@@ -65,6 +65,16 @@ class Progress:
         return self.outcome is not None
 
 
+@dataclass(frozen=True)
+class Seen:
+    """An endpoint or deployment the caller has just read (an ARM event's hint): the step that
+    would read it first takes this instead, so one event costs one read of it, not two."""
+
+    endpoint: str
+    deployment: str | None
+    resource: Provisioning
+
+
 class OperationRunner:
     def __init__(
         self,
@@ -85,16 +95,16 @@ class OperationRunner:
     def ledger(self) -> Ledger:
         return self._ledger()
 
-    def advance(self, record: JobRecord, *, recovering: bool) -> Progress:
+    def advance(self, record: JobRecord, *, recovering: bool, seen: Seen | None = None) -> Progress:
         """Take the operation's next step. Raises `PolicyViolation` or `PermanentError` for what
         no retry changes, `TransientError` (`BlockedError`) for what one may."""
         operation = record.submission.operation
         if isinstance(operation, RegisterModel):
             return self._register(record, operation)
         if isinstance(operation, Deploy):
-            return self._deploy(record, operation)
+            return self._deploy(record, operation, seen)
         if isinstance(operation, SetTraffic):
-            return self._set_traffic(record, operation)
+            return self._set_traffic(record, operation, seen)
         if isinstance(operation, BatchScore):
             return self._batch_score(record, operation, recovering=recovering)
         if isinstance(operation, Cancel):
@@ -142,7 +152,7 @@ class OperationRunner:
 
     # -- online endpoints ------------------------------------------------------------------------
 
-    def _deploy(self, record: JobRecord, deploy: Deploy) -> Progress:
+    def _deploy(self, record: JobRecord, deploy: Deploy, seen: Seen | None) -> Progress:
         step = record.step
         if step is None:
             self._check_model(deploy)
@@ -152,7 +162,7 @@ class OperationRunner:
                 return Progress(None, "Creating", step=ENDPOINT)
             step = ENDPOINT
         if step == ENDPOINT:
-            endpoint = self.lifecycle.online_endpoint(deploy.endpoint)
+            endpoint = self._read_endpoint(deploy.endpoint, seen)
             if endpoint is None:  # deleted meanwhile: create it again
                 self.lifecycle.start_endpoint(deploy.endpoint, self.tags(record.submission))
                 return Progress(None, "Creating", step=ENDPOINT)
@@ -161,7 +171,7 @@ class OperationRunner:
             self.lifecycle.start_deployment(deploy, self.tags(record.submission))
             return Progress(None, "Creating", step=DEPLOYMENT)
         if step == DEPLOYMENT:
-            deployment = self.lifecycle.online_deployment(deploy.endpoint, deploy.deployment)
+            deployment = self._read_deployment(deploy.endpoint, deploy.deployment, seen)
             if deployment is None:  # the write was lost: write it again
                 self.lifecycle.start_deployment(deploy, self.tags(record.submission))
                 return Progress(None, "Creating", step=DEPLOYMENT)
@@ -178,7 +188,7 @@ class OperationRunner:
                 raise TransientError(f"endpoint {deploy.endpoint} is {endpoint.state}")
             self.lifecycle.start_traffic(deploy.endpoint, wanted, self.tags(record.submission))
             return Progress(None, "Updating", step=TRAFFIC)
-        endpoint = self._endpoint(deploy.endpoint)
+        endpoint = self._endpoint(deploy.endpoint, seen)
         if endpoint.state != SUCCEEDED:
             return _unfinished(endpoint, TRAFFIC, f"endpoint {deploy.endpoint}")
         return self._deployed(deploy, endpoint)
@@ -193,8 +203,8 @@ class OperationRunner:
         }
         return Progress(Outcome.COMPLETED, SUCCEEDED, result=result)
 
-    def _set_traffic(self, record: JobRecord, change: SetTraffic) -> Progress:
-        endpoint = self._endpoint(change.endpoint)
+    def _set_traffic(self, record: JobRecord, change: SetTraffic, seen: Seen | None) -> Progress:
+        endpoint = self._endpoint(change.endpoint, seen)
         if record.step is None:
             for name, percent in change.traffic.items():
                 if percent and self.lifecycle.online_deployment(change.endpoint, name) is None:
@@ -216,8 +226,18 @@ class OperationRunner:
         }
         return Progress(Outcome.COMPLETED, SUCCEEDED, result=result)
 
-    def _endpoint(self, name: str) -> Provisioning:
-        endpoint = self.lifecycle.online_endpoint(name)
+    def _read_endpoint(self, name: str, seen: Seen | None) -> Provisioning | None:
+        if seen is not None and seen.deployment is None and seen.endpoint == name:
+            return seen.resource
+        return self.lifecycle.online_endpoint(name)
+
+    def _read_deployment(self, endpoint: str, name: str, seen: Seen | None) -> Provisioning | None:
+        if seen is not None and (seen.endpoint, seen.deployment) == (endpoint, name):
+            return seen.resource
+        return self.lifecycle.online_deployment(endpoint, name)
+
+    def _endpoint(self, name: str, seen: Seen | None = None) -> Provisioning:
+        endpoint = self._read_endpoint(name, seen)
         if endpoint is None:
             raise BlockedError(
                 f"online endpoint {name} does not exist (yet)", cause=BlockedError.MISSING_RESOURCE

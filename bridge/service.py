@@ -46,7 +46,7 @@ from bridge.events import (
 from bridge.ledger import UNBLOCKED, JobRecord, JobState, Ledger, Unblock, now_iso
 from bridge.policy import Policy
 from bridge.ports import Airflow, JobOutput, Jobs, Lifecycle, Provisioning
-from bridge.runner import JOB, OperationRunner, Progress, dumps, loads
+from bridge.runner import JOB, OperationRunner, Progress, Seen, dumps, loads
 from bridge.signing import Keyring
 
 
@@ -264,7 +264,9 @@ class Bridge:
 
     # Operations beyond jobs (docs/lifecycle.md)
 
-    def _operate(self, record: JobRecord, *, recovering: bool, via: str) -> Report:
+    def _operate(
+        self, record: JobRecord, *, recovering: bool, via: str, seen: Seen | None = None
+    ) -> Report:
         """Take an operation's next step (`OperationRunner.advance`) and record where it stands;
         route its outcome once it has one. `via` says who asked: the submission ("call"), an ARM
         event ("event"), or the sweep ("reconcile")."""
@@ -277,7 +279,7 @@ class Bridge:
             ))  # fmt: skip
         in_flight = record.state is JobState.CREATED
         try:
-            progress = self.runner.advance(record, recovering=recovering)
+            progress = self.runner.advance(record, recovering=recovering, seen=seen)
         except PermanentError as exc:
             reason = (
                 f"policy: {exc}" if isinstance(exc, PolicyViolation)
@@ -329,12 +331,12 @@ class Bridge:
         )  # fmt: skip
         return self.conclude(current, finding)
 
-    def progress(self, record: JobRecord, via: str) -> Report:
+    def progress(self, record: JobRecord, via: str, seen: Seen | None = None) -> Report:
         """An operation in flight may have moved on (an ARM event said so, or the sweep is due):
         read where it stands and take its next step."""
         if record.state is not JobState.CREATED or record.submission.operation is None:
             return Report(Result.IGNORED, record.name, f"{record.state.value}: not in flight")
-        return self._operate(record, recovering=True, via=via)
+        return self._operate(record, recovering=True, via=via, seen=seen)
 
     def on_resource_write(
         self, endpoint: str, deployment: str | None, event_id: str | None = None
@@ -363,7 +365,8 @@ class Bridge:
                 Decision.EVENT_RECEIVED, f"resource write {what}: {state}",
                 event_id=event_id, resource=what, state=state,
             )  # fmt: skip
-            return self.progress(record, via="event")
+            assert resource is not None  # it named the record
+            return self.progress(record, via="event", seen=Seen(endpoint, deployment, resource))
 
     def on_model_registered(self, event: ModelEvent) -> Report:
         """A model version registered by anyone becomes an asset event on
