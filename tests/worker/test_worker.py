@@ -242,9 +242,10 @@ def unconfigured(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                     {
                         **VALIDATION_EVENT,
                         "id": "m1",
-                        "subject": "models/m:1",
+                        "subject": "endpoints/aciservice1",
                         "data": {},
-                        "eventType": "Microsoft.MachineLearningServices.ModelRegistered",
+                        # v1 web services' event: the bridge routes none of them.
+                        "eventType": "Microsoft.MachineLearningServices.ModelDeployed",
                     }
                 ),
             ),
@@ -393,7 +394,9 @@ def test_the_webhook_handshakes_need_no_backend(unconfigured: dict[str, Any]) ->
     assert status == 200 and headers["WebHook-Allowed-Origin"] == "eventgrid.azure.net"
 
 
-def test_an_event_of_no_run_succeeds_with_no_backend(unconfigured: dict[str, Any]) -> None:
+def test_an_event_the_bridge_does_not_route_succeeds_with_no_backend(
+    unconfigured: dict[str, Any],
+) -> None:
     ignored = unconfigured["invocations"][4]
     assert ignored["function"] == "on_azureml_event"
     assert ignored["response"]["result"]["status"] == "Success", ignored["response"]["result"]
@@ -517,6 +520,10 @@ def test_the_function_logs_reach_the_worker_with_each_outcome(
     assert logs[4] == ["reconcile timer is past due; sweeping now"]
     # The worker logs at INFO and the host forwards it: the Azure SDKs' request-by-request INFO
     # lines (every ledger and Azure ML call) must not ride along; their warnings still would.
-    sdk = [r["logger"] for i in answer["invocations"] for r in i["logs"]
-           if r["logger"].startswith(("azure.core", "azure.identity")) and r["level"] == "INFO"]
+    sdk = [
+        r["logger"]
+        for i in answer["invocations"]
+        for r in i["logs"]
+        if r["logger"].startswith(("azure.core", "azure.identity")) and r["level"] == "INFO"
+    ]
     assert sdk == []
