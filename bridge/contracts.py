@@ -282,13 +282,18 @@ class Submission(_Model):
         return work
 
     @property
+    def runs_job(self) -> bool:
+        """Whether an Azure ML job carries it: a job's, or a batch scoring's (named like one)."""
+        return self.job is not None or self.kind == "batch_score"
+
+    @property
     def declares_outputs(self) -> bool:
         """Whether the job names outputs of its own (then its completion reports where they are)."""
         if isinstance(self.job, CommandJob):
             return bool(self.job.outputs)
         if isinstance(self.job, YamlJob):
             return bool(self.job.spec.get("outputs"))
-        return False
+        return self.kind == "batch_score"  # its deployment's outputs (`score`)
 
     @property
     def experiment_name(self) -> str:

@@ -119,8 +119,7 @@ def trail(ledger: Ledger, jobs: Jobs | None, name: str) -> Trail | None:
         return None
     effects = ledger.effects(name)
     status, error = None, None
-    runs_job = record.submission.job is not None or record.submission.kind == "batch_score"
-    if jobs is not None and runs_job and record.state is not JobState.REJECTED:
+    if jobs is not None and record.submission.runs_job and record.state is not JobState.REJECTED:
         try:
             found = jobs.find(name)
             status = found.status if found else None

@@ -175,7 +175,7 @@ class Reconciler:
             status = record.status or record.outcome.title()
             finding = Finding(Outcome(record.outcome), status, via=record.via or "reconcile")
             return self._concluded(record, finding, "retried")
-        if record.submission.operation is not None and record.submission.kind != "batch_score":
+        if not record.submission.runs_job:
             return self._advance(watch, record)
         return self._read(watch, record)
 

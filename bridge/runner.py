@@ -60,10 +60,6 @@ class Progress:
     reason: str | None = None  # why it failed, as Azure ML says
     studio_url: str | None = None
 
-    @property
-    def ended(self) -> bool:
-        return self.outcome is not None
-
 
 @dataclass(frozen=True)
 class Seen:

@@ -539,7 +539,8 @@ class Bridge:
             event_id=event.id, event_type=event.type, status=event.status,
         )  # fmt: skip
         why = self.distrust(event, record)
-        if why and record.submission.kind == "batch_score" and record.state is JobState.CREATED:
+        batch = record.submission.job is None and record.submission.runs_job
+        if why and batch and record.state is JobState.CREATED:
             # A batch endpoint's job carries no tags of the bridge's (the invocation takes none):
             # its event is a hint to read the job from Azure ML, which is then what decides.
             return self._read_batch_job(event, record)
@@ -663,7 +664,7 @@ class Bridge:
             return None
         if finding.outputs is not None:
             return finding.outputs
-        if not record.submission.declares_outputs and record.submission.kind != "batch_score":
+        if not record.submission.declares_outputs:
             return None
         found = self.jobs.find(record.name)
         return found.outputs if found is not None else {}

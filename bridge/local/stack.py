@@ -176,17 +176,14 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
             reconcile_schedule=options.reconcile_schedule,
             reconcile_after_seconds=options.reconcile_after_seconds,
         )
-        bridge = build(settings)
-        devhost = stack.enter_context(
-            DevHost(
-                lambda: bridge,
-                settings,
-                servicebus_connection_string=servicebus.connection_string,
-                queue_name=QUEUE,
-                event_key=event_key,
-            )
+        bridge, devhost = _bridge_host(
+            stack,
+            settings,
+            servicebus=servicebus,
+            queue=QUEUE,
+            event_key=event_key,
+            emulator=emulator,
         )
-        emulator.webhook_url = devhost.webhook_url
         running = Stack(azurite, servicebus, emulator, devhost, settings, bridge, None)
         if options.production_workspace:
             running.production = _production(
@@ -205,6 +202,31 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
                 )
             )
         yield running
+
+
+def _bridge_host(
+    stack: ExitStack,
+    settings: Settings,
+    *,
+    servicebus: LocalServiceBus,
+    queue: str,
+    event_key: str,
+    emulator: AzureMLEmulator,
+) -> tuple[Bridge, DevHost]:
+    """A bridge on these settings, served by a dev host on `queue`; the emulator's events go to
+    its webhook."""
+    bridge = build(settings)
+    devhost = stack.enter_context(
+        DevHost(
+            lambda: bridge,
+            settings,
+            servicebus_connection_string=servicebus.connection_string,
+            queue_name=queue,
+            event_key=event_key,
+        )
+    )
+    emulator.webhook_url = devhost.webhook_url
+    return bridge, devhost
 
 
 def _submission_queue(servicebus: LocalServiceBus, name: str) -> None:
@@ -250,17 +272,14 @@ def _production(
         ledger_table=PRODUCTION_LEDGER_TABLE,
         signing_key=secrets.token_hex(32),
     )
-    bridge = build(settings)
-    devhost = stack.enter_context(
-        DevHost(
-            lambda: bridge,
-            settings,
-            servicebus_connection_string=servicebus.connection_string,
-            queue_name=PRODUCTION_QUEUE,
-            event_key=event_key,
-        )
+    bridge, devhost = _bridge_host(
+        stack,
+        settings,
+        servicebus=servicebus,
+        queue=PRODUCTION_QUEUE,
+        event_key=event_key,
+        emulator=emulator,
     )
-    emulator.webhook_url = devhost.webhook_url
     return Workspace(emulator, devhost, settings, bridge, PRODUCTION_QUEUE)
 
 

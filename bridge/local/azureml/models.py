@@ -122,14 +122,7 @@ class Models:
         })  # fmt: skip
 
     def _resource(self, model: RegisteredModel) -> dict[str, Any]:
-        properties = {
-            "description": None, "tags": {}, "properties": {}, "isAnonymous": False,
-            "isArchived": False, "modelType": "custom_model", "flavors": {}, "jobName": None,
-            **model.properties,
-            "provisioningState": "Succeeded",
-        }  # fmt: skip
-        if properties.get("flavors") is None:
-            properties["flavors"] = {}
+        properties = version_properties(model.properties)
         return {
             "id": f"{self.workspace_id}/models/{model.name}/versions/{model.version}",
             "name": model.version,
@@ -137,6 +130,20 @@ class Models:
             "properties": properties,
             "systemData": {"createdAt": model.created_at, "createdBy": "bridge-emulator"},
         }
+
+
+def version_properties(sent: dict[str, Any]) -> dict[str, Any]:
+    """A model version's `properties` as Azure ML answers them (a workspace's or a registry's):
+    what was sent over the defaults; `flavors` never null, or azure-ai-ml fails."""
+    properties = {
+        "description": None, "tags": {}, "properties": {}, "isAnonymous": False,
+        "isArchived": False, "modelType": "custom_model", "flavors": {}, "jobName": None,
+        **sent,
+        "provisioningState": "Succeeded",
+    }  # fmt: skip
+    if properties.get("flavors") is None:
+        properties["flavors"] = {}
+    return properties
 
 
 def _error(status: int, message: str) -> ModelAnswer:

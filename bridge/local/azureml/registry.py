@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bridge.local.azureml.models import version_properties
+
 DISCOVERY_ROUTE = re.compile(
     r"^/registrymanagement/v1\.0/registries/(?P<registry>[^/]+)/discovery$", re.IGNORECASE
 )
@@ -188,14 +190,7 @@ class Registries:
 
 
 def _resource(model: RegistryModel) -> dict[str, Any]:
-    properties = {
-        "description": None, "tags": {}, "properties": {}, "isAnonymous": False,
-        "isArchived": False, "modelType": "custom_model", "flavors": {}, "jobName": None,
-        **model.properties,
-        "provisioningState": "Succeeded",
-    }  # fmt: skip
-    if properties.get("flavors") is None:
-        properties["flavors"] = {}
+    properties = version_properties(model.properties)
     return {
         "id": model.id,
         "name": model.version,
