@@ -31,6 +31,7 @@ from bridge.operations import (
     BatchScore,
     Cancel,
     Deploy,
+    JobOutputReference,
     RegisterModel,
     SetTraffic,
     ShareModel,
@@ -41,6 +42,9 @@ from bridge.ports import Jobs, Lifecycle, ModelVersion, Provisioning
 SUCCEEDED = "Succeeded"
 # provisioningState values that end a write, and the outcome each routes.
 _ENDED = {"Succeeded": Outcome.COMPLETED, "Failed": Outcome.FAILED, "Canceled": Outcome.CANCELED}
+
+# Job statuses after which a job's outputs will never exist.
+_NO_OUTPUTS = frozenset({"Failed", "Canceled"})
 
 # Steps recorded in `JobRecord.step`.
 ENDPOINT = "endpoint"
@@ -120,6 +124,8 @@ class OperationRunner:
                 self.ledger.mark(record.name, result=dumps({"version": version}))
             existing = self.lifecycle.model(registration.name, version)
             if existing is None:
+                if registration.from_job is not None:
+                    self._check_source_job(registration.from_job)
                 tags = self.tags(record.submission)
                 return _registered(self.lifecycle.register_model(registration, version, tags))
             if existing.tags.get(TAG_SUBMISSION) == record.name:
@@ -132,7 +138,32 @@ class OperationRunner:
             version = None  # someone took the reserved version meanwhile: reserve the next
         raise TransientError(f"versions of model {registration.name} keep being taken")
 
+    def _check_source_job(self, source: JobOutputReference) -> None:
+        """A job's output exists once the job completed: a job Azure ML does not have yet, or
+        one still running, blocks (and heals); one that ended otherwise never will have it."""
+        job = self.jobs.find(source.job)
+        if job is None:
+            raise BlockedError(
+                f"job {source.job} is not in Azure ML (yet): its submission may be on its way",
+                cause=BlockedError.MISSING_RESOURCE,
+            )
+        if job.status in _NO_OUTPUTS:
+            raise PermanentError(
+                f"job {source.job} ended {job.status}: its output {source.output} never will exist"
+            )
+        if job.status != "Completed":
+            raise BlockedError(
+                f"job {source.job} is {job.status or 'not started'}: its output {source.output} "
+                "exists once it completes",
+                cause=BlockedError.MISSING_RESOURCE,
+            )
+
     def _share(self, record: JobRecord, share: ShareModel) -> Progress:
+        if self.lifecycle.model(share.name, share.version) is None:
+            raise BlockedError(
+                f"model {share.name}:{share.version} is not registered in the workspace (yet)",
+                cause=BlockedError.MISSING_RESOURCE,
+            )
         shared = self.lifecycle.share_model(share, self.tags(record.submission))
         result = {
             "registry": share.registry,

@@ -100,16 +100,47 @@ def test_a_registration_reaches_airflow_once_with_the_version_it_took(loop_stack
     assert "azureml models.create_or_update" in shown.stdout
 
 
-def test_a_registration_azure_ml_refuses_reaches_the_failure_route(loop_stack: Stack) -> None:
-    name = f"loop-{secrets.token_hex(4)}"
-    # From the output of a job Azure ML does not have: its PUT is refused (400), for good.
-    source = {"job": f"nosuch-{secrets.token_hex(4)}-airflow", "output": "model"}
-    register = operation({"kind": "register_model", "name": name, "from_job": source})
+def blocked_with(stack: Stack, name: str, words: str) -> JobRecord:
+    """The submission's record once its latest attempt blocked with `words` in the reason."""
+
+    def found() -> JobRecord | None:
+        record = stack.bridge.ledger.get_job(name)
+        return record if record is not None and words in (record.blocked or "") else None
+
+    return eventually(found, what=f"{name} blocked with {words!r}")
+
+
+def test_a_registration_from_a_job_not_done_yet_waits_for_its_output(loop_stack: Stack) -> None:
+    """The job may still be on its way, or running: it blocks (and heals); nothing is written."""
+    name, job = f"loop-{secrets.token_hex(4)}", f"later-{secrets.token_hex(4)}-airflow"
+    register = operation({"kind": "register_model", "name": name,
+                          "from_job": {"job": job, "output": "model"}})  # fmt: skip
+    send(loop_stack, register)
+    record = blocked_with(loop_stack, register.id, f"job {job} is not in Azure ML (yet)")
+    assert record.state is JobState.ACCEPTED and "[missing-resource]" in (record.blocked or "")
+
+    loop_stack.emulator.seed(job, "Running")
+    blocked_with(loop_stack, register.id, f"job {job} is Running")
+    assert model_puts(loop_stack, name) == [] and events_of(loop_stack, FAILED, register.id) == []
+
+    loop_stack.emulator.seed(job, "Completed")  # the job ended: its output is there now
+    event = routed(loop_stack, DONE, register.id)
+    assert event.extra["result"]["model"] == f"{name}:1"
+    stored = loop_stack.emulator.models.get(name, "1")
+    assert stored is not None and stored.properties["tags"]["bridge_submission"] == register.id
+
+
+def test_a_registration_from_a_job_that_failed_reaches_the_failure_route(loop_stack: Stack) -> None:
+    """Its output will never exist: no change of configuration makes this one succeed."""
+    name, job = f"loop-{secrets.token_hex(4)}", f"failed-{secrets.token_hex(4)}-airflow"
+    loop_stack.emulator.seed(job, "Failed")
+    register = operation({"kind": "register_model", "name": name,
+                          "from_job": {"job": job, "output": "model"}})  # fmt: skip
     send(loop_stack, register)
     event = routed(loop_stack, FAILED, register.id)
     assert event.extra["status"] == "Rejected"
-    assert "Azure ML refused the register_model" in event.extra["reason"]
-    assert loop_stack.emulator.models.get(name, "1") is None
+    assert f"job {job} ended Failed: its output model never will exist" in event.extra["reason"]
+    assert model_puts(loop_stack, name) == []
 
 
 def test_a_registration_the_policy_refuses_names_the_rule(loop_stack: Stack) -> None:
@@ -526,12 +557,23 @@ def test_a_cancel_of_a_job_azure_ml_no_longer_has_fails(loop_stack: Stack) -> No
     assert event.extra["operation"] == "cancel"
 
 
-def test_a_share_of_a_model_the_workspace_does_not_have_fails(loop_stack: Stack) -> None:
+def test_a_share_of_a_model_not_registered_yet_waits_for_it(loop_stack: Stack) -> None:
+    """The registration may still be on its way: it blocks and heals, as a deployment does."""
     loop_stack.emulator.registries.add("loop-registry")
-    missing = {"kind": "share_model", "name": f"loop-{secrets.token_hex(4)}", "version": "1",
-               "registry": "loop-registry"}  # fmt: skip
-    share = operation(missing, task="promote-nothing")
+    name = f"loop-{secrets.token_hex(4)}"
+    share = operation({"kind": "share_model", "name": name, "version": "1",
+                       "registry": "loop-registry"}, task="promote-early")  # fmt: skip
     send(loop_stack, share)
-    event = routed(loop_stack, FAILED, share.id)
-    assert event.extra["status"] == "Rejected"
-    assert "Azure ML refused the share_model" in event.extra["reason"]
+    record = blocked_with(loop_stack, share.id, f"model {name}:1 is not registered")
+    assert "[missing-resource]" in (record.blocked or "")
+    assert loop_stack.emulator.registries.get("loop-registry", name, "1") is None
+
+    register = operation({"kind": "register_model", "name": name, "version": "1",
+                          "path": "azureml://datastores/workspaceblobstore/paths/m/"})  # fmt: skip
+    send(loop_stack, register)
+    routed(loop_stack, DONE, register.id)
+    event = routed(loop_stack, DONE, share.id)
+    assert event.extra["result"]["model"] == (
+        f"azureml://registries/loop-registry/models/{name}/versions/1"
+    )
+    assert events_of(loop_stack, FAILED, share.id) == []
