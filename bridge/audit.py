@@ -142,12 +142,26 @@ class Span:
     job: str | None
     entries: list[dict[str, Any]] = field(default_factory=list)
     dropped: int = 0
+    kept: int = 0  # entries already kept by a ledger write they rode on (`keep_with`)
 
     def add(self, entry: dict[str, Any]) -> None:
         if len(self.entries) < MAX_ENTRIES:
             self.entries.append(entry)
         else:
             self.dropped += 1
+
+    def keep_with(self, job: str) -> list[dict[str, Any]] | None:
+        """The records not kept yet, for a write of the job's that keeps them (so that the span
+        needs no write of its own at its end); None if the span is not the job's. Call `kept_by`
+        once that write is done."""
+        if job != self.job or len(self.entries) == self.kept:
+            return None
+        return self.entries[self.kept :]
+
+    def kept_by(self, records: list[dict[str, Any]] | None) -> None:
+        """The write that carried `records` (from `keep_with`) is done."""
+        if records:
+            self.kept += len(records)
 
 
 @dataclass
@@ -196,12 +210,14 @@ class Audit:
     def _keep(self, span: Span, error: str | None) -> None:
         if self.keep is None or span.job is None or not span.entries:
             return
-        entries = span.entries
+        entries = span.entries[span.kept :]  # the rest rode on a ledger write already
         if error or span.dropped:
             entries = [
                 *entries,
                 _entry("span-end", span, {"error": error, "dropped": span.dropped}),
             ]
+        if not entries:
+            return
         try:
             self.keep(span.job, entries)
         except Exception as exc:  # the log holds the same records: losing this copy loses nothing

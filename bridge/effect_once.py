@@ -56,23 +56,45 @@ class EffectOnce:
         self.ambiguity_hold = ambiguity_hold  # `hold_for`: how long a request may stay in flight
         self.blocked_give_up = blocked_give_up
 
-    def perform(self, effects: list[Effect]) -> tuple[int, BlockedError | None]:
+    def perform(
+        self, effects: list[Effect], *, unsettled: list[Claim] | None = None
+    ) -> tuple[int, BlockedError | None]:
         """Perform each effect once; a failure of one still lets the others happen. Returns how
         many were performed and the first block (the caller keeps the job open); raises the
-        first transient failure (the transport retries)."""
+        first transient failure (the transport retries).
+
+        With `unsettled`, the claims of effects performed are put there instead of being
+        settled one write each: the caller's own write settles them (`Ledger.update_job`), or
+        `settle` does. Before a transient failure is raised, they are settled here."""
         performed, failure, blocked = 0, None, None
         for effect in effects:
             try:
-                performed += self._once(effect)
+                performed += self._once(effect, unsettled)
             except BlockedError as exc:
                 blocked = blocked or exc
             except TransientError as exc:
                 failure = failure or exc
         if failure is not None:
+            if unsettled:
+                self.settle(unsettled)
             raise failure
         return performed, blocked
 
-    def _once(self, effect: Effect) -> int:
+    def settle(self, claims: list[Claim]) -> None:
+        """Settle performed effects whose claims `perform` left to the caller, one write each;
+        raises the first transient failure after trying them all (an unsettled claim's lease
+        lapses, and whoever takes it over asks Airflow first)."""
+        failure = None
+        for claim in claims:
+            try:
+                self.ledger.complete(claim)
+            except TransientError as exc:
+                failure = failure or exc
+        claims.clear()
+        if failure is not None:
+            raise failure
+
+    def _once(self, effect: Effect, unsettled: list[Claim] | None = None) -> int:
         claim = self.ledger.claim(effect, self.clock(), self.lease_seconds)
         if isinstance(claim, Settled):
             summary = f"effect on {effect.target} already {claim.state}"
@@ -120,8 +142,14 @@ class EffectOnce:
         except BaseException:
             self.ledger.abandon(claim, self.clock() + self.ambiguity_hold)
             raise
-        self.ledger.complete(claim)
+        self._performed(claim, unsettled)
         return 1
+
+    def _performed(self, claim: Claim, unsettled: list[Claim] | None) -> None:
+        if unsettled is None:
+            self.ledger.complete(claim)
+        else:
+            unsettled.append(claim)  # the caller's write settles it
 
     def _fail(self, claim: Claim, reason: str) -> None:
         self.ledger.fail(claim, reason)

@@ -12,11 +12,13 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from bridge.audit import Audit, Decision, TraceContext, current_traceparent, decide
+from bridge.audit import current as current_span
 from bridge.contracts import (
     TAG_DAG_ID,
     TAG_SIGNATURE,
@@ -43,7 +45,7 @@ from bridge.events import (
     normalise_status,
     outcome_of,
 )
-from bridge.ledger import UNBLOCKED, JobRecord, JobState, Ledger, Unblock, now_iso
+from bridge.ledger import UNBLOCKED, Claim, JobRecord, JobState, Ledger, Unblock, now_iso
 from bridge.policy import Policy
 from bridge.ports import Airflow, JobOutput, Jobs, Lifecycle, Provisioning
 from bridge.runner import JOB, OperationRunner, Progress, Seen, dumps, loads
@@ -307,7 +309,15 @@ class Bridge:
             fields["created_at"] = now_iso()
         unblock = UNBLOCKED if record.blocked else Unblock()
         if fields or record.state is not JobState.CREATED or record.blocked:
-            self.ledger.update_job(record.name, JobState.CREATED, seen=record, **fields, **unblock)
+            self.ledger.update_job(
+                record.name,
+                JobState.CREATED,
+                seen=record,
+                settles=(),
+                trail=None,
+                **fields,
+                **unblock,
+            )
         if progress.outcome is None:
             detail = f"{progress.step}: {progress.status}"
             if record.state is JobState.CREATED and progress.step == record.step:
@@ -633,8 +643,12 @@ class Bridge:
             operation=None if record.submission.operation is None else record.submission.kind,
             result=finding.result if finding.result is not None else loads(record.result) or None,
         )
-        performed, blocked = self.once.perform(plan(fact, route))
+        # The effects performed are settled by the job's conclusion, which also keeps the span's
+        # records so far: one ledger write after Airflow's reply (docs/benchmarks.md).
+        unsettled: list[Claim] = []
+        performed, blocked = self.once.perform(plan(fact, route), unsettled=unsettled)
         if blocked:
+            self.once.settle(unsettled)
             reason = _reason(blocked)
             self.ledger.update_job(
                 record.name, record.state, seen=record, blocked=reason,
@@ -645,11 +659,23 @@ class Bridge:
             detail = f"{finding.outcome.value}: {reason}; next attempt in {delay:.0f}s"
             return Report(Result.BLOCKED, record.name, detail, performed)
         unblock = UNBLOCKED if record.blocked else Unblock()
-        self.ledger.update_job(
-            record.name, JobState.concluded(finding.outcome), seen=record,
-            finished_at=record.finished_at or now_iso(), via=record.via or finding.via,
-            outcome=finding.outcome.value, status=record.status or finding.status, **unblock,
-        )  # fmt: skip
+        span = current_span()
+        records = span.keep_with(record.name) if span is not None else None
+        try:
+            moved = self.ledger.update_job(
+                record.name, JobState.concluded(finding.outcome), seen=record,
+                settles=unsettled, trail=records,
+                finished_at=record.finished_at or now_iso(), via=record.via or finding.via,
+                outcome=finding.outcome.value, status=record.status or finding.status, **unblock,
+            )  # fmt: skip
+        except TransientError:
+            with suppress(TransientError):  # the ledger may be down: the leases then lapse
+                self.once.settle(unsettled)
+            raise
+        if moved and span is not None:
+            span.kept_by(records)
+        elif not moved:
+            self.once.settle(unsettled)  # another writer concluded it: settle these here
         # The job stays on the watch list until a sweep finds it due and drops it ("closed"):
         # reconciliation keeps its own index, and the event path saves a round trip.
         return Report(Result.HANDLED, record.name, finding.outcome.value, performed)

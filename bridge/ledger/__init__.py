@@ -13,7 +13,7 @@ O(open jobs), never a scan of the ledger's history.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -186,13 +186,20 @@ class Ledger(Protocol):
         state: JobState,
         *,
         seen: JobRecord | None = None,
+        settles: Sequence[Claim] = (),
+        trail: list[dict[str, Any]] | None = None,
         **fields: str | float | None,
     ) -> bool:
         """Move a job to `state`, setting the given fields, if its stored state may become
         `state` (`JobState.may_become`); a conditional write on the record's ETag, so no state
         ever goes back. `seen`, the record as the caller read it, saves reading it again (a
         stale one costs a read). Returns whether it moved; False leaves the record as another
-        writer left it (or absent)."""
+        writer left it (or absent).
+
+        The same write may carry what belongs with it, so that a job's conclusion costs one
+        round trip (docs/benchmarks.md): `settles`, claims of effects just performed, settled
+        COMPLETED by it; `trail`, a span's audit records, kept by it (as `add_trail` would).
+        Neither is written when the job does not move: the caller settles and keeps them."""
         ...
 
     def mark(self, name: str, **fields: str | float | None) -> None:

@@ -15,7 +15,7 @@ import dataclasses
 import hashlib
 import json
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
@@ -59,6 +59,21 @@ _INVERT_MS = 10**13 - 1  # epoch milliseconds stay below this until the year 228
 # A string property holds at most 64 KiB (32K UTF-16 characters); a submission may be larger.
 _CHUNK = 30_000
 _MAX_CHUNKS = 7
+# On the job's row: the effects its conclusion settled (comma-separated ids), and the audit records
+# of the span that concluded it, in at most this many chunks (the submission takes up to seven;
+# an entity holds 1 MiB). A longer trail gets a row of its own.
+SETTLED = "settled"
+ROW_TRAIL = "trail_"
+_ROW_TRAIL_CHUNKS = 3
+_CLAIM_FIELDS = ["RowKey", "state", "reason", "lease_until", "first_claimed_at", "attempted",
+                 "blocked_since", SETTLED]  # fmt: skip
+_EFFECT_FIELDS = ["RowKey", "kind", "target", "state", "reason", "updated_at", "event_id",
+                  "finished_at", SETTLED]  # fmt: skip
+_TRAIL_FIELDS = [
+    "RowKey",
+    *(f"entries_{i}" for i in range(_MAX_CHUNKS)),
+    *(f"{ROW_TRAIL}{i}" for i in range(_ROW_TRAIL_CHUNKS)),
+]
 
 
 class TableLedger:
@@ -161,11 +176,14 @@ class TableLedger:
         state: JobState,
         *,
         seen: JobRecord | None = None,
+        settles: Sequence[Claim] = (),
+        trail: list[dict[str, Any]] | None = None,
         **fields: str | float | None,
     ) -> bool:
         return self._transition(
-            name, lambda stored: stored.may_become(state), state, fields, seen=seen
-        )
+            name, lambda stored: stored.may_become(state), state, fields,
+            seen=seen, settles=settles, trail=trail,
+        )  # fmt: skip
 
     def mark(self, name: str, **fields: str | float | None) -> None:
         entity: dict[str, str | float] = {"PartitionKey": name, "RowKey": JOB_ROW}
@@ -193,11 +211,19 @@ class TableLedger:
         fields: Mapping[str, str | float | None],
         *,
         seen: JobRecord | None = None,
+        settles: Sequence[Claim] = (),
+        trail: list[dict[str, Any]] | None = None,
     ) -> bool:
         """Check the move against the record (as the caller saw it, else read now), write it
-        only if nobody wrote in between (If-Match); on a lost race read again and decide again."""
+        only if nobody wrote in between (If-Match); on a lost race read again and decide again.
+
+        A job's first conclusion (an open job moving to an outcome) also settles `settles` and
+        keeps `trail` on its own row: the hot path's last round trip. Any other move that
+        carries them settles and keeps them with writes of their own (rare: an operator's retry
+        of a concluded job)."""
         self.ensure_table()
         values = {key: "" if value is None else value for key, value in fields.items()}
+        trail_text = json.dumps(trail, default=str) if trail else ""
         known: tuple[JobState, str | None, str | None] | None = (
             (seen.state, seen.etag, seen.accepted_at) if seen and seen.etag else None
         )
@@ -214,6 +240,13 @@ class TableLedger:
             if not allowed(stored):
                 return False
             entity = {"PartitionKey": name, "RowKey": JOB_ROW, "state": state.value, **values}
+            # Once per job: a concluded state is final, so no later write finds these taken.
+            rides = not stored.finished and state.finished
+            if rides and settles:
+                entity[SETTLED] = ",".join(claim.effect.id for claim in settles)
+            trail_chunks = _chunks(trail_text, _ROW_TRAIL_CHUNKS) if rides else None
+            if trail_chunks:
+                entity |= {f"{ROW_TRAIL}{i}": chunk for i, chunk in enumerate(trail_chunks)}
             with _transient("update a job record"):
                 try:
                     self._merge_if_unchanged(entity, etag)
@@ -221,6 +254,11 @@ class TableLedger:
                     known = None  # another writer was first: its state decides the next try
                     continue
             self._flag(name, accepted_at, fields, state if state is not stored else None)
+            if not rides:
+                for claim in settles:
+                    self.complete(claim)
+            if trail and not trail_chunks:
+                self.add_trail(name, trail)
             return True
 
     # Effects
@@ -244,8 +282,21 @@ class TableLedger:
                 meta = self._table.create_entity(entity)
                 return Claim(effect, str(meta["etag"]), lease_until, taken_over=False, since=now)
             except ResourceExistsError:
-                current = self._table.get_entity(effect.fact.job_name, effect.id)
+                current, settled = self._effect_and_settled(effect.fact.job_name, effect.id)
         state = EffectState(current["state"])
+        if state is EffectState.IN_PROGRESS and effect.id in settled:
+            # Settled by the job's conclusion (`update_job(settles=...)`): say so on its own row
+            # too, before anything else writes the job row.
+            done = {
+                "PartitionKey": effect.fact.job_name,
+                "RowKey": effect.id,
+                "state": EffectState.COMPLETED.value,
+                "reason": "",
+                "updated_at": now_iso(),
+            }
+            with _transient("settle an effect"), suppress(ResourceModifiedError):
+                self._merge_if_unchanged(done, current.metadata["etag"])
+            return Settled(EffectState.COMPLETED, "")
         if state in (EffectState.COMPLETED, EffectState.FAILED):
             return Settled(state, current.get("reason"))
         if state is EffectState.IN_PROGRESS and float(current["lease_until"]) > now:
@@ -277,6 +328,17 @@ class TableLedger:
             since=since,
             blocked_since=float(blocked_since) if blocked_since else None,
         )
+
+    def _effect_and_settled(self, job_name: str, effect_id: str) -> tuple[Any, set[str]]:
+        """The effect's row, and the effects its job's conclusion settled: one query."""
+        # Spaces around the parameters: the SDK finds them by splitting the filter on spaces.
+        query = "PartitionKey eq @job and ( RowKey eq @effect or RowKey eq @job_row )"
+        parameters = {"job": job_name, "effect": effect_id, "job_row": JOB_ROW}
+        rows = list(self._table.query_entities(query, parameters=parameters, select=_CLAIM_FIELDS))
+        current = next((row for row in rows if row["RowKey"] == effect_id), None)
+        if current is None:  # released in between: the next attempt claims it afresh
+            raise TransientError(f"effect {effect_id} was released while being read")
+        return current, _settled(next((row for row in rows if row["RowKey"] == JOB_ROW), None))
 
     def complete(self, claim: Claim) -> None:
         self._settle(claim, EffectState.COMPLETED, None)
@@ -347,23 +409,34 @@ class TableLedger:
 
     def effects(self, job_name: str) -> list[EffectRecord]:
         self.ensure_table()
-        query = "PartitionKey eq @job and RowKey ne @job_row and RowKey lt @trail"
-        parameters = {"job": job_name, "job_row": JOB_ROW, "trail": TRAIL_PREFIX}
+        # The job's row too (it sorts before every effect): the effects its conclusion settled.
+        query = "PartitionKey eq @job and RowKey lt @trail"
+        parameters = {"job": job_name, "trail": TRAIL_PREFIX}
         with _transient("list effects"):
-            rows = list(self._table.query_entities(query, parameters=parameters))
-        return [
-            EffectRecord(
+            rows = list(
+                self._table.query_entities(query, parameters=parameters, select=_EFFECT_FIELDS)
+            )
+        job = next((row for row in rows if row["RowKey"] == JOB_ROW), None)
+        settled = _settled(job)
+        records = []
+        for row in rows:
+            if row["RowKey"] == JOB_ROW:
+                continue
+            state, updated_at = EffectState(row["state"]), row.get("updated_at")
+            if state is EffectState.IN_PROGRESS and row["RowKey"] in settled:
+                state = EffectState.COMPLETED
+                updated_at = (job.get("finished_at") if job else None) or updated_at
+            records.append(EffectRecord(
                 job_name=job_name,
                 effect_id=row["RowKey"],
                 kind=row.get("kind", ""),
                 target=row.get("target", ""),
-                state=EffectState(row["state"]),
+                state=state,
                 reason=row.get("reason") or None,
-                updated_at=row.get("updated_at"),
+                updated_at=updated_at,
                 event_id=row.get("event_id") or None,
-            )
-            for row in rows
-        ]
+            ))  # fmt: skip
+        return records
 
     def jobs(
         self,
@@ -549,8 +622,7 @@ class TableLedger:
         if not entries:
             return
         first = entries[0]
-        text = json.dumps(entries, default=str)
-        chunks = [text[i : i + _CHUNK] for i in range(0, len(text), _CHUNK)][:_MAX_CHUNKS]
+        chunks = _chunks(json.dumps(entries, default=str), _MAX_CHUNKS, cut=True)
         entity: dict[str, Any] = {
             "PartitionKey": job_name,
             "RowKey": f"{TRAIL_PREFIX}{first.get('time', now_iso())}-{first.get('span_id', '')}",
@@ -561,13 +633,25 @@ class TableLedger:
 
     def trail(self, job_name: str) -> list[dict[str, Any]]:
         self.ensure_table()
-        query = "PartitionKey eq @job and RowKey ge @trail and RowKey lt @after"
-        parameters = {"job": job_name, "trail": TRAIL_PREFIX, "after": TRAIL_PREFIX[:-1] + "."}
+        # The trail's rows, and the job's row for the records its conclusion kept.
+        query = (
+            "PartitionKey eq @job and "
+            "( RowKey eq @job_row or ( RowKey ge @trail and RowKey lt @after ) )"
+        )
+        parameters = {"job": job_name, "job_row": JOB_ROW, "trail": TRAIL_PREFIX,
+                      "after": TRAIL_PREFIX[:-1] + "."}  # fmt: skip
         with _transient("read audit records"):
-            rows = list(self._table.query_entities(query, parameters=parameters))
+            rows = list(
+                self._table.query_entities(query, parameters=parameters, select=_TRAIL_FIELDS)
+            )
         entries: list[dict[str, Any]] = []
         for row in sorted(rows, key=lambda row: str(row["RowKey"])):
-            text = "".join(row[f"entries_{i}"] for i in range(_MAX_CHUNKS) if f"entries_{i}" in row)
+            prefix = ROW_TRAIL if row["RowKey"] == JOB_ROW else "entries_"
+            text = "".join(
+                row[f"{prefix}{i}"] for i in range(_MAX_CHUNKS) if row.get(f"{prefix}{i}")
+            )
+            if not text:
+                continue
             try:
                 entries += json.loads(text)
             except ValueError:  # cut at _MAX_CHUNKS: say so rather than hide the span
@@ -658,7 +742,7 @@ class TableLedger:
 
 
 def _transport() -> dict[str, Any]:
-    """Where no proxy is configured, a session that does not look for one on every request.
+    """Where no proxy is configured, azure-core's requests transport on a lean session.
 
     `requests` otherwise reads every environment variable twice per request for proxy settings,
     and looks for a .netrc file: a third of the bridge's CPU per event (bench/overhead.py). With a
@@ -666,12 +750,48 @@ def _transport() -> dict[str, Any]:
     """
     if urllib.request.getproxies():
         return {}
-    import requests
     from azure.core.pipeline.transport import RequestsTransport
 
-    session = requests.Session()
+    session = _lean_session()
     session.trust_env = False
     return {"transport": RequestsTransport(session=session, session_owner=True)}
+
+
+def _lean_session() -> Any:
+    """A `requests.Session` that sends what azure-core's transport gives it and nothing more.
+
+    azure-core follows redirects in its own pipeline (`allow_redirects=False`), sends no cookies
+    and no hooks, and reads the body itself; `Session.request` still merges cookie jars, hooks,
+    headers and settings on every request, about a fifth of a Table call's CPU. This one prepares
+    the request and hands it to the session's connection adapter (urllib3's pool), as
+    `Session.send` would."""
+    import requests
+
+    class LeanSession(requests.Session):
+        def request(  # type: ignore[override]
+            self,
+            method: str,
+            url: str,
+            *,
+            headers: Mapping[str, str] | None = None,
+            data: Any = None,
+            files: Any = None,
+            timeout: Any = None,
+            verify: Any = True,
+            cert: Any = None,
+            proxies: Mapping[str, str] | None = None,
+            stream: bool = False,
+            allow_redirects: bool = False,
+            **_: Any,
+        ) -> requests.Response:
+            prepared = requests.PreparedRequest()
+            prepared.prepare(method=method, url=url, headers=dict(headers or {}), data=data,
+                             files=files)  # fmt: skip
+            adapter = self.get_adapter(url)
+            return adapter.send(prepared, stream=stream, timeout=timeout, verify=verify,
+                                cert=cert, proxies=dict(proxies or {}))  # fmt: skip
+
+    return LeanSession()
 
 
 @contextmanager
@@ -710,6 +830,21 @@ def _job_fields(record: JobRecord) -> dict[str, Any]:
         result=record.result or "",
     )
     return fields
+
+
+def _chunks(text: str, most: int, *, cut: bool = False) -> list[str]:
+    """`text` in property-sized chunks; [] when it needs more than `most` (unless `cut`: then
+    the first `most`)."""
+    chunks = [text[i : i + _CHUNK] for i in range(0, len(text), _CHUNK)]
+    if len(chunks) > most:
+        return chunks[:most] if cut else []
+    return chunks
+
+
+def _settled(job_row: Mapping[str, Any] | None) -> set[str]:
+    """The effects a job's conclusion settled, from its row (`update_job(settles=...)`)."""
+    text = str(job_row.get(SETTLED) or "") if job_row is not None else ""
+    return set(text.split(",")) if text else set()
 
 
 def _etag_of(entity: Any) -> str | None:

@@ -298,3 +298,60 @@ def test_reopening_a_failed_effect_keeps_the_mark_of_an_attempt_that_may_have_se
     assert isinstance(redriven, Claim)
     assert (redriven.taken_over, redriven.blocked_since) == (True, 2000.0)  # checked first
     assert not ledger.reopen(job.id, "completed-asset-nothing", now=2002.0)
+
+
+def test_a_conclusion_settles_its_effects_and_keeps_its_trail_in_one_write(
+    ledger: TableLedger,
+) -> None:
+    """The hot path's last round trip: the job's row says which effects its conclusion settled
+    and holds the span's records; every reader sees them as if written to rows of their own."""
+    job = submission()
+    ledger.add_job(JobRecord(job, JobState.CREATED))
+    claim = ledger.claim(effect(job), now=1000.0, lease_seconds=60)
+    assert isinstance(claim, Claim)
+    records = [{"record": "decision", "time": "2026-12-04T10:00:00.000+00:00", "span_id": "s1",
+                "decision": "effect-performed"}]  # fmt: skip
+    seen = ledger.get_job(job.id)
+    assert ledger.update_job(job.id, JobState.COMPLETED, seen=seen, settles=[claim], trail=records)
+
+    [settled] = ledger.effects(job.id)
+    assert settled.state is EffectState.COMPLETED
+    assert ledger.trail(job.id) == records
+    # The effect's own row still says in progress, until a claim finds it settled and says so.
+    raw = ledger._table.get_entity(job.id, effect(job).id)
+    assert raw["state"] == EffectState.IN_PROGRESS.value
+    assert ledger.claim(effect(job), now=1001.0, lease_seconds=60) == Settled(
+        EffectState.COMPLETED, ""
+    )
+    assert ledger._table.get_entity(job.id, effect(job).id)["state"] == "completed"
+
+
+def test_a_later_move_of_a_concluded_job_settles_and_keeps_with_writes_of_their_own(
+    ledger: TableLedger,
+) -> None:
+    """Only a job's first conclusion carries them on its row (an operator's retry concludes a
+    job again): nothing the first one kept is overwritten."""
+    job = submission()
+    ledger.add_job(JobRecord(job, JobState.CREATED))
+    first = [{"record": "decision", "time": "2026-12-04T10:00:00.000+00:00", "span_id": "s1"}]
+    assert ledger.update_job(job.id, JobState.COMPLETED, trail=first)
+    claim = ledger.claim(effect(job), now=1000.0, lease_seconds=60)
+    assert isinstance(claim, Claim)
+    later = [{"record": "decision", "time": "2026-12-04T11:00:00.000+00:00", "span_id": "s2"}]
+    assert ledger.update_job(job.id, JobState.COMPLETED, settles=[claim], trail=later)
+
+    assert ledger.trail(job.id) == first + later
+    assert ledger._table.get_entity(job.id, effect(job).id)["state"] == "completed"
+    assert [e.state for e in ledger.effects(job.id)] == [EffectState.COMPLETED]
+
+
+def test_a_move_refused_settles_and_keeps_nothing(ledger: TableLedger) -> None:
+    job = submission()
+    ledger.add_job(JobRecord(job, JobState.CREATED))
+    assert ledger.update_job(job.id, JobState.FAILED)
+    claim = ledger.claim(effect(job), now=1000.0, lease_seconds=60)
+    assert isinstance(claim, Claim)
+    records = [{"record": "decision", "time": "2026-12-04T10:00:00.000+00:00", "span_id": "s1"}]
+    assert not ledger.update_job(job.id, JobState.COMPLETED, settles=[claim], trail=records)
+    assert ledger.trail(job.id) == []
+    assert [e.state for e in ledger.effects(job.id)] == [EffectState.IN_PROGRESS]
