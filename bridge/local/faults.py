@@ -1,6 +1,7 @@
 """A fault-injecting HTTP proxy for the local stack: between the bridge and Airflow it loses
 replies after Airflow acted, answers 502 as a gateway would, or loses requests before they arrive;
-or only delays each request, as an Airflow across a network would (the benchmarks' remote Airflow).
+or only delays each request, as an Airflow across a network would (the benchmarks' remote Airflow),
+or as Azure Table Storage would (the benchmarks' storage model).
 
 Each request is forwarded unless `decide` says otherwise; what it says is recorded, so a test or
 the chaos run can count what happened. It speaks plain HTTP/1.1 to loopback servers only.
@@ -52,7 +53,7 @@ class FaultProxy(Lifecycle):
         target: str,
         decide: Decide | None = None,
         *,
-        delay: float = 0.0,
+        delay: float | Callable[[str, str], float] = 0.0,
         late_by: float = 0.0,
     ) -> None:
         parts = urlsplit(target)
@@ -61,7 +62,9 @@ class FaultProxy(Lifecycle):
         self.target_host = parts.hostname
         self.target_port = parts.port or 80
         self.decide: Decide = decide or (lambda method, path, body: None)
-        self.delay = delay  # seconds added to every request before it is forwarded
+        # Seconds added to every request before it is forwarded, or a function of its method and
+        # path that says how many (a latency model: bench/storage_model.py).
+        self.delay = delay
         self.late_by = late_by  # how long a COMMIT_LATE request is held before it is forwarded
         self.passages: list[Passage] = []
         self._lock = threading.Lock()
@@ -117,8 +120,11 @@ class FaultProxy(Lifecycle):
                     self.close_connection = True
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-                if proxy.delay:
-                    time.sleep(proxy.delay)
+                pause = (
+                    proxy.delay(self.command, self.path) if callable(proxy.delay) else proxy.delay
+                )
+                if pause:
+                    time.sleep(pause)
                 if fault is Fault.COMMIT_LATE:
                     time.sleep(proxy.late_by)
                 status, reply_headers, reply = proxy._forward(

@@ -22,7 +22,10 @@ REPO = Path(__file__).resolve().parents[2]
 TITLES = (
     "1. Job end → consumer DAG run",
     "2. Bridge overhead",
+    "2b. Bridge CPU per effect",
     "3. Throughput",
+    "ledger through Azure Table's latency model",
+    "12. The bridge's own ceiling",
     "4. Per job",
     "5. Cost per 1,000 jobs",
     "6. Cold start",
@@ -49,7 +52,10 @@ def test_quick_benchmarks_print_every_table_and_write_every_result(tmp_path: Pat
             "push_vs_poll",
             "overhead",
             "throughput",
+            "throughput_modelled",
             "throughput_remote",
+            "throughput_remote_modelled",
+            "ceiling",
             "calls",
             "cold_start",
             "memory",
@@ -60,7 +66,14 @@ def test_quick_benchmarks_print_every_table_and_write_every_result(tmp_path: Pat
     assert set(push) == {"push", "stream", "poll10", "poll5", "watcher"}
     assert all(len(peer["created_s"]) == 6 for peer in push.values())  # every consumer ran
     assert results["overhead.quick.json"]["phases"]["total"]["n"] == 150
-    assert [row["concurrency"] for row in results["throughput.quick.json"]["levels"]] == [1, 4, 16]
+    assert results["overhead.quick.json"]["ledger_round_trips"] == 3.0  # read, claim, conclude
+    assert results["overhead.quick.json"]["cpu_ms"]["total"] > 0
+    for name in ("throughput", "throughput_modelled"):
+        levels = results[f"{name}.quick.json"]["levels"]
+        assert [row["concurrency"] for row in levels] == [1, 4, 16]
+        assert all(row["bridge_cpu_ms_per_effect"] > 0 for row in levels)
+    assert results["throughput_modelled.quick.json"]["storage_model"]["write"]["p50_ms"] == 10.0
+    assert {row["processes"] for row in results["ceiling.quick.json"]["levels"]} == {1, 2}
     bills = results["calls.quick.json"]["cost_per_1000_jobs"]
     assert set(bills) == {"1 minute", "1 hour", "8 hours"}
     assert len(results["memory.quick.json"]["rss_mib"]) == 3
