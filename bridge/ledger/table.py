@@ -59,6 +59,7 @@ _INVERT_MS = 10**13 - 1  # epoch milliseconds stay below this until the year 228
 # A string property holds at most 64 KiB (32K UTF-16 characters); a submission may be larger.
 _CHUNK = 30_000
 _MAX_CHUNKS = 7
+POOL_CONNECTIONS = 32  # to the table's host: one per concurrent invocation
 # On the job's row: the effects its conclusion settled (comma-separated ids), and the audit records
 # of the span that concluded it, in at most this many chunks (the submission takes up to seven;
 # an entity holds 1 MiB). A longer trail gets a row of its own.
@@ -791,7 +792,12 @@ def _lean_session() -> Any:
             return adapter.send(prepared, stream=stream, timeout=timeout, verify=verify,
                                 cert=cert, proxies=dict(proxies or {}))  # fmt: skip
 
-    return LeanSession()
+    session = LeanSession()
+    # Concurrent invocations share one client: a connection for each, as the Airflow client keeps
+    # (requests keeps 10 and opens and drops the rest on every request beyond them).
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, requests.adapters.HTTPAdapter(pool_maxsize=POOL_CONNECTIONS))
+    return session
 
 
 @contextmanager
