@@ -1,5 +1,6 @@
 """Azure Table Storage's latency, on Azurite: a loopback proxy in front of Azurite's Table endpoint
-holds each request for a time drawn from a model of Azure's, and serves requests concurrently.
+holds each request for a time drawn from a model of Azure's, and serves requests concurrently (in a
+process of its own: its threads must not wait on the load generator's GIL).
 
 Why: Azurite answers on loopback in about 1.5 ms and serves one request at a time, so on Azurite
 the ledger looks both faster than Azure's (one at a time) and slower (many at once). Azure Table
@@ -31,14 +32,19 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from bridge.local.azurite import Azurite
 from bridge.local.faults import FaultProxy
+from bridge.local.process import Service, free_port, port_ready
 from bridge.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
 
 Z99 = 2.326  # the standard normal's 99th percentile
 
@@ -78,13 +84,44 @@ def describe() -> dict[str, dict[str, float]]:
     return {name: dataclasses.asdict(model) for name, model in (("read", READ), ("write", WRITE))}
 
 
+@dataclass(frozen=True)
+class Modelled:
+    """The ledger's settings through the model, and the model's process (for its CPU)."""
+
+    settings: Settings
+    pid: int
+
+
 @contextmanager
-def modelled(azurite: Azurite, settings: Settings) -> Iterator[Settings]:
-    """`settings` whose ledger is reached through the model (Azurite behind the proxy)."""
-    with FaultProxy(f"http://127.0.0.1:{azurite.table_port}", delay=TableLatency()) as proxy:
+def modelled(azurite: Azurite, settings: Settings) -> Iterator[Modelled]:
+    """`settings` whose ledger is reached through the model: Azurite behind the proxy, which runs
+    in a process of its own, so that its threads do not share a GIL with the load generator."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.storage_model", str(azurite.table_port), str(port)]
+    log = azurite.workdir / f"storage-model-{port}.log"
+    service = Service("storage-model", argv, log=log, cwd=REPO, ready=port_ready(port)).start()
+    try:
+        service.wait_ready(30)
+        assert service.process is not None and settings.ledger_connection_string is not None
         account = azurite.table_endpoint.rsplit("/", 1)[1]
-        assert settings.ledger_connection_string is not None
         connection = settings.ledger_connection_string.replace(
-            azurite.table_endpoint, f"{proxy.url}/{account}"
+            azurite.table_endpoint, f"http://127.0.0.1:{port}/{account}"
         )
-        yield dataclasses.replace(settings, ledger_connection_string=connection)
+        changed = dataclasses.replace(settings, ledger_connection_string=connection)
+        yield Modelled(changed, service.process.pid)
+    finally:
+        service.stop(grace=2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.storage_model AZURITE_TABLE_PORT PORT`: serve until stopped."""
+    target, port = (argv if argv is not None else sys.argv[1:])[:2]
+    proxy = FaultProxy(f"http://127.0.0.1:{target}", delay=TableLatency(), port=int(port),
+                       record=False)  # fmt: skip
+    proxy.start()
+    threading.Event().wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

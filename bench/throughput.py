@@ -58,10 +58,12 @@ def run(
         airflow_url = stack.airflow.base_url
         if airflow_delay:
             airflow_url = context.enter_context(FaultProxy(airflow_url, delay=airflow_delay)).url
-        served = settings
+        served, model = settings, None
         if storage_model:
-            served = context.enter_context(storage_model_of(stack.azurite, settings))
-        result = _run(stack, effects, uris, levels, airflow_url, settings=settings, served=served)
+            model = context.enter_context(storage_model_of(stack.azurite, settings))
+            served = model.settings
+        result = _run(stack, effects, uris, levels, airflow_url, settings=settings, served=served,
+                      model_pid=model.pid if model else None)  # fmt: skip
     result["airflow_delay_ms"] = round(airflow_delay * 1000)
     result["storage_model"] = describe() if storage_model else None
     return result
@@ -76,6 +78,7 @@ def _run(
     *,
     settings: Settings,
     served: Settings,
+    model_pid: int | None = None,
 ) -> dict[str, Any]:
     """`settings` seed the ledger directly; the bridge serves with `served` (the same ledger,
     perhaps through the storage model)."""
@@ -96,6 +99,8 @@ def _run(
     ) as host:
         assert host.service is not None and host.service.process is not None
         groups = _groups(stack, host.service.process.pid)
+        if model_pid is not None:
+            groups["storage model"] = [model_pid]
         # A warm process, as a Function instance serving a stream is: token, asset ids, pools.
         deliverer = Deliverer(host.url, event_key)
         warm = seed(settings, table_name, uris, "warm")

@@ -55,6 +55,8 @@ class FaultProxy(Lifecycle):
         *,
         delay: float | Callable[[str, str], float] = 0.0,
         late_by: float = 0.0,
+        port: int = 0,
+        record: bool = True,
     ) -> None:
         parts = urlsplit(target)
         if parts.scheme != "http" or not parts.hostname:
@@ -67,8 +69,9 @@ class FaultProxy(Lifecycle):
         self.delay = delay
         self.late_by = late_by  # how long a COMMIT_LATE request is held before it is forwarded
         self.passages: list[Passage] = []
+        self.record = record  # False: keep no passages (a long-running latency model)
         self._lock = threading.Lock()
-        self._server = LoopbackServer(("127.0.0.1", 0), self._handler())
+        self._server = LoopbackServer(("127.0.0.1", port), self._handler())
         self._thread: threading.Thread | None = None
 
     @property
@@ -91,6 +94,8 @@ class FaultProxy(Lifecycle):
             return [p for p in self.passages if p.fault is not None and fault in (None, p.fault)]
 
     def _record(self, passage: Passage) -> None:
+        if not self.record:
+            return
         with self._lock:
             self.passages.append(passage)
 
