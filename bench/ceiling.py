@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from bench.overhead import completion, seed
 from bench.processes import group_cpu_seconds
 from bench.report import table
 from bridge.local.chaos import BridgeProcess
-from bridge.local.process import LoopbackServer
+from bridge.local.process import JsonHandler, LoopbackServer
 from bridge.local.stack import Stack
 from bridge.settings import Settings
 
@@ -86,37 +85,26 @@ class StandInAirflow:
             "created_dagruns": [], "timestamp": datetime.now(UTC).isoformat(),
         }  # fmt: skip
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
+    def _handler(self) -> type[JsonHandler]:
         airflow = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             protocol_version = "HTTP/1.1"
-
-            def _answer(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
 
             def do_GET(self) -> None:
                 parts = urlsplit(self.path)
                 if parts.path.rstrip("/") == "/api/v2/assets":
-                    self._answer(200, airflow._assets(parts.query))
+                    self.send_json(200, airflow._assets(parts.query))
                 else:
-                    self._answer(404, {"detail": "Not Found"})
+                    self.send_json(404, {"detail": "Not Found"})
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
                 if urlsplit(self.path).path == "/api/v2/assets/events":
-                    self._answer(200, airflow._event(body))
+                    self.send_json(200, airflow._event(body))
                 else:
-                    self._answer(404, {"detail": "Not Found"})
-
-            def log_message(self, format: str, *args: object) -> None:
-                """Quiet: the counts are the log."""
+                    self.send_json(404, {"detail": "Not Found"})
 
         return Handler
 

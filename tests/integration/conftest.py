@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import os
 import secrets
 import shutil
@@ -11,7 +10,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -191,21 +189,6 @@ def identity_with_nothing(monkeypatch: pytest.MonkeyPatch) -> Any:
                  "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_USERNAME"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     return EnvironmentCredential()
-
-
-class JsonHandler(BaseHTTPRequestHandler):
-    """A loopback stand-in's request handler: JSON answers, no request log."""
-
-    def send_json(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 def serve(server: LoopbackServer) -> LoopbackServer:
