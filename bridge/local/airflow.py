@@ -311,7 +311,9 @@ class LocalAirflow(Lifecycle):
     def _fab_admin(self) -> None:
         """The admin account of a FAB Airflow (FAB keeps users in the metadata database)."""
         try:
-            self.cli("users", "create", "--username", self.username, "--password", self.password,
+            # `--password=…`: a generated password may begin with "-", which argparse would
+            # take for an option of its own.
+            self.cli("users", "create", "--username", self.username, f"--password={self.password}",
                      "--role", "Admin", "--firstname", "Local", "--lastname", "Admin",
                      "--email", f"{self.username}@example.invalid")  # fmt: skip
         except ServiceFailed as exc:

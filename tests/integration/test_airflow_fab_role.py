@@ -49,7 +49,7 @@ def test_the_scripted_role_does_the_bridges_work_and_nothing_else(
     done = role_script(fab_airflow, "fab_allowed")
     assert done.returncode == 0, done.stdout + done.stderr
     password = secrets.token_urlsafe(16)
-    fab_airflow.cli("users", "create", "--username", "azureml-bridge", "--password", password,
+    fab_airflow.cli("users", "create", "--username", "azureml-bridge", f"--password={password}",
                     "--role", ROLE, "--firstname", "Azure", "--lastname", "ML",
                     "--email", "azureml-bridge@example.invalid")  # fmt: skip
     bridge = AirflowRest(fab_airflow.base_url, "azureml-bridge", password)
