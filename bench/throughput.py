@@ -124,6 +124,12 @@ def _run(
                 "bridge_per_s": round(effects / bridge.seconds, 1),
                 "raw_per_s": round(effects / raw.seconds, 1),
                 "ratio": round(raw.seconds / bridge.seconds, 2),
+                # Mean time per request as each side's senders saw it, and the ratio that time
+                # alone allows at a fixed concurrency (Little's law): the measured ratio at this
+                # bound means latency limits it (the ledger's round trips), below it capacity.
+                "bridge_ms": round(1000 * bridge.mean_latency, 1),
+                "raw_ms": round(1000 * raw.mean_latency, 1),
+                "latency_bound": round(raw.mean_latency / bridge.mean_latency, 2),
                 # The bridge process's own CPU (from /proc) per effect: what a Function
                 # instance spends on one, serving the webhook included.
                 "bridge_cpu_ms_per_effect": round(1000 * bridge.cpu["bridge"] / effects, 2),
@@ -154,32 +160,51 @@ class _Tally:
         self.groups = groups
         self.seconds = 0.0
         self.cpu: dict[str, float] = dict.fromkeys([*groups, "load generator"], 0.0)
+        self.latencies: list[float] = []  # each request's, as its sender saw it
 
-    def time(self, work: Callable[[], None]) -> None:
+    def time(self, work: Callable[[list[float]], None]) -> None:
         counts, own = cpu_seconds(self.groups), own_cpu_seconds()
         started = time.perf_counter()
-        work()
+        work(self.latencies)
         self.seconds += time.perf_counter() - started
         now = cpu_seconds(self.groups)
         for name in self.groups:
             self.cpu[name] += now[name] - counts[name]
         self.cpu["load generator"] += own_cpu_seconds() - own
 
+    @property
+    def mean_latency(self) -> float:
+        return sum(self.latencies) / len(self.latencies)
+
     def shares(self) -> dict[str, float]:
         """CPU used by each component, as a share of one core (2.0 = both cores)."""
         return {name: round(used / self.seconds, 2) for name, used in self.cpu.items()}
 
 
-def _send_all(deliverer: Deliverer, jobs: list[Any], signing_key: str, concurrency: int) -> None:
+def _send_all(
+    deliverer: Deliverer,
+    jobs: list[Any],
+    signing_key: str,
+    concurrency: int,
+    latencies: list[float] | None = None,
+) -> None:
     batches = [[completion(job, signing_key)] for job in jobs]
+
+    def deliver(batch: list[dict[str, Any]]) -> dict[str, Any]:
+        started = time.perf_counter()
+        reply = deliverer.deliver(batch)
+        if latencies is not None:
+            latencies.append(time.perf_counter() - started)
+        return reply
+
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        replies = list(pool.map(deliverer.deliver, batches))
+        replies = list(pool.map(deliver, batches))
     unhandled = [r for r in replies if r["results"][0]["result"] != "handled"]
     if unhandled:
         raise RuntimeError(f"{len(unhandled)} deliveries were not handled, first: {unhandled[0]}")
 
 
-def _raw_loop(rest: Any, ids: list[int], concurrency: int) -> None:
+def _raw_loop(rest: Any, ids: list[int], concurrency: int, latencies: list[float]) -> None:
     """The baseline: the same library, a pool as large as the bridge's, the bridge's token."""
     from airflow_client.client import ApiClient, AssetApi, Configuration, CreateAssetEventsBody
 
@@ -192,7 +217,9 @@ def _raw_loop(rest: Any, ids: list[int], concurrency: int) -> None:
 
     def post(numbered: tuple[int, int]) -> None:
         index, asset_id = numbered
+        started = time.perf_counter()
         api.create_asset_event(CreateAssetEventsBody(asset_id=asset_id, extra={"raw": index}))
+        latencies.append(time.perf_counter() - started)
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         list(pool.map(post, enumerate(ids)))
@@ -204,6 +231,7 @@ def print_table(result: dict[str, Any]) -> None:
         share = row["bridge_cpu_share"]
         cpu = ", ".join(f"{name} {value:.2f}" for name, value in share.items())
         rows.append([row["concurrency"], row["bridge_per_s"], row["raw_per_s"], row["ratio"],
+                     row.get("latency_bound"), row.get("bridge_ms"), row.get("raw_ms"),
                      row.get("bridge_cpu_ms_per_effect"), row["bottleneck"], cpu])  # fmt: skip
     delay = result.get("airflow_delay_ms")
     where = (
@@ -222,6 +250,9 @@ def print_table(result: dict[str, Any]) -> None:
         "bridge/s",
         "raw/s",
         "ratio",
+        "latency bound",
+        "bridge ms",
+        "raw ms",
         "bridge CPU ms/effect",
         "busiest",
         "cpu",
