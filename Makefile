@@ -75,8 +75,8 @@ lint: $(VENV)/.installed $(WORKER_VENV)/.installed
 	$(WORKER_VENV)/bin/python tests/worker/doctor.py
 
 # Speed, cost and memory, each against a baseline measured in the same run, never in timed tests:
-# about 20 minutes (QUICK=1: every benchmark scaled down, about 4), then the ledger at scale on its
-# own Azurite and emulator (about 15 minutes; QUICK=1 about 1). See docs/benchmarks.md.
+# about 18 minutes (QUICK=1: every benchmark scaled down, about 4), then the ledger at scale on its
+# own Azurite and emulator (about 10 minutes; QUICK=1 about 1). See docs/benchmarks.md.
 bench: setup
 	$(VENV)/bin/python -m bench.run $(if $(QUICK),--quick)
 	$(VENV)/bin/python -m bench.ledger $(if $(QUICK),--quick)

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.run [--quick] [--only push,overhead,...] [--out DIR]
 
-`make bench` runs it all (about 20 minutes on 2 cores) and redraws the plots in docs/images;
+`make bench` runs it all (about 18 minutes on 2 cores) and redraws the plots in docs/images;
 `make bench QUICK=1` runs every benchmark scaled down (about 4 minutes) and writes
 `<name>.quick.json` beside the full results, leaving the plots alone.
 """

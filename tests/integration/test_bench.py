@@ -72,7 +72,7 @@ def test_quick_benchmarks_print_every_table_and_write_every_result(tmp_path: Pat
         levels = results[f"{name}.quick.json"]["levels"]
         assert [row["concurrency"] for row in levels] == [1, 4, 16]
         assert all(row["bridge_cpu_ms_per_effect"] > 0 for row in levels)
-        assert all(0 < row["latency_bound"] and row["raw_ms"] > 0 for row in levels)
+        assert all(row["latency_bound"] > 0 and row["raw_ms"] > 0 for row in levels)
     assert results["throughput_modelled.quick.json"]["storage_model"]["write"]["p50_ms"] == 10.0
     assert {row["processes"] for row in results["ceiling.quick.json"]["levels"]} == {1, 2}
     bills = results["calls.quick.json"]["cost_per_1000_jobs"]
