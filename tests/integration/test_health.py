@@ -11,18 +11,26 @@ from typing import Any
 import pytest
 
 from bridge import health
+from bridge.composition import build
 from bridge.local.stack import Stack
 
 pytestmark = pytest.mark.integration
 
 
 def test_a_working_stack_has_no_problem_and_the_dev_host_says_ok(loop_stack: Stack) -> None:
+    """Problems none; the blocked jobs counted are the ledger's. Other modules on this stack leave
+    jobs blocked on purpose (a cancel waiting on a permission), so the count is the ledger's own
+    whatever ran before, and the status is "ok" exactly when it is 0."""
     assert health.problems(loop_stack.settings) == []
+    ledger = build(loop_stack.settings).ledger
+    before = health.blocked(ledger)
     url = loop_stack.devhost.webhook_url.replace("/api/events", "/api/health")
     with urllib.request.urlopen(url, timeout=30) as response:
         body = json.loads(response.read())
-    assert (body["status"], body["problems"]) == ("ok", []), body
-    assert body["blocked"] == {"jobs": 0, "causes": {}}
+    after = health.blocked(ledger)
+    assert body["problems"] == [], body
+    assert body["blocked"] in (before, after), (body, before, after)
+    assert body["status"] == ("blocked" if body["blocked"]["jobs"] else "ok"), body
 
 
 def test_airflow_refusing_the_user_is_named_without_the_password(loop_stack: Stack) -> None:
