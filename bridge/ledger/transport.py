@@ -40,11 +40,11 @@ class KeptAliveTransport(HttpTransport[HttpRequest, HttpResponse]):
     """Sends each request on an idle connection to its host, or a new one; keeps at most
     `connections` idle per host. Thread-safe: concurrent invocations share one client."""
 
-    def __init__(self, connections: int, *, verify: bool | str = True) -> None:
+    def __init__(self, connections: int) -> None:
         self._connections = connections
         self._idle: dict[_Key, list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
-        self._tls = _tls_context(verify)
+        self._tls = ssl.create_default_context()  # verified, as Azure's endpoints require
 
     def __enter__(self) -> KeptAliveTransport:
         return self
@@ -187,12 +187,3 @@ def _usable(connection: http.client.HTTPConnection) -> bool:
     except (OSError, ValueError):
         return False
     return not readable
-
-
-def _tls_context(verify: bool | str) -> ssl.SSLContext:
-    if verify is False:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    return ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)

@@ -28,6 +28,7 @@ def test_a_working_stack_has_no_problem_and_the_dev_host_says_ok(loop_stack: Sta
     with urllib.request.urlopen(url, timeout=30) as response:
         body = json.loads(response.read())
     after = health.blocked(ledger)
+    ledger.close()
     assert body["problems"] == [], body
     assert body["blocked"] in (before, after), (body, before, after)
     assert body["status"] == ("blocked" if body["blocked"]["jobs"] else "ok"), body
