@@ -57,10 +57,11 @@ node_modules/.installed: package.json package-lock.json
 
 demo: setup
 	$(BRIDGE) demo $(if $(KEEP),--keep) $(if $(CLOUDEVENTS),--cloudevents) $(if $(AZURE),--azure $(AZURE)) \
-		$(if $(LIFECYCLE),--lifecycle)
+		$(if $(LIFECYCLE),--lifecycle) $(if $(AIRFLOW_AUTH),--airflow-auth $(AIRFLOW_AUTH))
 
 dev: setup
-	$(BRIDGE) dev $(if $(DAGS),--dags $(DAGS)) $(if $(AZURE),--azure $(AZURE))
+	$(BRIDGE) dev $(if $(DAGS),--dags $(DAGS)) $(if $(AZURE),--azure $(AZURE)) \
+		$(if $(AIRFLOW_AUTH),--airflow-auth $(AIRFLOW_AUTH))
 
 test: setup lint
 	$(VENV)/bin/python -m pytest

@@ -123,6 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     schema.add_argument("--write", action="store_true", help=f"write it to {SCHEMA_FILE.name}")
     schema.set_defaults(run=_schema)
 
+    health = commands.add_parser(
+        "health",
+        help="what /api/health says, from this environment's settings: each problem, and each "
+        "credential's freshness (never a value); exit 1 unless healthy",
+    )
+    health.set_defaults(run=_health)
+
     validate = commands.add_parser("validate", help="check a submission JSON file")
     validate.add_argument("file", type=Path)
     validate.add_argument("--policy", help="a policy JSON to check it against as well")
@@ -173,6 +180,13 @@ def _stack_arguments(parser: argparse.ArgumentParser) -> None:
         help="how the Azure ML emulator sends events: as documented, as public payloads show "
         "(no event for a canceled job), or losing some (default: documented)",
     )
+    parser.add_argument(
+        "--airflow-auth",
+        choices=["password", "entra"],
+        default="password",
+        help="how the bridge signs in to Airflow: its own user and password, or its managed "
+        "identity's Entra ID token, checked by the shipped auth manager (default: password)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="log the bridge's work")
 
 
@@ -183,6 +197,7 @@ def _options(args: argparse.Namespace) -> StackOptions:
         database_url=args.database_url,
         event_schema="cloudevents" if args.cloudevents else "eventgrid",
         azure_profile=args.azure,
+        airflow_auth=args.airflow_auth,
     )
     if getattr(args, "dags", None):
         options.dags_folder = args.dags.resolve()
@@ -510,6 +525,15 @@ def _schema(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    from bridge import health
+    from bridge.settings import Settings
+
+    status, body = health.report(Settings.from_env(os.environ), os.environ)
+    print(json.dumps(body, indent=2))
+    return 0 if status == 200 else 1
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from bridge.errors import ConfigurationError
 from bridge.events import workspace_resource_id
 from bridge.policy import Policy
 from bridge.service import Bridge
-from bridge.settings import Settings
+from bridge.settings import ENTRA, Settings
 from bridge.signing import Keyring
 from bridge.webhook import Gate
 
@@ -72,16 +72,35 @@ def build(settings: Settings) -> Bridge:
 
 
 def airflow_for(settings: Settings, *, timeout: float | None = None) -> AirflowRest:
-    """The Airflow adapter these settings name: the bridge's user, or its static API token."""
-    from bridge.adapters.airflow import AirflowRest
+    """The Airflow adapter these settings name: the bridge's user, its static API token, or its
+    managed identity's Entra ID token."""
+    from bridge.adapters.airflow import AirflowRest, EntraAccess
 
+    entra = None
+    if settings.airflow_auth == ENTRA:
+        assert settings.airflow_audience  # settings.require() said so
+        entra = EntraAccess(
+            airflow_credential(settings),
+            settings.airflow_audience,
+            settings.managed_identity_client_id,
+        )
     return AirflowRest(
         settings.airflow_url,
         settings.airflow_username,
         settings.airflow_password,
         token=settings.airflow_token,
+        entra=entra,
         timeout=settings.airflow_timeout_seconds if timeout is None else timeout,
     )
+
+
+def airflow_credential(settings: Settings) -> TokenCredential:
+    """The managed identity itself, for Airflow's app registration: App Service's identity
+    endpoint in Azure (and the local stack's, `bridge.local.identity`, which sets the same
+    variables). Never a developer's sign-in: the app role is assigned to this identity alone."""
+    from azure.identity import ManagedIdentityCredential
+
+    return ManagedIdentityCredential(client_id=settings.managed_identity_client_id)
 
 
 def azureml_jobs(settings: Settings, credential: TokenCredential | None = None) -> AzureMLJobs:

@@ -1,10 +1,14 @@
 """The Function App's `health`: settings first, then whether its identity can get each token it
 needs and whether Airflow accepts its user. Each problem is named; no value, token or password is
-ever shown, so the answer may be public (the route is anonymous)."""
+ever shown, so the answer may be public (the route is anonymous).
+
+`credentials` tells each credential's freshness, never its value: how Airflow is signed in to and
+when that token expires, and when each token the identity got for Azure expires."""
 
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -31,8 +35,10 @@ def problems(
     env: Mapping[str, str] | None = None,
     *,
     credential: TokenCredential | None = None,
+    freshness: dict[str, Any] | None = None,
 ) -> list[str]:
-    """What stops the bridge from working now, each named; empty when it can work."""
+    """What stops the bridge from working now, each named; empty when it can work. With
+    `freshness`, each credential's expiry is recorded in it as it is checked."""
     found = settings.problems()
     try:
         Policy.from_json(settings.policy_json)
@@ -43,15 +49,24 @@ def problems(
     from bridge.composition import credential_for
 
     credential = credential or credential_for(settings)
+    tokens: dict[str, Any] = {}
     for service, scope in scopes(settings, env or {}).items():
         try:
-            credential.get_token(scope)
+            tokens[service] = {"expires_in_seconds": _left(credential.get_token(scope).expires_on)}
         except ClientAuthenticationError as exc:
+            tokens[service] = {"expires_in_seconds": None}
             found.append(
                 f"the identity can get no token for {service} ({scope}): {first_line(exc)}"
             )
-    found += _airflow(settings)
+    airflow: dict[str, Any] = {}
+    found += _airflow(settings, airflow)
+    if freshness is not None:
+        freshness |= {"airflow": airflow, "identity": tokens}
     return found
+
+
+def _left(expires_on: float | None) -> int | None:
+    return None if expires_on is None else round(expires_on - time.time())
 
 
 def scopes(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
@@ -65,15 +80,20 @@ def scopes(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
     return needed
 
 
-def _airflow(settings: Settings) -> list[str]:
+def _airflow(settings: Settings, freshness: dict[str, Any]) -> list[str]:
     """Whether Airflow's API answers the bridge's identity: a token issued to the configured user
-    (or the static token taken), then one authorized read."""
+    (or the static token taken, or the managed identity's Entra ID token), then one authorized
+    read. `freshness` gets how it signs in and when that token expires."""
     from bridge.composition import airflow_for
 
+    rest = airflow_for(settings, timeout=5)
     try:
-        airflow_for(settings, timeout=5).check()
+        rest.check()
     except BridgeError as exc:
         return [str(exc)]
+    finally:
+        freshness |= {"auth": rest.session.auth,
+                      "token_expires_in_seconds": _left(rest.session.expires_at)}  # fmt: skip
     return []
 
 
@@ -86,10 +106,11 @@ def report(
     """The health answer: 503 with the problems when the bridge cannot work; else 200, and
     `blocked`: how many jobs wait on an operator's fix, by the class of their reason (never the
     reason itself, which may name a user or an asset: the route is anonymous)."""
-    found = problems(settings, env)
+    credentials: dict[str, Any] = {}
+    found = problems(settings, env, freshness=credentials)
     if found:
-        return 503, {"status": "misconfigured", "problems": found}
-    body: dict[str, Any] = {"status": "ok", "problems": []}
+        return 503, {"status": "misconfigured", "problems": found, "credentials": credentials}
+    body: dict[str, Any] = {"status": "ok", "problems": [], "credentials": credentials}
     if ledger is not None:
         try:
             body["blocked"] = blocked(ledger())

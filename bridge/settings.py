@@ -36,6 +36,11 @@ AIRFLOW_USERNAME = "BRIDGE_AIRFLOW_USERNAME"
 AIRFLOW_PASSWORD = "BRIDGE_AIRFLOW_PASSWORD"  # pragma: allowlist secret (a setting's name)
 # Instead of a user and password: an Airflow API token, used as it is (a Key Vault reference).
 AIRFLOW_TOKEN = "BRIDGE_AIRFLOW_TOKEN"  # pragma: allowlist secret (a setting's name)
+# "entra": the bridge sends its managed identity's Entra ID token to Airflow, for the app
+# registration AIRFLOW_AUDIENCE names; no user, password or token (docs/airflow-identity.md).
+AIRFLOW_AUTH = "BRIDGE_AIRFLOW_AUTH"
+AIRFLOW_AUDIENCE = "BRIDGE_AIRFLOW_AUDIENCE"
+ENTRA = "entra"
 SIGNING_KEY = "BRIDGE_SIGNING_KEY"
 # The key before the last rotation: tags it signed still verify (docs/security.md, rotation).
 SIGNING_KEY_PREVIOUS = "BRIDGE_SIGNING_KEY_PREVIOUS"
@@ -87,6 +92,8 @@ SETTINGS: Mapping[str, bool] = {
     LEDGER_RETENTION_DAYS: False,  # default: 90 (bridge/retention.py says why)
     FUNCTION_TIMEOUT: True,
     AIRFLOW_TOKEN: False,  # instead of the user and password (docs/airflow-identity.md)
+    AIRFLOW_AUTH: False,  # "entra": the identity's token instead of any of the three
+    AIRFLOW_AUDIENCE: False,
     WEBHOOK_AUDIENCE: False,
     WEBHOOK_ISSUER: False,
     WEBHOOK_JWKS_URL: False,
@@ -118,6 +125,8 @@ class Settings:
     airflow_username: str = ""
     airflow_password: str = field(default="", repr=False)
     airflow_token: str | None = field(default=None, repr=False)
+    airflow_auth: str = ""  # "" (the user and password, or the static token) or "entra"
+    airflow_audience: str | None = None
     signing_key: str = field(default="", repr=False)
     signing_key_previous: str | None = field(default=None, repr=False)
     policy_json: str | None = None
@@ -152,6 +161,8 @@ class Settings:
             airflow_username=get(AIRFLOW_USERNAME),
             airflow_password=get(AIRFLOW_PASSWORD),
             airflow_token=get(AIRFLOW_TOKEN) or None,
+            airflow_auth=get(AIRFLOW_AUTH).lower(),
+            airflow_audience=get(AIRFLOW_AUDIENCE) or None,
             signing_key=get(SIGNING_KEY),
             signing_key_previous=get(SIGNING_KEY_PREVIOUS) or None,
             policy_json=get(POLICY) or None,
@@ -192,6 +203,8 @@ class Settings:
             AIRFLOW_USERNAME: self.airflow_username,
             AIRFLOW_PASSWORD: self.airflow_password,
             AIRFLOW_TOKEN: self.airflow_token,
+            AIRFLOW_AUTH: self.airflow_auth,
+            AIRFLOW_AUDIENCE: self.airflow_audience,
             SIGNING_KEY: self.signing_key,
             SIGNING_KEY_PREVIOUS: self.signing_key_previous,
             POLICY: self.policy_json,
@@ -222,10 +235,13 @@ class Settings:
             AIRFLOW_URL: self.airflow_url,
             SIGNING_KEY: self.signing_key,
         }
-        if not self.airflow_token:  # a static API token replaces the user and password
+        if self.airflow_auth == ENTRA:
+            required |= {AIRFLOW_AUDIENCE: self.airflow_audience or ""}
+        elif not self.airflow_token:  # a static API token replaces the user and password
             required |= {AIRFLOW_USERNAME: self.airflow_username,
                          AIRFLOW_PASSWORD: self.airflow_password}  # fmt: skip
         found += [f"{name} is not set" for name, value in required.items() if not value]
+        found += self._airflow_auth_problems()
         if not (self.ledger_endpoint or self.ledger_connection_string):
             found.append(f"neither {LEDGER_ENDPOINT} nor {LEDGER_CONNECTION_STRING} is set")
         for name, url in (
@@ -255,6 +271,18 @@ class Settings:
             found.append(f"{RECONCILE_SCHEDULE}: {exc}")
         found += self._number_problems()
         return found
+
+    def _airflow_auth_problems(self) -> list[str]:
+        if self.airflow_auth not in ("", ENTRA):
+            return [f"{AIRFLOW_AUTH} is {self.airflow_auth!r}: leave it unset, or set {ENTRA!r}"]
+        if self.airflow_auth != ENTRA:
+            return []
+        # The point of the mode is that no Airflow secret exists: one left behind still works for
+        # whoever reads it, so it is named, to be removed (from Key Vault too).
+        return [f"{name} is set, and {AIRFLOW_AUTH}={ENTRA} never uses it: remove it"
+                for name, value in ((AIRFLOW_PASSWORD, self.airflow_password),
+                                    (AIRFLOW_TOKEN, self.airflow_token))
+                if value]  # fmt: skip
 
     def _number_problems(self) -> list[str]:
         found = []

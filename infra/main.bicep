@@ -37,8 +37,11 @@ param resourceGroupTopicName string = ''
 @description('Airflow base URL the Function App calls (REST API v2), for example https://airflow.example.com.')
 param airflowUrl string
 
-@description('Airflow user the bridge authenticates as; its password goes into Key Vault.')
-param airflowUsername string
+@description('Airflow user the bridge authenticates as; its password goes into Key Vault. Empty in Entra mode (airflowAudience).')
+param airflowUsername string = ''
+
+@description('Entra mode: the application id URI of Airflow\'s app registration (infra/airflow/entra-app.sh makes it and assigns its app role to the Function App\'s identity). The bridge then sends that identity\'s Entra ID token, and holds no Airflow password or token. Empty: airflowUsername and its password.')
+param airflowAudience string = ''
 
 @description('Principal (object) id of the identity Airflow workers use to send submissions. Empty: assign the role later.')
 param airflowWorkerPrincipalId string = ''
@@ -245,6 +248,7 @@ module functionApp 'modules/functionapp.bicep' = {
     workspaceName: workspaceName
     airflowUrl: airflowUrl
     airflowUsername: airflowUsername
+    airflowAudience: airflowAudience
     policyJson: empty(policyJson) ? '{}' : policyJson
     reconcileSchedule: reconcileSchedule
     reconcileAfterSeconds: reconcileAfterSeconds
@@ -297,7 +301,8 @@ module resourceSubscription 'modules/eventgrid-resource-subscription.bicep' = if
 // For the operator.
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
-output AZURE_KEY_VAULT_SECRETS array = [airflowPasswordSecretName, signingKeySecretName, signingKeyPreviousSecretName]
+// The secrets an operator puts in Key Vault: in Entra mode, no Airflow password.
+output AZURE_KEY_VAULT_SECRETS array = concat(empty(airflowAudience) ? [airflowPasswordSecretName] : [], [signingKeySecretName, signingKeyPreviousSecretName])
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output LEDGER_TABLE_ENDPOINT string = ledgerStorage.outputs.tableEndpoint
 output LEDGER_TABLE string = ledgerStorage.outputs.ledgerTableName

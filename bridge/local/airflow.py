@@ -41,6 +41,14 @@ BRIDGE_USER = "bridge"
 BRIDGE_ROLE = "op"
 AUTHOR_USER = "author"
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+# The shipped auth managers that also take the bridge's Entra ID token (bridge.provider.entra).
+ENTRA_AUTH_MANAGERS = {
+    "simple": "bridge.provider.entra.simple.EntraSimpleAuthManager",
+    "fab": "bridge.provider.entra.fab.EntraFabAuthManager",
+}
+# Airflow's public API tokens get an audience of their own when Entra tokens are taken too, as
+# the docs advise: none of the three kinds of token can pass for another.
+PUBLIC_API_AUDIENCE = "urn:airflow.apache.org:public-api"
 HEALTHY_COMPONENTS = ("metadatabase", "scheduler", "dag_processor")
 
 # Databases made by fresh_postgres_database: LocalAirflow.stop drops these and no others.
@@ -126,6 +134,7 @@ class LocalAirflow(Lifecycle):
         bridge_password: str | None = None,
         triggerer: bool = False,
         auth_manager: str = "simple",
+        entra: Mapping[str, str] | None = None,
     ) -> None:
         self.home = home.resolve()
         self.dags_folder = dags_folder.resolve()
@@ -149,10 +158,16 @@ class LocalAirflow(Lifecycle):
         # "simple" (Airflow's default; the accounts above) or "fab" (Flask AppBuilder: roles and
         # permissions in the metadata database; only the admin account is made, in `start`).
         self.auth_manager = auth_manager
+        # With `entra` (its `[azureml_bridge]` options, `LocalIdentity.airflow_options`), the auth
+        # manager is the shipped one that also takes Entra ID tokens from that tenant.
+        self.entra = dict(entra) if entra is not None else None
         self.trigger_log_port = 0  # the triggerer's log server, chosen on start
         self.started_in: float | None = None  # seconds from start() to healthy
         self._services: list[Service] = []
         self._rest: AirflowRest | None = None
+        # Airflow's JWT secret, new on every start (and API server restart): a token of the last
+        # start's no longer verifies, as in a deployment whose secret is not pinned.
+        self._jwt_secret = ""
 
     @property
     def bridge_password(self) -> str:
@@ -198,6 +213,7 @@ class LocalAirflow(Lifecycle):
         self.trigger_log_port = free_port() if self.triggerer else 0
         self._rest = None
         self.home.mkdir(parents=True, exist_ok=True)
+        self._jwt_secret = _jwt_secret()
         self.passwords_file.write_text(
             json.dumps({name: password for name, (_, password) in self.accounts.items()})
         )
@@ -226,6 +242,7 @@ class LocalAirflow(Lifecycle):
 
     def start_api(self, timeout: float = 60) -> None:
         """Start the API server again on the same port, and wait until it is healthy."""
+        self._jwt_secret = _jwt_secret()
         env = self.environment()
         began = time.monotonic()
         self._services = [
@@ -249,7 +266,7 @@ class LocalAirflow(Lifecycle):
         return self if self.running else self.start()
 
     def environment(self) -> dict[str, str]:
-        """What every Airflow process of one start sees (a fresh JWT secret each time)."""
+        """What every Airflow process of one start sees."""
         inherited = {
             name: value
             for name, value in os.environ.items()
@@ -272,8 +289,7 @@ class LocalAirflow(Lifecycle):
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__BASE_URL": self.base_url,
-            # 64 bytes: PyJWT warns that a shorter HMAC key is too short for HS512.
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
+            "AIRFLOW__API_AUTH__JWT_SECRET": self._jwt_secret or _jwt_secret(),
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.logs),
             # A new DAG file is listed within 5 s and a changed one re-parsed within 5 s.
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
@@ -285,13 +301,20 @@ class LocalAirflow(Lifecycle):
             "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": str(self.home / "bundles"),
             # Not 8794, every triggerer's default; the API server reads triggerer logs there too.
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.trigger_log_port or 8794),
-            **(
-                {"AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER}
-                if self.auth_manager == "fab"
-                else {}
-            ),
+            **self._auth_manager_environment(),
             **self.extra_env,
         }
+
+    def _auth_manager_environment(self) -> dict[str, str]:
+        if self.entra is not None:
+            return {
+                "AIRFLOW__CORE__AUTH_MANAGER": ENTRA_AUTH_MANAGERS[self.auth_manager],
+                "AIRFLOW__API_AUTH__JWT_AUDIENCE": PUBLIC_API_AUDIENCE,
+                **self.entra,
+            }
+        return (
+            {"AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER} if self.auth_manager == "fab" else {}
+        )
 
     def cli(self, *args: str, timeout: float = 120) -> str:
         """Run `airflow <args>` against this Airflow; its output, or `ServiceFailed`."""
@@ -306,6 +329,17 @@ class LocalAirflow(Lifecycle):
         )
         if done.returncode != 0:
             raise ServiceFailed(f"airflow {args[0]} exited with {done.returncode}\n{done.stderr}")
+        return done.stdout
+
+    def python(self, script: str, timeout: float = 120) -> str:
+        """Run a Python script in Airflow's environment, configured as this Airflow; its output."""
+        done = subprocess.run(
+            [str(self.venv / "bin" / "python"), "-c", script],
+            env=self.environment(), cwd=self.home, capture_output=True, text=True,
+            timeout=timeout, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise ServiceFailed(f"a script in Airflow's environment failed\n{done.stderr}")
         return done.stdout
 
     def _fab_admin(self) -> None:
@@ -541,3 +575,8 @@ class LocalAirflow(Lifecycle):
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"after {timeout:.0f}s: {why()}")
             time.sleep(0.25)
+
+
+def _jwt_secret() -> str:
+    # 64 bytes: PyJWT warns that a shorter HMAC key is too short for HS512.
+    return secrets.token_urlsafe(64)

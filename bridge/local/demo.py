@@ -24,6 +24,7 @@ from bridge.inspection import TRAIL_HEADER, trail_row
 from bridge.ledger import EffectState
 from bridge.local.airflow import LocalAirflow
 from bridge.local.stack import Stack, StackOptions, running_stack
+from bridge.settings import ENTRA, Settings
 
 PRODUCER = "azureml_train"
 CONSUMER = "azureml_model_ready"
@@ -66,6 +67,7 @@ def run(options: StackOptions, *, keep: bool = False, timeout: float = 150.0) ->
         with running_stack(options) as stack:
             print(f"  stack up in {time.monotonic() - started:.1f}s")
             print(f"  Azure ML emulator profile: {stack.emulator.profile.name}")
+            print(f"  the bridge signs in to Airflow {sign_in(stack.settings)}")
             try:
                 steps, details, job_name = follow_one_job(stack, timeout)
                 print_timeline(steps)
@@ -84,6 +86,16 @@ def run(options: StackOptions, *, keep: bool = False, timeout: float = 150.0) ->
         return 130
     print(f"Demo finished in {time.monotonic() - started:.1f}s; every process stopped.")
     return 0
+
+
+def sign_in(settings: Settings) -> str:
+    """How the bridge signs in to Airflow, said without any secret."""
+    if settings.airflow_auth == ENTRA:
+        return (
+            f"with managed identity {settings.managed_identity_client_id}'s Entra ID token for "
+            f"{settings.airflow_audience}: no Airflow password or token in its settings"
+        )
+    return f"as user {settings.airflow_username} (its password in its settings)"
 
 
 def follow_one_job(stack: Stack, timeout: float) -> tuple[list[Step], str, str]:

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,6 +42,12 @@ class LoopbackServer(ThreadingHTTPServer):
         connection, address = super().get_request()
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return connection, address
+
+
+def serve(server: LoopbackServer) -> LoopbackServer:
+    """Serve in a daemon thread; the caller shuts it down."""
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 class JsonHandler(BaseHTTPRequestHandler):

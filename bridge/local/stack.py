@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import secrets
 import signal
 import time
@@ -22,11 +23,12 @@ from types import FrameType
 from typing import Literal
 
 from bridge.composition import build
-from bridge.local.airflow import BRIDGE_USER, LocalAirflow
+from bridge.local.airflow import BRIDGE_ROLE, BRIDGE_USER, LocalAirflow
 from bridge.local.azureml import DOCUMENTED, PROFILES, AzureMLEmulator
 from bridge.local.azurite import Azurite
 from bridge.local.dead_letter import DeadLetterContainer
 from bridge.local.devhost import DevHost
+from bridge.local.identity import LocalApp, LocalIdentity, LocalPrincipal
 from bridge.local.process import free_port
 from bridge.local.servicebus import LocalServiceBus
 from bridge.local.trigger import QueueOptions
@@ -37,7 +39,7 @@ from bridge.provider.senders import (
     WORKSPACE_ID,
 )
 from bridge.service import Bridge
-from bridge.settings import Settings
+from bridge.settings import ENTRA, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_DAGS = REPO / "examples" / "dags"
@@ -49,6 +51,9 @@ PRODUCTION_CONNECTION = "azureml_bridge_prod"
 PRODUCTION_LEDGER_TABLE = "bridgeledgerprod"
 LOCAL_RECONCILE_SCHEDULE = "*/2 * * * * *"  # every 2 seconds
 LOCAL_RECONCILE_AFTER_SECONDS = 5.0
+# Airflow's app registration in Entra mode, and the app role the bridge's identity holds in it.
+AIRFLOW_APP = "airflow-azureml-bridge"
+AIRFLOW_APP_ROLE = "AzureMLBridge"
 log = logging.getLogger("bridge.stack")
 
 
@@ -73,6 +78,9 @@ class StackOptions:
     azure_profile: str = DOCUMENTED.name
     # The name of a second (production) workspace, with a bridge of its own; None: no second one.
     production_workspace: str | None = None
+    # How the bridge signs in to Airflow: "password" (its own user), or "entra" (its managed
+    # identity's token from the local identity service; no Airflow secret in its settings).
+    airflow_auth: Literal["password", "entra"] = "password"
 
 
 @dataclass
@@ -100,6 +108,7 @@ class Stack:
     airflow: LocalAirflow | None
     queue_name: str = QUEUE
     production: Workspace | None = None
+    identity: LocalIdentity | None = None  # Entra ID, when the bridge signs in to Airflow by it
 
     @property
     def queue_env(self) -> dict[str, str]:
@@ -165,17 +174,17 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
                 dead_letter=dead_letters.write,
             )
         )
+        identity = _identity(stack) if options.airflow_auth == ENTRA else None
         settings = Settings(
             **emulator.azureml_settings(),
             ledger_connection_string=azurite.connection_string,
             airflow_url=f"http://127.0.0.1:{airflow_port}",
-            airflow_username=BRIDGE_USER,  # least privilege, not the admin: see LocalAirflow
-            airflow_password=secrets.token_urlsafe(12),  # this run's: see LocalAirflow
             signing_key=secrets.token_hex(32),
             policy_json=options.policy_json,
             reconcile_schedule=options.reconcile_schedule,
             reconcile_after_seconds=options.reconcile_after_seconds,
         )
+        settings = _airflow_sign_in(settings, identity)
         bridge, devhost = _bridge_host(
             stack,
             settings,
@@ -185,6 +194,7 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
             emulator=emulator,
         )
         running = Stack(azurite, servicebus, emulator, devhost, settings, bridge, None)
+        running.identity = identity
         if options.production_workspace:
             running.production = _production(
                 stack, running, options=options, workdir=workdir, dead_letters=dead_letters
@@ -196,12 +206,55 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
                     options.dags_folder,
                     port=airflow_port,
                     database_url=options.database_url,
-                    bridge_password=settings.airflow_password,
+                    bridge_password=settings.airflow_password or None,
                     extra_env={**running.airflow_connection, **options.extra_airflow_env},
                     triggerer=options.airflow_triggerer,
+                    entra=(
+                        identity.airflow_options(f"{AIRFLOW_APP_ROLE}={BRIDGE_ROLE}")
+                        if identity is not None
+                        else None
+                    ),
                 )
             )
         yield running
+
+
+def _identity(stack: ExitStack) -> LocalIdentity:
+    """Entra ID on loopback: Airflow's app registration, the bridge's managed identity with the
+    app role, and App Service's identity variables set for this process (the bridge runs in it,
+    as in the Function App's worker), restored when the stack stops."""
+    app = LocalApp(AIRFLOW_APP)
+    identity = stack.enter_context(
+        LocalIdentity(app, LocalPrincipal(roles={app.client_id: [AIRFLOW_APP_ROLE]}))
+    )
+    for name, value in identity.environment().items():
+        previous = os.environ.get(name)
+        os.environ[name] = value
+        stack.callback(_restore, name, previous)
+    return identity
+
+
+def _restore(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+def _airflow_sign_in(settings: Settings, identity: LocalIdentity | None) -> Settings:
+    """How the bridge signs in to Airflow: its least-privileged user with this run's password
+    (not the admin: see LocalAirflow), or, in Entra mode, the app registration and the identity
+    alone."""
+    if identity is None:
+        return dataclasses.replace(
+            settings, airflow_username=BRIDGE_USER, airflow_password=secrets.token_urlsafe(12)
+        )
+    return dataclasses.replace(
+        settings,
+        airflow_auth=ENTRA,
+        airflow_audience=identity.app.identifier_uri,
+        managed_identity_client_id=identity.principal.client_id,
+    )
 
 
 def _bridge_host(

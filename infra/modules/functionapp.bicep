@@ -36,7 +36,10 @@ param workspaceResourceGroup string
 param workspaceName string
 
 param airflowUrl string
+@description('The bridge\'s Airflow user (its password in Key Vault); empty in Entra mode.')
 param airflowUsername string
+@description('Entra mode: the application id URI of Airflow\'s app registration, for which the identity gets its token (docs/airflow-identity.md). Empty: the user and its password.')
+param airflowAudience string
 
 @description('Governance policy JSON (BRIDGE_POLICY).')
 param policyJson string
@@ -121,8 +124,12 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'BRIDGE_LEDGER_ENDPOINT', value: ledgerTableEndpoint }
         { name: 'BRIDGE_LEDGER_TABLE', value: ledgerTableName }
         { name: 'BRIDGE_AIRFLOW_URL', value: airflowUrl }
-        { name: 'BRIDGE_AIRFLOW_USERNAME', value: airflowUsername }
-        { name: 'BRIDGE_AIRFLOW_PASSWORD', value: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${airflowPasswordSecretName}/)' }
+        // Airflow: the identity's Entra ID token for Airflow's app registration (no secret at
+        // all), or the bridge's user and its password from Key Vault. Unused ones stay empty.
+        { name: 'BRIDGE_AIRFLOW_AUTH', value: empty(airflowAudience) ? '' : 'entra' }
+        { name: 'BRIDGE_AIRFLOW_AUDIENCE', value: airflowAudience }
+        { name: 'BRIDGE_AIRFLOW_USERNAME', value: empty(airflowAudience) ? airflowUsername : '' }
+        { name: 'BRIDGE_AIRFLOW_PASSWORD', value: empty(airflowAudience) ? '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${airflowPasswordSecretName}/)' : '' }
         { name: 'BRIDGE_SIGNING_KEY', value: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${signingKeySecretName}/)' }
         { name: 'BRIDGE_SIGNING_KEY_PREVIOUS', value: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${signingKeyPreviousSecretName}/)' }
         { name: 'BRIDGE_POLICY', value: policyJson }

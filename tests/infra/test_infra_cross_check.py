@@ -56,12 +56,41 @@ def test_optional_policy_is_set_from_a_parameter(templates: Templates) -> None:
     assert "policyJson" in str(policy)
 
 
+def branches(value: Any) -> list[Any]:
+    """The values a setting may take: both of a conditional's, or the one."""
+    if isinstance(value, dict) and value.get("operator", {}).get("type") == "conditional":
+        operands = value["operator"]["operands"]
+        return [*branches(operands["true_value"]), *branches(operands["false_value"])]
+    return [value]
+
+
 def test_secrets_are_key_vault_references(templates: Templates) -> None:
     app_settings = templates.app_settings()
     for name in SECRET_SETTINGS:
-        value = app_settings[name]
-        assert value.startswith("@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/"), name
-        assert value.endswith("/)"), name
+        for value in branches(app_settings[name]):
+            if value == "":  # a mode that has no such secret at all (Entra mode's password)
+                continue
+            assert value.startswith("@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/"), name
+            assert value.endswith("/)"), name
+
+
+def test_entra_mode_leaves_no_airflow_secret_in_the_settings(templates: Templates) -> None:
+    """With airflowAudience set, the bridge signs in with its identity: AUTH is entra, and the
+    user and the password are empty; without it, the opposite."""
+    app_settings = templates.app_settings()
+    by_mode = {
+        name: app_settings[name]["operator"]["operands"]
+        for name in (settings.AIRFLOW_AUTH, settings.AIRFLOW_USERNAME, settings.AIRFLOW_PASSWORD)
+    }
+    for operands in by_mode.values():
+        assert operands["condition"] == {
+            "function": {"type": "empty", "parameters": {"item_to_test": "airflowAudience"}}
+        }
+    assert by_mode[settings.AIRFLOW_AUTH]["false_value"] == settings.ENTRA
+    assert by_mode[settings.AIRFLOW_USERNAME]["false_value"] == ""
+    assert by_mode[settings.AIRFLOW_PASSWORD]["false_value"] == ""
+    assert by_mode[settings.AIRFLOW_AUTH]["true_value"] == ""
+    assert app_settings[settings.AIRFLOW_AUDIENCE] == "airflowAudience"
 
 
 def test_service_bus_connection_is_identity_based(templates: Templates) -> None:

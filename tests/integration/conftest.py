@@ -7,7 +7,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 
 from bridge.contracts import Submission
 from bridge.local.airflow import fresh_postgres_database
-from bridge.local.process import LoopbackServer, child_environment
+from bridge.local.process import child_environment
 from bridge.local.servicebus import LocalServiceBus
 from bridge.local.stack import EXAMPLE_DAGS, Stack, StackOptions, running_stack
 from bridge.provider.senders import ServiceBusSender
@@ -189,12 +188,6 @@ def identity_with_nothing(monkeypatch: pytest.MonkeyPatch) -> Any:
                  "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_USERNAME"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     return EnvironmentCredential()
-
-
-def serve(server: LoopbackServer) -> LoopbackServer:
-    """Serve in a daemon thread; the caller shuts it down."""
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 def send(stack: Stack, *jobs: Submission) -> None:

@@ -24,11 +24,10 @@ import function_app
 from bridge.adapters.entra import EntraBearer
 from bridge.composition import runtime, webhook_gate
 from bridge.local.devhost import DevHost
-from bridge.local.process import JsonHandler, LoopbackServer, free_port, loopback_http
+from bridge.local.process import JsonHandler, LoopbackServer, free_port, loopback_http, serve
 from bridge.local.stack import Stack
 from bridge.service import Bridge
 from bridge.webhook import answer
-from tests.integration.conftest import serve
 
 pytestmark = pytest.mark.integration
 

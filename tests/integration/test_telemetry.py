@@ -20,10 +20,10 @@ import pytest
 
 from bridge.audit import TraceContext
 from bridge.contracts import Submission
-from bridge.local.process import JsonHandler, LoopbackServer, child_environment
+from bridge.local.process import JsonHandler, LoopbackServer, child_environment, serve
 from bridge.local.stack import Stack
 from bridge.settings import APPLICATIONINSIGHTS_CONNECTION_STRING
-from tests.integration.conftest import own_ledger, serve
+from tests.integration.conftest import own_ledger
 
 pytestmark = pytest.mark.integration
 

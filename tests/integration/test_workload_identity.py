@@ -20,9 +20,8 @@ from azure.identity import DefaultAzureCredential, WorkloadIdentityCredential
 
 from bridge.errors import ConfigurationError
 from bridge.local.certificate import LocalCertificate
-from bridge.local.process import JsonHandler, LoopbackServer
+from bridge.local.process import JsonHandler, LoopbackServer, serve
 from bridge.provider.senders import SERVICE_BUS_SCOPE, ServiceBusSender, worker_credential
-from tests.integration.conftest import serve
 
 pytestmark = pytest.mark.integration
 

@@ -82,3 +82,39 @@ def test_the_webhook_audience_and_issuer_come_together() -> None:
     assert Settings.from_env(both).problems() == [
         "BRIDGE_WEBHOOK_AUDIENCE and BRIDGE_WEBHOOK_ISSUER are set together or not at all"
     ]
+
+
+ENTRA_MODE = {
+    **{k: v for k, v in COMPLETE.items()
+       if k not in ("BRIDGE_AIRFLOW_USERNAME", "BRIDGE_AIRFLOW_PASSWORD")},
+    "BRIDGE_AIRFLOW_AUTH": "Entra",
+    "BRIDGE_AIRFLOW_AUDIENCE": "api://airflow-azureml-bridge",
+}  # fmt: skip
+
+
+def test_entra_mode_needs_an_audience_and_no_airflow_secret() -> None:
+    settings = Settings.from_env(ENTRA_MODE)
+    assert settings.problems() == []
+    assert (settings.airflow_auth, settings.airflow_audience) == (
+        "entra", "api://airflow-azureml-bridge",
+    )  # fmt: skip
+    assert Settings.from_env(settings.environment()) == settings
+
+    missing = {k: v for k, v in ENTRA_MODE.items() if k != "BRIDGE_AIRFLOW_AUDIENCE"}
+    assert Settings.from_env(missing).problems() == ["BRIDGE_AIRFLOW_AUDIENCE is not set"]
+
+
+def test_entra_mode_names_an_airflow_secret_left_behind_without_showing_it() -> None:
+    password = "left-behind"  # pragma: allowlist secret
+    env = {**ENTRA_MODE, "BRIDGE_AIRFLOW_PASSWORD": password, "BRIDGE_AIRFLOW_TOKEN": "t0k"}
+    problems = Settings.from_env(env).problems()
+    assert problems == [
+        "BRIDGE_AIRFLOW_PASSWORD is set, and BRIDGE_AIRFLOW_AUTH=entra never uses it: remove it",
+        "BRIDGE_AIRFLOW_TOKEN is set, and BRIDGE_AIRFLOW_AUTH=entra never uses it: remove it",
+    ]
+    assert "left-behind" not in " ".join(problems)
+
+
+def test_an_unknown_airflow_auth_is_named() -> None:
+    problems = Settings.from_env({**COMPLETE, "BRIDGE_AIRFLOW_AUTH": "kerberos"}).problems()
+    assert problems == ["BRIDGE_AIRFLOW_AUTH is 'kerberos': leave it unset, or set 'entra'"]

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.adapters.airflow.assets import AssetIds
 from bridge.adapters.airflow.posted import PostedCheck
-from bridge.adapters.airflow.session import POOL_SIZE, Session
+from bridge.adapters.airflow.session import POOL_SIZE, EntraAccess, Session
 from bridge.errors import BlockedError, PermanentError
 
 if TYPE_CHECKING:
     from airflow_client.client import ApiClient
 
-__all__ = ["POOL_SIZE", "AirflowRest"]
+__all__ = ["POOL_SIZE", "AirflowRest", "EntraAccess"]
 
 
 class AirflowRest:
@@ -32,12 +32,16 @@ class AirflowRest:
         password: str = "",
         *,
         token: str | None = None,
+        entra: EntraAccess | None = None,
         timeout: float = 10.0,
         page_size: int = 100,
     ) -> None:
-        """Signs in as `username` (a token from `POST /auth/token`, renewed before it expires),
-        or, with `token`, uses that API token as it is (from Key Vault; never renewed here)."""
-        self.session = Session(base_url, username, password, token=token, timeout=timeout)
+        """Signs in as `username` (a token from `POST /auth/token`, renewed before it expires);
+        or, with `token`, uses that API token as it is (from Key Vault; never renewed here); or,
+        with `entra`, sends the managed identity's Entra ID token (no secret at all)."""
+        self.session = Session(
+            base_url, username, password, token=token, entra=entra, timeout=timeout
+        )
         self.asset_id = AssetIds(self.session, page_size)
         self._posted = PostedCheck(self.session, self.asset_id)
 

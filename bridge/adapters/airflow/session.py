@@ -1,9 +1,15 @@
 """One Airflow deployment's API session: the generated client, its bearer token, and each call.
 
-The token comes from Airflow's auth manager (`POST /auth/token`) and is renewed a minute before
-the `exp` its JWT payload states, or once when Airflow refuses it (401 or 403); or it is a static
-API token (from Key Vault), used as it is. Each call is one audit record (operation, target,
-status, latency, the identity), and its failures leave as bridge errors (`failures`).
+The token comes from one of three places:
+- Airflow's auth manager (`POST /auth/token`, the bridge's user and password), renewed a minute
+  before the `exp` its JWT payload states, or once when Airflow refuses it (401 or 403);
+- a static API token (from Key Vault), used as it is;
+- the managed identity (`EntraAccess`): an Entra ID access token for Airflow's app registration,
+  which Airflow's auth manager checks (`bridge.provider.entra`). No secret: azure-identity gets
+  and caches it, and it is asked again every few minutes and when Airflow refuses it.
+
+Each call is one audit record (operation, target, status, latency, the identity), and its failures
+leave as bridge errors (`failures`).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from bridge import audit
@@ -31,6 +38,7 @@ if TYPE_CHECKING:
     from airflow_client.client import ApiClient
     from airflow_client.client.api_response import ApiResponse
     from airflow_client.client.exceptions import ApiException
+    from azure.core.credentials import TokenCredential
 
 T = TypeVar("T")
 
@@ -38,6 +46,27 @@ RENEW_EARLY_SECONDS = 60.0
 # Concurrent invocations share one client: keep a connection for each (urllib3 drops and reopens
 # the ones over the pool's size, 5 per CPU by default).
 POOL_SIZE = 32
+# How often the managed identity's token is asked for again at most (azure-identity answers from
+# its cache, and refreshes before expiry on its own schedule).
+ENTRA_RECHECK_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class EntraAccess:
+    """The managed identity's Entra ID access token for Airflow's app registration."""
+
+    credential: TokenCredential
+    audience: str  # the app's application id URI (api://...) or client id
+    client_id: str | None = None  # a user-assigned identity's; None: system-assigned
+
+    @property
+    def scope(self) -> str:
+        audience = self.audience.rstrip("/")
+        return audience if audience.endswith("/.default") else f"{audience}/.default"
+
+    @property
+    def identity(self) -> str:
+        return f"managed identity {self.client_id or '(system-assigned)'} (Entra ID)"
 
 
 class Session:
@@ -48,6 +77,7 @@ class Session:
         password: str = "",
         *,
         token: str | None = None,
+        entra: EntraAccess | None = None,
         timeout: float = 10.0,
     ) -> None:
         from airflow_client.client import ApiClient, Configuration
@@ -57,14 +87,19 @@ class Session:
         self.base_url = base_url.rstrip("/")
         self._username = username
         self._password = password
-        # What the audit trail names: the user, or that a static token is used (never a secret).
-        self.identity = "static API token" if token else f"user {username}"
+        # What the audit trail names: the user, the identity, or that a static token is used.
+        self.identity = (
+            entra.identity if entra else "static API token" if token else f"user {username}"
+        )
+        self.auth = "entra" if entra else "static token" if token is not None else "password"
         self._static = token is not None
+        self._entra = entra
         self.timeout = float(timeout)  # the generated client validates it as a strict float
         configuration = Configuration(host=self.base_url)
         configuration.connection_pool_maxsize = POOL_SIZE
         self.client: ApiClient = ApiClient(configuration)
         self._expires_at: float | None = None
+        self._recheck_at = 0.0
         self._token_lock = threading.Lock()
         if token is not None:
             self.client.configuration.access_token = token
@@ -90,16 +125,40 @@ class Session:
                     cause=BlockedError.KEY_VAULT,
                 )
             return
-        if self.access_token is None or (
-            self._expires_at is not None and time.time() >= self._expires_at - RENEW_EARLY_SECONDS
-        ):
+        now = time.time()
+        expiring = self._expires_at is not None and now >= self._expires_at - RENEW_EARLY_SECONDS
+        recheck = self._entra is not None and now >= self._recheck_at
+        if self.access_token is None or expiring or recheck:
             self._renew_token(stale=self.access_token)
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the token in use expires (epoch seconds), if it says; never the token."""
+        return self._expires_at
 
     def _renew_token(self, stale: str | None) -> None:
         with self._token_lock:
             # Another thread may have renewed it while this one waited.
             if self.access_token == stale:
-                self.access_token = self._request_token()
+                self.access_token = (
+                    self._identity_token() if self._entra is not None else self._request_token()
+                )
+
+    def _identity_token(self) -> str:
+        from azure.core.exceptions import ClientAuthenticationError
+
+        assert self._entra is not None
+        try:
+            token = self._entra.credential.get_token(self._entra.scope)
+        except ClientAuthenticationError as exc:
+            raise BlockedError(
+                f"the {self._entra.identity} gets no token for Airflow's app registration "
+                f"({self._entra.scope}): {str(exc).splitlines()[0] if str(exc) else exc!r}",
+                cause=BlockedError.CREDENTIALS,
+            ) from exc
+        now = time.time()
+        self._recheck_at = now + min(ENTRA_RECHECK_SECONDS, max(0.0, token.expires_on - now) / 2)
+        return token.token
 
     def _request_token(self) -> str:
         import urllib3
@@ -148,6 +207,15 @@ class Session:
             ) from exc
 
     def _token_refused(self, exc: ApiException) -> BlockedError:
+        if self._entra is not None:
+            return BlockedError(
+                f"Airflow at {self.base_url} refused the {self._entra.identity}'s token for "
+                f"{self._entra.audience} with HTTP {exc.status}: {airflow_detail(exc.body)}. The "
+                "identity lacks the app role (or it is still propagating), the FAB user the role "
+                "maps to does not exist, or Airflow's auth manager does not trust this tenant or "
+                "audience: the API server's log says which (docs/airflow-identity.md)",
+                cause=BlockedError.CREDENTIALS if exc.status == 401 else BlockedError.PERMISSION,
+            )
         return BlockedError(
             f"Airflow at {self.base_url} refused the static API token (BRIDGE_AIRFLOW_TOKEN) with "
             f"HTTP {exc.status}: {airflow_detail(exc.body)}. It has expired, was not signed by "
@@ -200,12 +268,29 @@ class Session:
                 if self._static:
                     raise self._token_refused(exc) from exc
                 self._renew_token(stale=self.access_token)
-                return request()
+                if self._entra is None:
+                    return request()
+                try:
+                    return request()
+                except (UnauthorizedException, ForbiddenException) as again:
+                    if not token_refused(again):
+                        raise  # the token was taken; a permission is missing (FAB's roles)
+                    record.status = again.status
+                    raise self._token_refused(again) from again
         except ApiException as exc:
             record.status = exc.status
             raise failure(what, exc, writes=writes) from exc
         except urllib3.exceptions.HTTPError as exc:
             raise unreachable(what, self.base_url, exc, writes=writes) from exc
+
+
+# What Airflow's API answers when it refuses the token itself (not a permission of its user).
+_TOKEN_REFUSALS = ("Invalid JWT token", "Token Expired", "Not authenticated")
+
+
+def token_refused(exc: ApiException) -> bool:
+    """Whether a 401 or 403 refused the token, rather than a permission of the user it names."""
+    return exc.status == 401 or airflow_detail(exc.body) in _TOKEN_REFUSALS
 
 
 def jwt_expiry(token: str) -> float | None:
