@@ -24,6 +24,12 @@ def on_azureml_event(event: func.EventGridEvent) -> None:
     functions.on_azureml_event(event)
 
 
+@app.function_name("on_key_vault_event")
+@app.event_grid_trigger(arg_name="event")
+def on_key_vault_event(event: func.EventGridEvent) -> None:
+    functions.on_key_vault_event(event)
+
+
 @app.function_name("reconcile")
 @app.timer_trigger(arg_name="timer", schedule="%BRIDGE_RECONCILE_SCHEDULE%")
 def reconcile(timer: func.TimerRequest) -> None:

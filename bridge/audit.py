@@ -100,6 +100,7 @@ class Decision(StrEnum):
     BLOCKED = "blocked"  # waits on an operator's fix; retried with backoff until the deadline
     DEFERRED = "deferred"  # Azure ML refused for now: the sweep resumes it, no redelivery
     REDRIVEN = "redriven"  # an operator's `bridge retry`
+    ROTATED = "rotated"  # the signing key: a new version is current (bridge.rotation)
 
 
 class OpenSpan(Protocol):

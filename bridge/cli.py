@@ -185,7 +185,8 @@ def _stack_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["password", "entra"],
         default="password",
         help="how the bridge signs in to Airflow: its own user and password, or its managed "
-        "identity's Entra ID token, checked by the shipped auth manager (default: password)",
+        "identity's Entra ID token, checked by the shipped auth manager; with entra, the signing "
+        "key is a secret in a local Key Vault that rotates itself (default: password)",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="log the bridge's work")
 
@@ -198,6 +199,8 @@ def _options(args: argparse.Namespace) -> StackOptions:
         event_schema="cloudevents" if args.cloudevents else "eventgrid",
         azure_profile=args.azure,
         airflow_auth=args.airflow_auth,
+        # Entra mode is the no-secret mode: the signing key, too, lives in (a local) Key Vault.
+        key_vault=args.airflow_auth == "entra",
     )
     if getattr(args, "dags", None):
         options.dags_folder = args.dags.resolve()

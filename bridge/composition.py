@@ -23,12 +23,13 @@ from bridge.events import workspace_resource_id
 from bridge.policy import Policy
 from bridge.service import Bridge
 from bridge.settings import ENTRA, Settings
-from bridge.signing import Keyring
+from bridge.signing import Keyring, RotatingKeyring
 from bridge.webhook import Gate
 
 if TYPE_CHECKING:
     from bridge.adapters.airflow import AirflowRest
     from bridge.adapters.azureml import AzureMLJobs
+    from bridge.adapters.keyvault import KeyVaultSigningKey
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -48,6 +49,7 @@ def build(settings: Settings) -> Bridge:
             settings.ledger_endpoint, settings.ledger_table, credential
         )
     azureml = azureml_jobs(settings, credential)
+    store = signing_key_store(settings, credential)
     return Bridge(
         ledger=ledger,
         audit=Audit(spans=spans_for(settings, credential), keep=ledger.add_trail),
@@ -60,7 +62,12 @@ def build(settings: Settings) -> Bridge:
         ),
         airflow=airflow_for(settings),
         policy=Policy.from_json(settings.policy_json),
-        keys=Keyring(settings.signing_key, settings.signing_key_previous),
+        keys=(
+            Keyring(settings.signing_key, settings.signing_key_previous)
+            if store is None
+            else RotatingKeyring(store.keyring)
+        ),
+        signing_key=store,
         workspace=settings.azureml_workspace,
         reconcile_after=settings.reconcile_after_seconds,
         blocked_give_up=settings.blocked_give_up_seconds,
@@ -101,6 +108,24 @@ def airflow_credential(settings: Settings) -> TokenCredential:
     from azure.identity import ManagedIdentityCredential
 
     return ManagedIdentityCredential(client_id=settings.managed_identity_client_id)
+
+
+def signing_key_store(
+    settings: Settings, credential: TokenCredential | None = None
+) -> KeyVaultSigningKey | None:
+    """The signing key's secret in Key Vault, when the settings name a vault (else the keys are
+    the two settings, rotated by hand)."""
+    if not settings.key_vault_url:
+        return None
+    from bridge.adapters.keyvault import KeyVaultSigningKey
+
+    return KeyVaultSigningKey(
+        settings.key_vault_url,
+        settings.signing_key_secret,
+        credential or credential_for(settings),
+        identity=identity_of(settings),
+        ca_file=settings.key_vault_ca_file,
+    )
 
 
 def azureml_jobs(settings: Settings, credential: TokenCredential | None = None) -> AzureMLJobs:

@@ -1,7 +1,8 @@
 """Azure ML run events, in the Event Grid schema or as CloudEvents 1.0, parsed into `JobEvent`s.
 
-Beside them, model registrations (`ModelEvent`) and ARM writes of online endpoints and
-deployments (`ResourceWriteEvent`, from the resource group's system topic) are read the same way.
+Beside them, model registrations (`ModelEvent`), ARM writes of online endpoints and deployments
+(`ResourceWriteEvent`, from the resource group's system topic) and Key Vault's secret events
+(`SecretEvent`: the signing key rotates itself) are read the same way.
 
 Event Grid delivers at least once, in any order, in batches. A completed job may say so twice
 (RunCompleted and RunStatusChanged(Completed)); both parse to the same fact, `Outcome.COMPLETED`.
@@ -34,6 +35,15 @@ RESOURCE_WRITE_FAILURE = "Microsoft.Resources.ResourceWriteFailure"
 RESOURCE_WRITE_CANCEL = "Microsoft.Resources.ResourceWriteCancel"
 RESOURCE_WRITE_TYPES = frozenset({RESOURCE_WRITE_SUCCESS, RESOURCE_WRITE_FAILURE,
                                   RESOURCE_WRITE_CANCEL})  # fmt: skip
+# Key Vault's secret events (its system topic): near expiry (30 days before a version's `exp`),
+# expired, a new version. Data keys are PascalCase in the REST spec's examples and camelCase in
+# the docs: read case-insensitively, as everything here.
+SECRET_NEAR_EXPIRY = "Microsoft.KeyVault.SecretNearExpiry"  # pragma: allowlist secret (a name)
+SECRET_EXPIRED = "Microsoft.KeyVault.SecretExpired"  # pragma: allowlist secret (a name)
+SECRET_NEW_VERSION = (
+    "Microsoft.KeyVault.SecretNewVersionCreated"  # pragma: allowlist secret (a name)
+)
+SECRET_EVENT_TYPES = frozenset({SECRET_NEAR_EXPIRY, SECRET_EXPIRED, SECRET_NEW_VERSION})
 # What a write of any other resource of the group gets: acknowledged, never refused.
 NOT_AN_ONLINE_TARGET = (
     "a resource write of something other than an Azure ML online endpoint or deployment"
@@ -175,6 +185,25 @@ class ResourceWriteEvent:
 
 
 @dataclass(frozen=True)
+class SecretEvent:
+    """A Key Vault secret's event: which vault, which secret, and the version it is about (absent
+    in some hand-made deliveries: the bridge decides from the vault's state, not from this)."""
+
+    id: str
+    type: str
+    vault: str  # the vault's name
+    name: str  # the secret's name (also the event's subject)
+    version: str | None
+    time: str | None = None
+    schema: Schema = "eventgrid"
+
+    @property
+    def near_expiry(self) -> bool:
+        """Whether it asks for a rotation: near expiry, or already expired."""
+        return self.type in (SECRET_NEAR_EXPIRY, SECRET_EXPIRED)
+
+
+@dataclass(frozen=True)
 class Ignored:
     """An event the bridge has nothing to do with, and why (logged, answered as handled)."""
 
@@ -204,7 +233,7 @@ class Malformed:
     id: str | None = None
 
 
-Parsed = JobEvent | ModelEvent | ResourceWriteEvent | Ignored | Validation
+Parsed = JobEvent | ModelEvent | ResourceWriteEvent | SecretEvent | Ignored | Validation
 
 
 def workspace_resource_id(subscription_id: str, resource_group: str, workspace: str) -> str:
@@ -340,6 +369,8 @@ def _parse(raw: _Keys, *, schema: Schema, type_key: str, source_key: str, time_k
     if event_type in RESOURCE_WRITE_TYPES:
         return _resource_write(raw, event_id, event_type, source=source, subject=subject,
                                time=time, schema=schema)  # fmt: skip
+    if event_type in SECRET_EVENT_TYPES:
+        return _secret_event(raw, event_id, event_type, subject=subject, time=time, schema=schema)
     if event_type not in RUN_EVENT_TYPES:
         return Ignored(event_id, event_type, "not an Azure ML run event")
     data = _Keys(_data_object(raw.get("data"), f"{event_type} {event_id}"))
@@ -423,6 +454,19 @@ def _strings(data: _Keys, key: str, what: str) -> dict[str, str]:
     if not isinstance(value, dict):
         raise InvalidEvent(f"{what}: data.{key} must be an object")
     return {str(k): str(v) for k, v in value.items() if v is not None}
+
+
+def _secret_event(
+    raw: _Keys, event_id: str, event_type: str, *, subject: str | None, time: str | None,
+    schema: Schema,
+) -> SecretEvent:  # fmt: skip
+    data = _Keys(_data_object(raw.get("data"), f"{event_type} {event_id}"))
+    name = _optional_text(data, "ObjectName") or subject
+    if not name:
+        raise InvalidEvent(f"{event_type} {event_id}: neither data.ObjectName nor a subject")
+    vault = _optional_text(data, "VaultName") or ""
+    return SecretEvent(event_id, event_type, vault, name, _optional_text(data, "Version"),
+                       time, schema)  # fmt: skip
 
 
 def _data_object(data: Any, what: str) -> Mapping[str, Any]:

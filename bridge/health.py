@@ -3,7 +3,8 @@ needs and whether Airflow accepts its user. Each problem is named; no value, tok
 ever shown, so the answer may be public (the route is anonymous).
 
 `credentials` tells each credential's freshness, never its value: how Airflow is signed in to and
-when that token expires, and when each token the identity got for Azure expires."""
+when that token expires, when each token the identity got for Azure expires, and the signing key's
+id, age and expiry."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from bridge.ledger import Ledger
 from bridge.policy import Policy
 from bridge.provider.senders import SERVICE_BUS_SCOPE
 from bridge.settings import SERVICEBUS_CONNECTION, Settings
+from bridge.signing import key_id
 
 AZUREML_SCOPE = "https://management.azure.com/.default"
 # How many blocked jobs one health answer counts at most: one read of the attention index, paged
@@ -60,8 +62,10 @@ def problems(
             )
     airflow: dict[str, Any] = {}
     found += _airflow(settings, airflow)
+    signing: dict[str, Any] = {}
+    found += _signing_key(settings, credential, signing)
     if freshness is not None:
-        freshness |= {"airflow": airflow, "identity": tokens}
+        freshness |= {"airflow": airflow, "identity": tokens, "signing_key": signing}
     return found
 
 
@@ -94,6 +98,25 @@ def _airflow(settings: Settings, freshness: dict[str, Any]) -> list[str]:
     finally:
         freshness |= {"auth": rest.session.auth,
                       "token_expires_in_seconds": _left(rest.session.expires_at)}  # fmt: skip
+    return []
+
+
+def _signing_key(
+    settings: Settings, credential: TokenCredential, freshness: dict[str, Any]
+) -> list[str]:
+    """Where the signing key comes from, its id, age and expiry: the current version in Key Vault
+    (read with the identity), or the setting's key (its id only: settings have no dates)."""
+    from bridge.composition import signing_key_store
+
+    store = signing_key_store(settings, credential)
+    if store is None:
+        freshness |= {"source": "settings", "kid": key_id(settings.signing_key)}
+        return []
+    freshness["source"] = "key vault"
+    try:
+        freshness |= store.freshness()
+    except BridgeError as exc:
+        return [f"signing key: {exc}"]
     return []
 
 

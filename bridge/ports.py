@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from bridge.contracts import Submission
 from bridge.operations import BatchScore, Deploy, RegisterModel, ShareModel
+from bridge.signing import Keyring
 
 
 @dataclass(frozen=True)
@@ -159,4 +160,30 @@ class Airflow(Protocol):
 
     def has_asset(self, uri: str) -> bool:
         """Whether a parsed DAG references the asset (only then can it take events)."""
+        ...
+
+
+@dataclass(frozen=True)
+class KeyVersion:
+    """One version of the signing key in its store: never the key itself."""
+
+    version: str
+    kid: str  # `bridge.signing.key_id` of its value
+    created: float  # epoch seconds
+    expires: float | None  # epoch seconds; None: the version never expires
+
+
+class SigningKeyStore(Protocol):
+    """Where the signing key lives and rotates: Key Vault (`bridge.adapters.keyvault`)."""
+
+    secret: str  # the secret's name
+
+    def keyring(self) -> Keyring:
+        """The newest enabled version signs; every enabled version not expired verifies."""
+        ...
+
+    def current(self) -> KeyVersion: ...
+
+    def rotate(self, replaces: KeyVersion) -> KeyVersion:
+        """Write a new version (a fresh key expiring in `KEY_LIFETIME_DAYS`); the new one."""
         ...

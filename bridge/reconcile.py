@@ -95,6 +95,7 @@ class Reconciler:
         Whatever one job's check raises postpones that job alone; the sweep goes on."""
         started = time.monotonic()
         report = SweepReport()
+        self._signing_key()
         watched = self.bridge.ledger.due(self.bridge.clock(), self.limit)
         report.due = len(watched)
         pending = iter(watched)
@@ -117,6 +118,16 @@ class Reconciler:
             log.warning("reconcile sweep: time budget spent; %d due job(s) left for the next", left)
         log.info("reconcile sweep: %s", report.summary())
         return report
+
+    def _signing_key(self) -> None:
+        """The signing key, rotated if due: its failure is logged and waits for the next sweep."""
+        try:
+            done = self.bridge.rotate_signing_key_if_due()
+        except Exception as exc:  # the jobs' sweep goes on whatever Key Vault answers
+            log.warning("reconcile: the signing key was not checked: %s", first_line(exc))
+            return
+        if done is not None and done.result is Result.HANDLED:
+            log.info("reconcile: signing key rotated: %s", done.detail)
 
     def _guarded(self, watch: Watch) -> str:
         try:

@@ -42,14 +42,16 @@ from bridge.events import (
     JobEvent,
     ModelEvent,
     ResourceWriteEvent,
+    SecretEvent,
     normalise_status,
     outcome_of,
 )
 from bridge.ledger import UNBLOCKED, Claim, JobRecord, JobState, Ledger, Unblock, now_iso
 from bridge.policy import Policy
-from bridge.ports import Airflow, JobOutput, Jobs, Lifecycle, Provisioning
+from bridge.ports import Airflow, JobOutput, Jobs, Lifecycle, Provisioning, SigningKeyStore
+from bridge.rotation import KeyRotation
 from bridge.runner import JOB, OperationRunner, Progress, Seen, dumps, loads
-from bridge.signing import Keyring
+from bridge.signing import Keys, RotatingKeyring
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class Finding:
     result: Mapping[str, Any] | None = None  # what an operation produced (`extra["result"]`)
 
 
+# How often the reconcile timer asks Key Vault whether the signing key is due, at most.
+KEY_CHECK_SECONDS = 600.0
 # Blocked or deferred work is retried after `retry_base` seconds, doubling up to this.
 RETRY_MAX_SECONDS = 900.0
 
@@ -99,7 +103,7 @@ class Bridge:
         jobs: Jobs,
         airflow: Airflow,
         policy: Policy,
-        keys: Keyring,
+        keys: Keys,
         workspace: str,
         lease_seconds: float = 120.0,
         ambiguity_hold: float = 0.0,
@@ -109,6 +113,7 @@ class Bridge:
         audit: Audit | None = None,
         lifecycle: Lifecycle | None = None,
         workspace_id: str | None = None,
+        signing_key: SigningKeyStore | None = None,
     ) -> None:
         self.clock = clock
         # Every effect goes through the effect-once protocol; its knobs read as the bridge's own.
@@ -123,6 +128,9 @@ class Bridge:
         self.jobs = jobs
         self.policy = policy
         self.keys = keys
+        # Where the signing key rotates itself (Key Vault); None: the settings' keys, by hand.
+        self.signing_key = signing_key
+        self._key_checked_at = float("-inf")
         self.workspace = workspace
         self.workspace_id = workspace_id  # its ARM id: which resource writes are this workspace's
         self.reconcile_after = reconcile_after  # grace before reconciliation looks at a job
@@ -514,16 +522,40 @@ class Bridge:
 
     # Azure ML → Airflow
 
-    def receive(self, event: JobEvent | ModelEvent | ResourceWriteEvent) -> Report:
-        """Whatever Azure announced: a job's run event, a model registered, a resource written."""
+    def receive(self, event: JobEvent | ModelEvent | ResourceWriteEvent | SecretEvent) -> Report:
+        """Whatever Azure announced: a job's run event, a model registered, a resource written,
+        the signing key near its expiry."""
         if isinstance(event, JobEvent):
             return self.handle(event)
+        if isinstance(event, SecretEvent):
+            return self.on_secret_event(event)
         if isinstance(event, ModelEvent):
             return self.on_model_registered(event)
         target = event.target_in(self.workspace_id) if self.workspace_id else None
         if target is None:
             return Report(Result.IGNORED, detail=f"{event.subject}: not this workspace's")
         return self.on_resource_write(target.endpoint, target.deployment, event.id)
+
+    def on_secret_event(self, event: SecretEvent) -> Report:
+        """Key Vault's notice about a secret: the signing key's near expiry rotates it."""
+        if self.signing_key is None:
+            return Report(Result.IGNORED, detail="the signing key is not in Key Vault here")
+        done = KeyRotation(self.signing_key, self.audit, clock=self.clock).on_event(event)
+        if done.rotated and isinstance(self.keys, RotatingKeyring):
+            self.keys.ring(reread=True)  # this instance signs with the new key at once
+        return Report(Result.HANDLED if done.rotated else Result.DUPLICATE, detail=done.detail)
+
+    def rotate_signing_key_if_due(self) -> Report | None:
+        """The reconcile timer's check of the signing key, at most every `KEY_CHECK_SECONDS`:
+        rotated if due, whatever Key Vault announced or Event Grid delivered."""
+        now = self.clock()
+        if self.signing_key is None or now < self._key_checked_at + KEY_CHECK_SECONDS:
+            return None
+        self._key_checked_at = now
+        done = KeyRotation(self.signing_key, self.audit, clock=self.clock).if_due()
+        if done.rotated and isinstance(self.keys, RotatingKeyring):
+            self.keys.ring(reread=True)
+        return Report(Result.HANDLED if done.rotated else Result.IGNORED, detail=done.detail)
 
     def handle(self, event: JobEvent) -> Report:
         outcome = event.outcome

@@ -42,6 +42,12 @@ AIRFLOW_AUTH = "BRIDGE_AIRFLOW_AUTH"
 AIRFLOW_AUDIENCE = "BRIDGE_AIRFLOW_AUDIENCE"
 ENTRA = "entra"
 SIGNING_KEY = "BRIDGE_SIGNING_KEY"
+# Instead of the two key settings: the key's secret in Key Vault, read with the identity and
+# rotated by the bridge on Key Vault's SecretNearExpiry event (docs/security.md).
+KEY_VAULT_URL = "BRIDGE_KEY_VAULT_URL"
+SIGNING_KEY_SECRET = "BRIDGE_SIGNING_KEY_SECRET"  # pragma: allowlist secret (a name)
+KEY_VAULT_CA_FILE = "BRIDGE_KEY_VAULT_CA_FILE"  # local only: the Key Vault emulator's authority
+DEFAULT_SIGNING_KEY_SECRET = "signing-key"  # pragma: allowlist secret (a name)
 # The key before the last rotation: tags it signed still verify (docs/security.md, rotation).
 SIGNING_KEY_PREVIOUS = "BRIDGE_SIGNING_KEY_PREVIOUS"
 POLICY = "BRIDGE_POLICY"
@@ -81,8 +87,11 @@ SETTINGS: Mapping[str, bool] = {
     AIRFLOW_URL: True,
     AIRFLOW_USERNAME: True,
     AIRFLOW_PASSWORD: True,
-    SIGNING_KEY: True,
-    SIGNING_KEY_PREVIOUS: True,
+    SIGNING_KEY: False,  # or the secret in Key Vault (KEY_VAULT_URL)
+    SIGNING_KEY_PREVIOUS: False,
+    KEY_VAULT_URL: False,
+    SIGNING_KEY_SECRET: False,  # default: signing-key
+    KEY_VAULT_CA_FILE: False,
     POLICY: False,
     MANAGED_IDENTITY_CLIENT_ID: True,
     RECONCILE_SCHEDULE: True,
@@ -129,6 +138,9 @@ class Settings:
     airflow_audience: str | None = None
     signing_key: str = field(default="", repr=False)
     signing_key_previous: str | None = field(default=None, repr=False)
+    key_vault_url: str | None = None
+    signing_key_secret: str = DEFAULT_SIGNING_KEY_SECRET
+    key_vault_ca_file: str | None = None
     policy_json: str | None = None
     managed_identity_client_id: str | None = None
     reconcile_schedule: str = DEFAULT_RECONCILE_SCHEDULE
@@ -165,6 +177,9 @@ class Settings:
             airflow_audience=get(AIRFLOW_AUDIENCE) or None,
             signing_key=get(SIGNING_KEY),
             signing_key_previous=get(SIGNING_KEY_PREVIOUS) or None,
+            key_vault_url=get(KEY_VAULT_URL) or None,
+            signing_key_secret=get(SIGNING_KEY_SECRET) or DEFAULT_SIGNING_KEY_SECRET,
+            key_vault_ca_file=get(KEY_VAULT_CA_FILE) or None,
             policy_json=get(POLICY) or None,
             managed_identity_client_id=get(MANAGED_IDENTITY_CLIENT_ID) or None,
             reconcile_schedule=get(RECONCILE_SCHEDULE) or DEFAULT_RECONCILE_SCHEDULE,
@@ -207,6 +222,13 @@ class Settings:
             AIRFLOW_AUDIENCE: self.airflow_audience,
             SIGNING_KEY: self.signing_key,
             SIGNING_KEY_PREVIOUS: self.signing_key_previous,
+            KEY_VAULT_URL: self.key_vault_url,
+            SIGNING_KEY_SECRET: (
+                self.signing_key_secret
+                if self.signing_key_secret != DEFAULT_SIGNING_KEY_SECRET
+                else None
+            ),
+            KEY_VAULT_CA_FILE: self.key_vault_ca_file,
             POLICY: self.policy_json,
             MANAGED_IDENTITY_CLIENT_ID: self.managed_identity_client_id,
             RECONCILE_SCHEDULE: self.reconcile_schedule,
@@ -233,8 +255,9 @@ class Settings:
             AZUREML_RESOURCE_GROUP: self.azureml_resource_group,
             AZUREML_WORKSPACE: self.azureml_workspace,
             AIRFLOW_URL: self.airflow_url,
-            SIGNING_KEY: self.signing_key,
         }
+        if not self.key_vault_url:  # the key in Key Vault replaces the two key settings
+            required |= {SIGNING_KEY: self.signing_key}
         if self.airflow_auth == ENTRA:
             required |= {AIRFLOW_AUDIENCE: self.airflow_audience or ""}
         elif not self.airflow_token:  # a static API token replaces the user and password
@@ -242,6 +265,12 @@ class Settings:
                          AIRFLOW_PASSWORD: self.airflow_password}  # fmt: skip
         found += [f"{name} is not set" for name, value in required.items() if not value]
         found += self._airflow_auth_problems()
+        if self.key_vault_url:
+            # Rotated in Key Vault, the key must not also sit in settings that never rotate.
+            found += [f"{name} is set, and {KEY_VAULT_URL} replaces it: remove it"
+                      for name, value in ((SIGNING_KEY, self.signing_key),
+                                          (SIGNING_KEY_PREVIOUS, self.signing_key_previous))
+                      if value]  # fmt: skip
         if not (self.ledger_endpoint or self.ledger_connection_string):
             found.append(f"neither {LEDGER_ENDPOINT} nor {LEDGER_CONNECTION_STRING} is set")
         for name, url in (
@@ -250,6 +279,7 @@ class Settings:
             (LEDGER_ENDPOINT, self.ledger_endpoint),
             (WEBHOOK_JWKS_URL, self.webhook_jwks_url),
             (WEBHOOK_ISSUER, self.webhook_issuer),
+            (KEY_VAULT_URL, self.key_vault_url),
         ):
             if url and urlparse(url).scheme not in ("http", "https"):
                 found.append(f"{name} is not an http(s) URL")

@@ -28,6 +28,7 @@ from bridge.events import (
     ModelEvent,
     Parsed,
     ResourceWriteEvent,
+    SecretEvent,
     Validation,
     distinct_writes,
     parse_events,
@@ -128,8 +129,8 @@ def _cloudevents_handshake(headers: Mapping[str, str]) -> Reply:
 def _deliver(parsed: list[Parsed | Malformed], bridge_factory: Callable[[], Bridge]) -> Reply:
     writes = [item for item in parsed if isinstance(item, ResourceWriteEvent)]
     kept = distinct_writes(writes)  # one read per operation and resource
-    events: list[JobEvent | ModelEvent | ResourceWriteEvent] = [
-        item for item in parsed if isinstance(item, JobEvent | ModelEvent)
+    events: list[JobEvent | ModelEvent | ResourceWriteEvent | SecretEvent] = [
+        item for item in parsed if isinstance(item, JobEvent | ModelEvent | SecretEvent)
     ] + kept
     malformed = [item for item in parsed if isinstance(item, Malformed)]
     results: list[dict[str, Any]] = [
@@ -149,7 +150,10 @@ def _deliver(parsed: list[Parsed | Malformed], bridge_factory: Callable[[], Brid
         log.error("bridge is misconfigured: %s", exc)
         return Reply(500, {"error": f"bridge is misconfigured: {exc}"})
     retry: TransientError | None = None
-    judged: list[Malformed | JobEvent | ModelEvent | ResourceWriteEvent] = [*malformed, *events]
+    judged: list[Malformed | JobEvent | ModelEvent | ResourceWriteEvent | SecretEvent] = [
+        *malformed,
+        *events,
+    ]
     for item in judged:
         try:
             if isinstance(item, Malformed):

@@ -80,9 +80,9 @@ param instanceMemoryMB int = 2048
 
 // The function function_app.py registers with @app.event_grid_trigger.
 var eventFunctionName = 'on_azureml_event'
+var keyVaultFunctionName = 'on_key_vault_event'
 var airflowPasswordSecretName = 'airflow-password' // pragma: allowlist secret (a name)
 var signingKeySecretName = 'signing-key' // pragma: allowlist secret (a name)
-var signingKeyPreviousSecretName = 'signing-key-previous' // pragma: allowlist secret (a name)
 var deadLetterContainerName = 'eventgrid-deadletter'
 
 var token = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
@@ -241,7 +241,6 @@ module functionApp 'modules/functionapp.bicep' = {
     keyVaultUri: keyVault.outputs.uri
     airflowPasswordSecretName: airflowPasswordSecretName
     signingKeySecretName: signingKeySecretName
-    signingKeyPreviousSecretName: signingKeyPreviousSecretName
     applicationInsightsConnectionString: monitoring.outputs.connectionString
     workspaceSubscriptionId: subscription().subscriptionId
     workspaceResourceGroup: workspaceResourceGroup
@@ -257,6 +256,21 @@ module functionApp 'modules/functionapp.bicep' = {
   }
   // The host must find its roles in place on first start.
   dependsOn: [workspaceAccess, registryAccess]
+}
+
+// The signing key rotates itself: its role on the secret and Key Vault's near-expiry events. In
+// the second pass, when the operator has set the secret's first version.
+module keyRotation 'modules/keyvault-rotation.bicep' = if (deployEventSubscription) {
+  name: 'keyvault-rotation'
+  params: {
+    vaultName: keyVault.outputs.name
+    location: location
+    tags: tags
+    secretName: signingKeySecretName
+    functionPrincipalId: identity.outputs.principalId
+    functionAppId: functionApp.outputs.id
+    functionName: keyVaultFunctionName
+  }
 }
 
 module eventSubscription 'modules/eventgrid-subscription.bicep' = if (deployEventSubscription) {
@@ -302,7 +316,7 @@ module resourceSubscription 'modules/eventgrid-resource-subscription.bicep' = if
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 // The secrets an operator puts in Key Vault: in Entra mode, no Airflow password.
-output AZURE_KEY_VAULT_SECRETS array = concat(empty(airflowAudience) ? [airflowPasswordSecretName] : [], [signingKeySecretName, signingKeyPreviousSecretName])
+output AZURE_KEY_VAULT_SECRETS array = concat(empty(airflowAudience) ? [airflowPasswordSecretName] : [], [signingKeySecretName])
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output LEDGER_TABLE_ENDPOINT string = ledgerStorage.outputs.tableEndpoint
 output LEDGER_TABLE string = ledgerStorage.outputs.ledgerTableName

@@ -1,25 +1,35 @@
 #!/usr/bin/env bash
-# Rotates the bridge's tag-signing key with no downtime (docs/security.md, "Rotating the signing
-# key"). Run it every 30 days from a scheduled pipeline whose identity is Key Vault Secrets Officer
-# on the vault and may restart the Function App:
+# Rotates the bridge's tag-signing key now, by hand. The bridge rotates it itself on Key Vault's
+# near-expiry notice (docs/security.md, "The signing key rotates itself"); this is for the day
+# you want a new key at once, e.g. after a suspected leak:
 #
-#   infra/rotate-signing-key.sh <key-vault-name> <resource-group> <function-app-name>
+#   infra/rotate-signing-key.sh <key-vault-name> [--revoke]
 #
-# 1. the current key becomes the previous one: jobs it signed keep verifying;
-# 2. a new random key becomes the current one: new jobs are signed with it;
-# 3. the Function App restarts, so every instance resolves the new pair at once (Key Vault
-#    references are otherwise re-read within 24 hours, and instances would disagree meanwhile).
-# No value is printed or passed on a command line another user could read.
+# 1. a new version of the secret signing-key, expiring in 60 days like the ones the bridge makes:
+#    every instance signs with it within a minute (it reads the versions itself; no restart);
+# 2. with --revoke, every older version is disabled at once: nothing verifies with a leaked key
+#    any more. Jobs it signed that are still running lose their events' signature, and
+#    reconciliation, which reads Azure ML itself, routes their outcomes instead.
+# No value is printed or passed on a command line another user could read. Needs Key Vault
+# Secrets Officer on the secret (or the vault).
 set -euo pipefail
 vault=${1:?key vault name}
-group=${2:?resource group}
-app=${3:?function app name}
+revoke=${2:-}
+name=signing-key
 
-current=$(az keyvault secret show --vault-name "$vault" --name signing-key --query value -o tsv)
-az keyvault secret set --vault-name "$vault" --name signing-key-previous \
-  --file <(printf '%s' "$current") -o none
-unset current
-az keyvault secret set --vault-name "$vault" --name signing-key \
-  --file <(python3 -c 'import secrets; print(secrets.token_urlsafe(48), end="")') -o none
-az functionapp restart --resource-group "$group" --name "$app" -o none
-echo "signing key rotated in $vault; $app restarted"
+expires=$(python3 -c 'import datetime as d; print((d.datetime.now(d.UTC) + d.timedelta(days=60)).strftime("%Y-%m-%dT%H:%M:%SZ"))')
+new=$(az keyvault secret set --vault-name "$vault" --name "$name" --expires "$expires" \
+  --content-type application/vnd.azureml-bridge.signing-key \
+  --file <(python3 -c 'import secrets; print(secrets.token_urlsafe(48), end="")') \
+  --query id -o tsv)
+echo "new version of $name in $vault: ${new##*/}, expires $expires"
+
+if [ "$revoke" = "--revoke" ]; then
+  for id in $(az keyvault secret list-versions --vault-name "$vault" --name "$name" \
+      --query "[?attributes.enabled].id" -o tsv); do
+    if [ "$id" != "$new" ]; then
+      az keyvault secret set-attributes --id "$id" --enabled false -o none
+      echo "disabled ${id##*/}"
+    fi
+  done
+fi

@@ -623,6 +623,7 @@ class TableLedger:
     def add_trail(self, job_name: str, entries: list[dict[str, Any]]) -> None:
         if not entries:
             return
+        self.ensure_table()  # a key rotation's trail may be the first write of a new ledger
         first = entries[0]
         chunks = _chunks(json.dumps(entries, default=str), _MAX_CHUNKS, cut=True)
         entity: dict[str, Any] = {

@@ -68,6 +68,10 @@ def run(options: StackOptions, *, keep: bool = False, timeout: float = 150.0) ->
             print(f"  stack up in {time.monotonic() - started:.1f}s")
             print(f"  Azure ML emulator profile: {stack.emulator.profile.name}")
             print(f"  the bridge signs in to Airflow {sign_in(stack.settings)}")
+            if stack.key_vault is not None:
+                secret, vault = stack.settings.signing_key_secret, stack.key_vault.url
+                print(f"  the signing key: secret {secret!r} in Key Vault {vault}, read with the "
+                      "identity, rotating itself")  # fmt: skip
             try:
                 steps, details, job_name = follow_one_job(stack, timeout)
                 print_timeline(steps)

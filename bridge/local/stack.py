@@ -29,6 +29,7 @@ from bridge.local.azurite import Azurite
 from bridge.local.dead_letter import DeadLetterContainer
 from bridge.local.devhost import DevHost
 from bridge.local.identity import LocalApp, LocalIdentity, LocalPrincipal
+from bridge.local.keyvault import LocalKeyVault
 from bridge.local.process import free_port
 from bridge.local.servicebus import LocalServiceBus
 from bridge.local.trigger import QueueOptions
@@ -40,6 +41,7 @@ from bridge.provider.senders import (
 )
 from bridge.service import Bridge
 from bridge.settings import ENTRA, Settings
+from bridge.signing import KEY_LIFETIME_DAYS, new_key
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_DAGS = REPO / "examples" / "dags"
@@ -49,6 +51,7 @@ QUEUE = "submissions"
 PRODUCTION_QUEUE = "submissions-prod"
 PRODUCTION_CONNECTION = "azureml_bridge_prod"
 PRODUCTION_LEDGER_TABLE = "bridgeledgerprod"
+PRODUCTION_SIGNING_KEY_SECRET = "signing-key-prod"  # pragma: allowlist secret (a name)
 LOCAL_RECONCILE_SCHEDULE = "*/2 * * * * *"  # every 2 seconds
 LOCAL_RECONCILE_AFTER_SECONDS = 5.0
 # Airflow's app registration in Entra mode, and the app role the bridge's identity holds in it.
@@ -81,6 +84,9 @@ class StackOptions:
     # How the bridge signs in to Airflow: "password" (its own user), or "entra" (its managed
     # identity's token from the local identity service; no Airflow secret in its settings).
     airflow_auth: Literal["password", "entra"] = "password"
+    # The signing key as a secret in a local Key Vault, rotated by the bridge on its near-expiry
+    # event, instead of the two key settings.
+    key_vault: bool = False
 
 
 @dataclass
@@ -109,6 +115,7 @@ class Stack:
     queue_name: str = QUEUE
     production: Workspace | None = None
     identity: LocalIdentity | None = None  # Entra ID, when the bridge signs in to Airflow by it
+    key_vault: LocalKeyVault | None = None  # where the signing key lives, when it is in one
 
     @property
     def queue_env(self) -> dict[str, str]:
@@ -185,6 +192,12 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
             reconcile_after_seconds=options.reconcile_after_seconds,
         )
         settings = _airflow_sign_in(settings, identity)
+        key_vault = None
+        if options.key_vault:
+            key_vault = stack.enter_context(
+                LocalKeyVault(workdir / "keyvault", event_key=event_key)
+            )
+            settings = _signing_key_in(key_vault, settings)
         bridge, devhost = _bridge_host(
             stack,
             settings,
@@ -195,6 +208,9 @@ def running_stack(options: StackOptions | None = None) -> Iterator[Stack]:
         )
         running = Stack(azurite, servicebus, emulator, devhost, settings, bridge, None)
         running.identity = identity
+        running.key_vault = key_vault
+        if key_vault is not None:  # the vault's system topic, subscribed to the bridge's webhook
+            key_vault.topic.webhook_url = devhost.webhook_url
         if options.production_workspace:
             running.production = _production(
                 stack, running, options=options, workdir=workdir, dead_letters=dead_letters
@@ -254,6 +270,19 @@ def _airflow_sign_in(settings: Settings, identity: LocalIdentity | None) -> Sett
         airflow_auth=ENTRA,
         airflow_audience=identity.app.identifier_uri,
         managed_identity_client_id=identity.principal.client_id,
+    )
+
+
+def _signing_key_in(key_vault: LocalKeyVault, settings: Settings) -> Settings:
+    """The signing key as Key Vault holds it in Azure: a secret whose first version expires in
+    `KEY_LIFETIME_DAYS`; the bridge reads it with its identity and rotates it."""
+    key_vault.set(settings.signing_key_secret, new_key(),
+                  exp=time.time() + KEY_LIFETIME_DAYS * 86400)  # fmt: skip
+    return dataclasses.replace(
+        settings,
+        signing_key="",
+        key_vault_url=key_vault.url,
+        key_vault_ca_file=str(key_vault.certificate.authority),
     )
 
 
@@ -325,6 +354,11 @@ def _production(
         ledger_table=PRODUCTION_LEDGER_TABLE,
         signing_key=secrets.token_hex(32),
     )
+    if staging.key_vault is not None:  # a key of its own, in the same local vault
+        settings = _signing_key_in(
+            staging.key_vault,
+            dataclasses.replace(settings, signing_key_secret=PRODUCTION_SIGNING_KEY_SECRET),
+        )
     bridge, devhost = _bridge_host(
         stack,
         settings,

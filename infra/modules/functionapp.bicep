@@ -25,9 +25,8 @@ param ledgerTableName string
 
 param keyVaultUri string
 param airflowPasswordSecretName string
+@description('The signing key\'s secret: the bridge reads its versions and rotates it (docs/security.md).')
 param signingKeySecretName string
-@description('The signing key before the last rotation: tags it signed keep verifying (docs/security.md).')
-param signingKeyPreviousSecretName string
 
 param applicationInsightsConnectionString string
 
@@ -130,8 +129,11 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'BRIDGE_AIRFLOW_AUDIENCE', value: airflowAudience }
         { name: 'BRIDGE_AIRFLOW_USERNAME', value: empty(airflowAudience) ? airflowUsername : '' }
         { name: 'BRIDGE_AIRFLOW_PASSWORD', value: empty(airflowAudience) ? '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${airflowPasswordSecretName}/)' : '' }
-        { name: 'BRIDGE_SIGNING_KEY', value: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${signingKeySecretName}/)' }
-        { name: 'BRIDGE_SIGNING_KEY_PREVIOUS', value: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${signingKeyPreviousSecretName}/)' }
+        // The signing key: read from Key Vault by the bridge itself (every minute, every version
+        // not expired) and rotated on Key Vault's near-expiry event; no app-setting reference,
+        // which App Service would re-read only once a day.
+        { name: 'BRIDGE_KEY_VAULT_URL', value: keyVaultUri }
+        { name: 'BRIDGE_SIGNING_KEY_SECRET', value: signingKeySecretName }
         { name: 'BRIDGE_POLICY', value: policyJson }
         { name: 'BRIDGE_RECONCILE_SCHEDULE', value: reconcileSchedule }
         { name: 'BRIDGE_RECONCILE_AFTER_SECONDS', value: string(reconcileAfterSeconds) }

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bridge import settings
+from bridge.events import SECRET_EXPIRED, SECRET_NEAR_EXPIRY
 
 from .templates import Templates, dotted
 
@@ -24,8 +25,9 @@ HOST_SETTINGS = {
 # Read by the code but only on the local stack: set in Azure they would bypass identities.
 LOCAL_ONLY_SETTINGS = {
     settings.AZUREML_ENDPOINT, settings.AZUREML_CA_FILE, settings.LEDGER_CONNECTION_STRING,
+    settings.KEY_VAULT_CA_FILE,
 }  # fmt: skip
-SECRET_SETTINGS = {settings.AIRFLOW_PASSWORD, settings.SIGNING_KEY, settings.SIGNING_KEY_PREVIOUS}
+SECRET_SETTINGS = {settings.AIRFLOW_PASSWORD}
 TRIGGERS_THE_TEMPLATES_WIRE = {
     "serviceBusTrigger", "eventGridTrigger", "httpTrigger", "timerTrigger",
 }  # fmt: skip
@@ -72,6 +74,18 @@ def test_secrets_are_key_vault_references(templates: Templates) -> None:
                 continue
             assert value.startswith("@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/"), name
             assert value.endswith("/)"), name
+
+
+def test_the_signing_key_is_read_from_key_vault_by_the_bridge_not_by_reference(
+    templates: Templates,
+) -> None:
+    """The bridge reads the key's versions itself (every minute) and rotates it: no app setting
+    holds the key, or a reference to it that App Service would re-read once a day."""
+    app_settings = templates.app_settings()
+    assert app_settings[settings.KEY_VAULT_URL] == "keyVaultUri"
+    # pragma: allowlist nextline secret (a parameter's name)
+    assert app_settings[settings.SIGNING_KEY_SECRET] == "signingKeySecretName"
+    assert {settings.SIGNING_KEY, settings.SIGNING_KEY_PREVIOUS} & set(app_settings) == set()
 
 
 def test_entra_mode_leaves_no_airflow_secret_in_the_settings(templates: Templates) -> None:
@@ -156,20 +170,25 @@ EVENT_SUBSCRIPTIONS = {
     "eventSubscription": ("modules/eventgrid-subscription.bicep", "toBridge"),
     "modelSubscription": ("modules/eventgrid-model-subscription.bicep", "modelsToBridge"),
     "resourceSubscription": ("modules/eventgrid-resource-subscription.bicep", "endpointWrites"),
+    "keyRotation": ("modules/keyvault-rotation.bicep", "toBridge"),
 }
 
 
-def test_every_event_subscription_delivers_to_the_one_event_grid_triggered_function(
+def test_every_event_subscription_delivers_to_its_event_grid_triggered_function(
     functions: Mapping[str, list[dict[str, Any]]],
     templates: Templates,
 ) -> None:
     """Job events, models registered and endpoint writes all reach `on_azureml_event`, the
-    function that parses every kind (bridge/events.py), created in the same second pass."""
+    function that parses every kind (bridge/events.py); Key Vault's notices about the signing key
+    reach `on_key_vault_event`; all made in the same second pass."""
     event_functions = {n for n, b in functions.items() if trigger(b)["type"] == "eventGridTrigger"}
     for module, (file, symbol) in EVENT_SUBSCRIPTIONS.items():
         assert templates.module_file(module) == file
         params = templates.module(module)["params"]
-        assert {templates.value("main.bicep", params["functionName"])} == event_functions, module
+        function = templates.value("main.bicep", params["functionName"])
+        assert function in event_functions, module
+        expected = "on_key_vault_event" if module == "keyRotation" else "on_azureml_event"
+        assert function == expected, module
         assert dotted(params["functionAppId"]) == "functionApp.outputs.id", module
         condition = templates.parsed["main.bicep"]["modules"][module]["config"]["condition"]
         assert condition == "deployEventSubscription", module
@@ -185,10 +204,11 @@ def test_every_event_grid_trigger_has_a_subscription(
     templates: Templates,
 ) -> None:
     event_functions = {n for n, b in functions.items() if trigger(b)["type"] == "eventGridTrigger"}
-    subscribed = templates.value(
-        "main.bicep", templates.module("eventSubscription")["params"]["functionName"]
-    )
-    assert event_functions == {subscribed}
+    subscribed = {
+        templates.value("main.bicep", templates.module(module)["params"]["functionName"])
+        for module in EVENT_SUBSCRIPTIONS
+    }
+    assert event_functions == subscribed
 
 
 def test_reconcile_timer_reads_its_schedule_from_the_setting_bicep_sets(
@@ -223,3 +243,23 @@ def test_the_function_timeout_the_lease_derives_from_is_host_jsons(templates: Te
     app_settings = templates.app_settings()
     assert app_settings[settings.FUNCTION_TIMEOUT] == host["functionTimeout"]
     assert host["functionTimeout"] == settings.DEFAULT_FUNCTION_TIMEOUT
+
+
+def test_key_vaults_notices_about_the_signing_key_alone_reach_the_rotation(
+    templates: Templates,
+) -> None:
+    """The vault's system topic; near expiry and expired, of the one secret the bridge reads
+    (Bicep names it as the bridge defaults it)."""
+    file = "modules/keyvault-rotation.bicep"
+    assert templates.resource(file, "topic")["properties"]["topicType"] == (
+        "Microsoft.KeyVault.vaults"
+    )
+    event_filter = templates.resource(file, "toBridge")["properties"]["filter"]
+    assert set(event_filter["includedEventTypes"]) == {SECRET_NEAR_EXPIRY, SECRET_EXPIRED}
+    assert event_filter["advancedFilters"] == [
+        {"operatorType": "StringIn", "key": "subject", "values": ["secretName"]}
+    ]
+    params = templates.module("keyRotation")["params"]
+    assert templates.value("main.bicep", params["secretName"]) == (
+        settings.DEFAULT_SIGNING_KEY_SECRET
+    )

@@ -97,8 +97,11 @@ def test_runtime_identities_get_exactly_the_roles_they_need(templates: Templates
     assert roles_of("functionPrincipalId") == {
         "AzureML Data Scientist", "AzureML Registry User", "Azure Service Bus Data Receiver",
         "Storage Table Data Contributor", "Storage Blob Data Owner",
-        "Key Vault Secrets User", "Monitoring Metrics Publisher",
+        "Key Vault Secrets User", "Key Vault Secrets Officer", "Monitoring Metrics Publisher",
     }
+    # Officer (writing versions) on the signing key's secret alone, to rotate it.
+    rotator = templates.resource("modules/keyvault-rotation.bicep", "rotator")
+    assert rotator["scope"] == "secret"
     assert roles_of("airflowWorkerPrincipalId") == {"Azure Service Bus Data Sender"}
     assert roles_of("deadLetterWriterPrincipalId") == {"Storage Blob Data Contributor"}
 

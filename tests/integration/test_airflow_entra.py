@@ -243,13 +243,15 @@ def test_an_identity_endpoint_that_refuses_blocks_on_credentials(
 def test_the_demo_runs_the_whole_loop_with_no_airflow_secret(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`make demo AIRFLOW_AUTH=entra`: the local Airflow runs the shipped auth manager and the
-    bridge holds no Airflow password or token; App Service's variables are gone afterwards."""
-    code = demo.run(StackOptions(workdir=tmp_path, airflow_auth="entra"))
+    """`make demo AIRFLOW_AUTH=entra`: the local Airflow runs the shipped auth manager, the bridge
+    holds no Airflow password or token, and its signing key is a secret in the local Key Vault;
+    App Service's variables are gone afterwards."""
+    code = demo.run(StackOptions(workdir=tmp_path, airflow_auth="entra", key_vault=True))
     out = capsys.readouterr().out
 
     assert code == 0, out
     assert "no Airflow password or token in its settings" in out
+    assert "the signing key: secret 'signing-key' in Key Vault https://127.0.0.1:" in out
     assert "consumer DAG azureml_model_ready succeeded" in out
     assert re.search(
         r"airflow create_asset_event .* managed identity [0-9a-f-]{36} \(Entra ID\)", out

@@ -80,6 +80,7 @@ def test_the_deployed_package_imports_indexes_and_builds_without_the_local_stack
     assert found["from"].startswith(str(tmp_path))  # the copy, not the checkout
     assert found["local"] == "absent" and found["loaded"] == []
     assert found["functions"] == [
-        "events_webhook", "health", "on_azureml_event", "on_submission", "reconcile", "retain",
+        "events_webhook", "health", "on_azureml_event", "on_key_vault_event", "on_submission",
+        "reconcile", "retain",
     ]  # fmt: skip
     assert found["ledger"] == "TableLedger"

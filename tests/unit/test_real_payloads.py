@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 
 from bridge.contracts import Outcome
-from bridge.events import Ignored, JobEvent, Malformed, ModelEvent, parse_event, parse_events
+from bridge.events import (
+    Ignored,
+    JobEvent,
+    Malformed,
+    ModelEvent,
+    SecretEvent,
+    parse_event,
+    parse_events,
+)
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "events"
 AUTOML = "AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc"
@@ -164,3 +172,45 @@ def test_real_deployment_and_resource_events_are_ignored_not_refused(name: str) 
     webhook are acknowledged and left alone, never recorded as malformed."""
     events = parse_events((LIFECYCLE / name).read_bytes())
     assert events and all(isinstance(event, Ignored) for event in events), events
+
+
+@pytest.mark.parametrize(
+    ("name", "schema"),
+    [("eventgrid-keyvault-secret-new-version.rest-specs.json", "eventgrid"),
+     ("cloudevent-keyvault-secret-new-version.rest-specs.json", "cloudevents")],
+)  # fmt: skip
+def test_real_key_vault_secret_event_names_vault_secret_and_version(name: str, schema: str) -> None:
+    [event] = parse_events(fixture(name))
+    assert isinstance(event, SecretEvent), event
+    version = "ee059b2bb5bc48398a53b168c6cdcb10"  # pragma: allowlist secret (a version id)
+    assert (event.vault, event.name, event.version, event.schema) == (
+        "sample-kv", "newsecret", version, schema,
+    )  # fmt: skip
+    assert not event.near_expiry  # a new version asks for no rotation
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # As the docs spell it (camelCase, numbers) ...
+        {"id": "https://kv.vault.azure.net/secrets/signing-key/abc", "vaultName": "kv",
+         "objectType": "Secret", "objectName": "signing-key", "version": "abc",
+         "nbf": 1559081980, "exp": 1559082102},
+        # ... and as hand-made deliveries in public repositories send it: no Version, no Id.
+        {"VaultName": "kv", "ObjectType": "Secret", "ObjectName": "signing-key"},
+    ],
+)  # fmt: skip
+def test_a_near_expiry_event_is_read_in_every_spelling_seen(data: dict[str, Any]) -> None:
+    event = parse_event({"id": "e1", "eventType": "Microsoft.KeyVault.SecretNearExpiry",
+                         "subject": "signing-key", "eventTime": "2026-12-05T01:00:00Z",
+                         "data": data, "dataVersion": "1"})  # fmt: skip
+    assert isinstance(event, SecretEvent)
+    assert (event.vault, event.name, event.near_expiry) == ("kv", "signing-key", True)
+    assert event.version == data.get("version")
+
+
+def test_a_secret_event_naming_no_secret_is_malformed() -> None:
+    [event] = parse_events(json.dumps([{"id": "e2", "eventType": "Microsoft.KeyVault.SecretExpired",
+                                        "data": {"VaultName": "kv"}}]))  # fmt: skip
+    assert isinstance(event, Malformed)
+    assert "neither data.ObjectName nor a subject" in event.reason

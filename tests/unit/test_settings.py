@@ -118,3 +118,23 @@ def test_entra_mode_names_an_airflow_secret_left_behind_without_showing_it() -> 
 def test_an_unknown_airflow_auth_is_named() -> None:
     problems = Settings.from_env({**COMPLETE, "BRIDGE_AIRFLOW_AUTH": "kerberos"}).problems()
     assert problems == ["BRIDGE_AIRFLOW_AUTH is 'kerberos': leave it unset, or set 'entra'"]
+
+
+def test_the_signing_key_in_key_vault_replaces_the_two_key_settings() -> None:
+    env = {k: v for k, v in COMPLETE.items() if k != "BRIDGE_SIGNING_KEY"}
+    env["BRIDGE_KEY_VAULT_URL"] = "https://kv-bridge.vault.azure.net/"
+    settings = Settings.from_env(env)
+    assert settings.problems() == []
+    assert (settings.key_vault_url, settings.signing_key_secret) == (
+        "https://kv-bridge.vault.azure.net/", "signing-key",
+    )  # fmt: skip
+    assert Settings.from_env(settings.environment()) == settings
+
+    beside = {**env, "BRIDGE_SIGNING_KEY": "k" * 64, "BRIDGE_SIGNING_KEY_PREVIOUS": "p" * 64}
+    assert Settings.from_env(beside).problems() == [
+        "BRIDGE_SIGNING_KEY is set, and BRIDGE_KEY_VAULT_URL replaces it: remove it",
+        "BRIDGE_SIGNING_KEY_PREVIOUS is set, and BRIDGE_KEY_VAULT_URL replaces it: remove it",
+    ]
+    assert Settings.from_env({**env, "BRIDGE_KEY_VAULT_URL": "kv-bridge"}).problems() == [
+        "BRIDGE_KEY_VAULT_URL is not an http(s) URL"
+    ]

@@ -6,7 +6,16 @@ import hashlib
 import hmac
 import secrets
 
-from bridge.signing import Keyring, key_id
+import pytest
+
+from bridge.errors import BlockedError, TransientError
+from bridge.signing import (
+    KID_LENGTH,
+    UNKNOWN_KID_REREADS,
+    Keyring,
+    RotatingKeyring,
+    key_id,
+)
 
 JOB = "train-0123456789abcdef0123-airflow"
 
@@ -60,3 +69,72 @@ def test_a_tag_naming_one_key_is_not_checked_against_another() -> None:
 def test_the_key_id_reveals_nothing_of_the_key() -> None:
     [key] = keys(1)
     assert key_id(key) not in key and len(key_id(key)) == 8
+
+
+class Store:
+    """A store's answers in order: a keyring, or an error it raises."""
+
+    def __init__(self, *answers: Keyring | Exception) -> None:
+        self.answers = list(answers)
+        self.reads = 0
+
+    def __call__(self) -> Keyring:
+        answer = self.answers[min(self.reads, len(self.answers) - 1)]
+        self.reads += 1
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_a_rotating_keyring_reads_the_store_again_once_its_ttl_is_over() -> None:
+    old, new = secrets.token_hex(32), secrets.token_hex(32)
+    clock = [0.0]
+    store = Store(Keyring(old), Keyring(new, old))
+    keys = RotatingKeyring(store, ttl=60, clock=lambda: clock[0])
+    assert keys.sign("job").startswith(key_id(old))
+    clock[0] = 59
+    assert keys.sign("job").startswith(key_id(old)) and store.reads == 1
+    clock[0] = 60
+    assert keys.sign("job").startswith(key_id(new)) and store.reads == 2
+
+
+def test_a_tag_naming_an_unseen_key_reads_the_store_at_once_but_not_on_every_call() -> None:
+    old, new = secrets.token_hex(32), secrets.token_hex(32)
+    clock = [100.0]
+    store = Store(Keyring(old), Keyring(new, old))
+    keys = RotatingKeyring(store, ttl=60, clock=lambda: clock[0])
+    keys.ids  # noqa: B018 (the first read)
+    signed_elsewhere = Keyring(new).sign("job")  # another instance rotated first
+    assert keys.verify("job", signed_elsewhere)  # read again at once: no event refused
+    assert store.reads == 2
+
+    forged = f"{'0' * KID_LENGTH}:{'0' * 64}"
+    assert not keys.verify("job", forged)
+    assert not keys.verify("job", forged)  # the same unknown key id: not read again this minute
+    assert store.reads == 3
+    for n in range(3 * UNKNOWN_KID_REREADS):  # a flood of made-up key ids
+        assert not keys.verify("job", f"{n + 1:0{KID_LENGTH}x}:{'0' * 64}")
+    assert store.reads == 1 + UNKNOWN_KID_REREADS  # the first read, then one per lookup
+    clock[0] += 60
+    assert not keys.verify("job", forged)  # a minute on, it may be looked up once more
+    assert store.reads == 1 + UNKNOWN_KID_REREADS + 2  # the TTL's read, and the lookup
+
+
+def test_the_last_keys_serve_while_the_store_cannot_be_read_and_none_is_an_error() -> None:
+    key = secrets.token_hex(32)
+    clock = [0.0]
+    store = Store(Keyring(key), TransientError("vault unreachable"))
+    keys = RotatingKeyring(store, ttl=60, clock=lambda: clock[0])
+    signed = keys.sign("job")
+    clock[0] = 120
+    assert keys.verify("job", signed)  # the store failed: the ring read before serves
+    with pytest.raises(BlockedError, match="no version"):
+        RotatingKeyring(Store(BlockedError("no version", cause=BlockedError.KEY_VAULT))).sign("j")
+
+
+def test_older_versions_verify_and_never_sign() -> None:
+    current, previous, oldest = (secrets.token_hex(32) for _ in range(3))
+    ring = Keyring(current, previous, (oldest,))
+    assert ring.verify("job", Keyring(oldest).sign("job"))
+    assert ring.sign("job").startswith(key_id(current))
+    assert ring.ids == [key_id(current), key_id(previous), key_id(oldest)]

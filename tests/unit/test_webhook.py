@@ -179,7 +179,7 @@ def test_only_health_answers_without_a_function_key() -> None:
     assert json.loads(out.stdout) == {"events_webhook": "FUNCTION", "health": "ANONYMOUS"}
 
 
-def test_function_app_lists_its_six_functions() -> None:
+def test_function_app_lists_its_seven_functions() -> None:
     code = (
         "import json, function_app\n"
         "fs = function_app.app.get_functions()\n"
@@ -192,6 +192,7 @@ def test_function_app_lists_its_six_functions() -> None:
         ["events_webhook", "httpTrigger"],
         ["health", "httpTrigger"],
         ["on_azureml_event", "eventGridTrigger"],
+        ["on_key_vault_event", "eventGridTrigger"],
         ["on_submission", "serviceBusTrigger"],
         ["reconcile", "timerTrigger"],
         ["retain", "timerTrigger"],

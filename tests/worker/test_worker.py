@@ -35,7 +35,8 @@ from tests.unit.test_deployed_package import deployed
 REPO = Path(__file__).resolve().parents[2]
 WORKER_PYTHON = REPO / ".venv-worker" / "bin" / "python"
 DRIVER = Path(__file__).with_name("driver.py")
-FUNCTIONS = {"on_submission", "on_azureml_event", "reconcile", "retain", "events_webhook", "health"}
+FUNCTIONS = {"on_submission", "on_azureml_event", "on_key_vault_event", "reconcile", "retain",
+             "events_webhook", "health"}  # fmt: skip
 # The Bicep the bindings must agree with.
 MAIN_BICEP = (REPO / "infra" / "main.bicep").read_text()
 FUNCTION_APP_BICEP = (REPO / "infra" / "modules" / "functionapp.bicep").read_text()
@@ -260,7 +261,7 @@ def bindings(answer: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     }
 
 
-def test_the_worker_indexes_the_six_functions_of_the_deployed_package(
+def test_the_worker_indexes_the_seven_functions_of_the_deployed_package(
     unconfigured: dict[str, Any],
 ) -> None:
     found = {meta["name"]: meta for meta in unconfigured["metadata"]}
@@ -301,11 +302,12 @@ def test_the_service_bus_trigger_names_the_settings_bicep_sets(
 def test_the_event_grid_trigger_is_the_function_the_subscription_targets(
     unconfigured: dict[str, Any],
 ) -> None:
-    target = re.search(r"var eventFunctionName = '(\w+)'", MAIN_BICEP)
-    assert target is not None
-    assert bindings(unconfigured)[target.group(1)] == [
-        {"direction": "IN", "type": "eventGridTrigger", "name": "event"}
-    ]
+    for variable in ("eventFunctionName", "keyVaultFunctionName"):
+        target = re.search(rf"var {variable} = '(\w+)'", MAIN_BICEP)
+        assert target is not None, variable
+        assert bindings(unconfigured)[target.group(1)] == [
+            {"direction": "IN", "type": "eventGridTrigger", "name": "event"}
+        ]
     assert "endpointType: 'AzureFunction'" in SUBSCRIPTION_BICEP
     # The worker decodes a CloudEvents delivery as a func.CloudEvent, and on_azureml_event reads
     # EventGridEvent's fields (through this worker: AttributeError, event_type): the subscription
