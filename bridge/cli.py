@@ -418,9 +418,13 @@ def _show(args: argparse.Namespace) -> int:
     try:
         bridge = _environment_bridge()
         found = trail(bridge.ledger, None if args.offline else bridge.jobs, args.job)
+        # Not a job: a trail of its own (the signing key's rotations, key-rotation.<secret>).
+        records = bridge.ledger.trail(args.job) if found is None else []
     except BridgeError as exc:
         print(f"show: {exc}", file=sys.stderr)
         return 1
+    if found is None and records:
+        return _show_trail(records, as_json=args.json)
     if found is None:
         print(f"show: the ledger has no job {args.job!r}", file=sys.stderr)
         return 1
@@ -466,6 +470,16 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_trail(records: list[dict[str, Any]], *, as_json: bool) -> int:
+    from bridge.inspection import TRAIL_HEADER, trail_row
+
+    if as_json:
+        print(json.dumps(records, indent=2))
+    else:
+        _table(TRAIL_HEADER, [trail_row(entry) for entry in records])
+    return 0
+
+
 def _routes(routes: dict[str, Any]) -> str:
     """`completed -> a://x, dag run d; failed -> ...`: what each outcome leads to."""
     parts = []
@@ -478,12 +492,19 @@ def _routes(routes: dict[str, Any]) -> str:
 
 
 def _environment_bridge() -> Bridge:
-    from bridge.composition import build, emulated
+    from bridge.composition import build
+
+    return build(_local_aware_settings())
+
+
+def _local_aware_settings() -> Settings:
+    """The environment's settings; with the local stack's emulator, its credential registered."""
+    from bridge.composition import emulated
 
     settings = bridge_settings()
     if emulated(settings):  # the local stack's emulator: its credential comes with the stack
         importlib.import_module("bridge.local")
-    return build(settings)
+    return settings
 
 
 def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
@@ -532,9 +553,8 @@ def _schema(args: argparse.Namespace) -> int:
 
 def _health(args: argparse.Namespace) -> int:
     from bridge import health
-    from bridge.settings import Settings
 
-    status, body = health.report(Settings.from_env(os.environ), os.environ)
+    status, body = health.report(_local_aware_settings(), os.environ)
     print(json.dumps(body, indent=2))
     return 0 if status == 200 else 1
 

@@ -28,12 +28,12 @@ from bridge.local.keyvault import LocalKeyVault
 from bridge.local.stack import EXAMPLE_DAGS, Stack, StackOptions, running_stack
 from bridge.rotation import KeyRotation, trail_of
 from bridge.signing import KEY_LIFETIME_DAYS, ROTATE_EVERY_DAYS, Keyring, key_id, new_key
-from tests.integration.conftest import LOOP_POLICY, eventually, job_tags, send
+from tests.integration.conftest import LOOP_POLICY, eventually, job_tags, run_bridge, send
 from tests.integration.test_loop import DONE, created, events_of, submission
 
 pytestmark = pytest.mark.integration
 
-SECRET = "signing-key"
+SECRET = "signing-key"  # pragma: allowlist secret (a name)
 DAY = 86400
 
 
@@ -229,3 +229,25 @@ def test_health_tells_the_keys_id_age_and_expiry_never_the_key(vault_stack: Stac
     assert signing["source"] == "key vault" and signing["kid"] == key_id(newest.value)
     assert signing["age_seconds"] >= 0 and 0 < signing["expires_in_seconds"] <= 60 * DAY
     assert all(v.value not in json.dumps(credentials) for v in vault.versions(SECRET))
+
+
+def test_bridge_show_and_health_read_the_rotations_trail_and_the_keys_freshness(
+    vault_stack: Stack,
+) -> None:
+    """What an operator runs: `bridge show key-rotation.signing-key` (the rotation recorded by the
+    burst test's notice) and `bridge health`, from the stack's settings."""
+    vault = vault_stack.key_vault
+    assert vault is not None
+    if len(vault.versions(SECRET)) < 2:  # run alone: rotate here
+        vault.pass_days(SECRET, ROTATE_EVERY_DAYS)
+        vault.near_expiry(SECRET)
+        eventually(lambda: len(vault.versions(SECRET)) >= 2 or None, timeout=30,
+                   what="the near-expiry event rotated the key")  # fmt: skip
+    shown = run_bridge(vault_stack.settings, "show", trail_of(SECRET), "--json")
+    assert shown.returncode == 0, shown.stderr
+    decisions = [e.get("decision") for e in json.loads(shown.stdout)]
+    assert "rotated" in decisions
+
+    checked = run_bridge(vault_stack.settings, "health")
+    answer = json.loads(checked.stdout)
+    assert answer["credentials"]["signing_key"]["kid"] == key_id(vault.versions(SECRET)[-1].value)

@@ -13,6 +13,7 @@ from bridge.local.azurite import ACCOUNT_KEY
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+SPEC_EXAMPLE_VERSION = "ee059b2bb5bc48398a53b168c6cdcb10"  # pragma: allowlist secret (public)
 
 
 def test_bandit_finds_nothing_at_medium_severity_or_above_in_the_bridge() -> None:
@@ -36,9 +37,12 @@ def test_no_secret_is_committed_but_azurites_published_development_key() -> None
         cwd=REPO, capture_output=True, text=True, check=True,
     )  # fmt: skip
     results = json.loads(done.stdout)["results"]
-    allowed = hashlib.sha1(ACCOUNT_KEY.encode()).hexdigest()  # how detect-secrets names it
+    # How detect-secrets names a finding: Azurite's key, and the secret version id of Key Vault's
+    # event examples in azure-rest-api-specs, vendored byte for byte (tests/fixtures/events).
+    allowed = {hashlib.sha1(value.encode()).hexdigest()
+               for value in (ACCOUNT_KEY, SPEC_EXAMPLE_VERSION)}  # fmt: skip
     found = [f"{path}:{item['line_number']} {item['type']}"
              for path, items in results.items() for item in items
-             if item["hashed_secret"] != allowed]  # fmt: skip
+             if item["hashed_secret"] not in allowed]  # fmt: skip
     assert found == [], "\n".join(found)
     assert "bridge/local/azurite.py" in results  # the scan does see a real key where one is

@@ -25,13 +25,14 @@ No Airflow import here: the checks are plain PyJWT, tested without an API server
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 
@@ -219,7 +220,18 @@ class EntraTokens:
 
 
 def _fetch_json(url: str) -> Mapping[str, Any]:
-    # http(s) only: EntraTrust checked the URL's scheme.
-    with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT_SECONDS) as answer:  # nosec B310
-        found: Mapping[str, Any] = json.load(answer)
+    """GET a JSON document over http(s) (`EntraTrust` checked the scheme); `OSError` or
+    `ValueError` when it cannot be had."""
+    parts = urlsplit(url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = kind(parts.netloc, timeout=FETCH_TIMEOUT_SECONDS)
+    try:
+        connection.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
+        answer = connection.getresponse()
+        body = answer.read()
+    finally:
+        connection.close()
+    if answer.status != 200:
+        raise OSError(f"HTTP {answer.status} from {url}")
+    found: Mapping[str, Any] = json.loads(body)
     return found
