@@ -27,9 +27,6 @@ DAY = 86400.0
 DUE_WITHIN_SECONDS = (ROTATE_EVERY_DAYS + 1) * DAY
 
 
-_SWEEP = SecretEvent("reconcile", SECRET_NEAR_EXPIRY, "", "", None)
-
-
 def trail_of(secret: str) -> str:
     """The name the rotations of one secret are kept under in the audit trail."""
     return f"key-rotation.{secret}"
@@ -62,23 +59,22 @@ class KeyRotation:
         if not event.near_expiry:
             return Rotated(False, f"{event.type}: instances read new versions within a minute")
         with self.audit.span("rotate", parent=None, job=trail_of(event.name)):
-            return self._rotate(event)
+            return self._rotate(event, self.store.current())
 
     def if_due(self) -> Rotated:
         """The reconcile timer's check, whatever Event Grid delivered: rotate the current version
         if it is due (audited then); if not, nothing is recorded."""
         current = self.store.current()
-        why = self._not_due(_SWEEP, current, self.clock())
+        why = self._not_due(None, current, self.clock())
         if why is not None:
             return Rotated(False, why)
         event = SecretEvent("reconcile", SECRET_NEAR_EXPIRY, "", self.store.secret, None)
         with self.audit.span("rotate", parent=None, job=trail_of(self.store.secret)):
-            return self._rotate(event)
+            return self._rotate(event, current)
 
-    def _rotate(self, event: SecretEvent) -> Rotated:
-        current = self.store.current()
+    def _rotate(self, event: SecretEvent, current: KeyVersion) -> Rotated:
         now = self.clock()
-        why = self._not_due(event, current, now)
+        why = self._not_due(event.version, current, now)
         if why is not None:
             decide(Decision.DUPLICATE_SKIPPED, f"event {event.id}: {why}", event_id=event.id,
                    reason=why, kid=current.kid)  # fmt: skip
@@ -93,10 +89,10 @@ class KeyRotation:
         return Rotated(True, detail, new)
 
     @staticmethod
-    def _not_due(event: SecretEvent, current: KeyVersion, now: float) -> str | None:
-        if event.version and event.version != current.version:
+    def _not_due(version: str | None, current: KeyVersion, now: float) -> str | None:
+        if version and version != current.version:
             return (
-                f"version {event.version} is not the current one ({current.version}, key "
+                f"version {version} is not the current one ({current.version}, key "
                 f"{current.kid}): rotated already"
             )
         if current.expires is not None and current.expires - now > DUE_WITHIN_SECONDS:

@@ -49,7 +49,7 @@ from bridge.events import (
 from bridge.ledger import UNBLOCKED, Claim, JobRecord, JobState, Ledger, Unblock, now_iso
 from bridge.policy import Policy
 from bridge.ports import Airflow, JobOutput, Jobs, Lifecycle, Provisioning, SigningKeyStore
-from bridge.rotation import KeyRotation
+from bridge.rotation import KeyRotation, Rotated
 from bridge.runner import JOB, OperationRunner, Progress, Seen, dumps, loads
 from bridge.signing import Keys, RotatingKeyring
 
@@ -540,9 +540,9 @@ class Bridge:
         """Key Vault's notice about a secret: the signing key's near expiry rotates it."""
         if self.signing_key is None:
             return Report(Result.IGNORED, detail="the signing key is not in Key Vault here")
-        done = KeyRotation(self.signing_key, self.audit, clock=self.clock).on_event(event)
-        if done.rotated and isinstance(self.keys, RotatingKeyring):
-            self.keys.ring(reread=True)  # this instance signs with the new key at once
+        done = self._rotated(
+            KeyRotation(self.signing_key, self.audit, clock=self.clock).on_event(event)
+        )
         return Report(Result.HANDLED if done.rotated else Result.DUPLICATE, detail=done.detail)
 
     def rotate_signing_key_if_due(self) -> Report | None:
@@ -552,10 +552,14 @@ class Bridge:
         if self.signing_key is None or now < self._key_checked_at + KEY_CHECK_SECONDS:
             return None
         self._key_checked_at = now
-        done = KeyRotation(self.signing_key, self.audit, clock=self.clock).if_due()
+        done = self._rotated(KeyRotation(self.signing_key, self.audit, clock=self.clock).if_due())
+        return Report(Result.HANDLED if done.rotated else Result.IGNORED, detail=done.detail)
+
+    def _rotated(self, done: Rotated) -> Rotated:
+        """After a rotation, this instance signs with the new key at once."""
         if done.rotated and isinstance(self.keys, RotatingKeyring):
             self.keys.ring(reread=True)
-        return Report(Result.HANDLED if done.rotated else Result.IGNORED, detail=done.detail)
+        return done
 
     def handle(self, event: JobEvent) -> Report:
         outcome = event.outcome

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from bridge import audit
-from bridge.errors import BlockedError, TransientError
+from bridge.errors import BlockedError, TransientError, first_line
 from bridge.ports import KeyVersion
 from bridge.signing import KEY_LIFETIME_DAYS, Keyring, key_id, new_key
 
@@ -155,24 +155,19 @@ class KeyVaultSigningKey:
                 raise BlockedError(f"{where}: no such secret",
                                    cause=BlockedError.KEY_VAULT) from exc  # fmt: skip
             except (ServiceRequestError, ServiceResponseError) as exc:
-                raise TransientError(f"{where}: {_first_line(exc)}") from exc
+                raise TransientError(f"{where}: {first_line(exc)}") from exc
             except (ClientAuthenticationError, HttpResponseError) as exc:
                 status = getattr(exc, "status_code", None) or 0
                 if isinstance(exc, ClientAuthenticationError) or status in (401, 403):
                     raise BlockedError(
-                        f"{where}: the {self.identity} is refused ({_first_line(exc)}): it needs "
+                        f"{where}: the {self.identity} is refused ({first_line(exc)}): it needs "
                         "Key Vault Secrets Officer on the secret (or the assignment is "
                         "propagating)",
                         cause=BlockedError.PERMISSION,
                     ) from exc
                 if status == 429 or status >= 500:
-                    raise TransientError(f"{where}: {_first_line(exc)}") from exc
+                    raise TransientError(f"{where}: {first_line(exc)}") from exc
                 raise
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc)
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _live(properties: SecretProperties, now: datetime) -> bool:

@@ -30,6 +30,7 @@ from bridge.errors import (
     ConfigurationError,
     PermanentError,
     TransientError,
+    first_line,
     retry_after_seconds,
 )
 from bridge.signing import KEY_VAULT_REFERENCE
@@ -153,7 +154,7 @@ class Session:
         except ClientAuthenticationError as exc:
             raise BlockedError(
                 f"the {self._entra.identity} gets no token for Airflow's app registration "
-                f"({self._entra.scope}): {str(exc).splitlines()[0] if str(exc) else exc!r}",
+                f"({self._entra.scope}): {first_line(exc)}",
                 cause=BlockedError.CREDENTIALS,
             ) from exc
         now = time.time()
