@@ -137,7 +137,7 @@ def run(
                 })  # fmt: skip
             if airflow.events < effects * len(SENDERS):
                 raise RuntimeError(f"the stand-in got {airflow.events} events, fewer than sent")
-    best = max(rows, key=lambda row: row["effects_per_s"])
+    best = max(rows, key=lambda row: row["effects_per_s"] or 0.0)
     return {
         "airflow_ms": round(AIRFLOW_SECONDS * 1000),
         "levels": rows,

@@ -528,7 +528,7 @@ def checks_before(writes: Sequence[float]) -> list[float]:
 
 
 def _next_due(at: float, count: int) -> float:
-    return at + min(RETRY_BASE_SECONDS * 2**count, OPERATION_MAX_BACKOFF_SECONDS)
+    return float(at + min(RETRY_BASE_SECONDS * 2**count, OPERATION_MAX_BACKOFF_SECONDS))
 
 
 def _timer_run(due: float) -> float:

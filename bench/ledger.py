@@ -202,7 +202,7 @@ def run_listing(azurite: Azurite, sizes: Sizes) -> dict[str, Any]:
                 seconds[name].append(elapsed)
     ledger.close()
     base = statistics.median(seconds["before: scan RowKey eq 'job', newest 50"])
-    rows = {
+    summary = {
         name: {
             "median_s": round(statistics.median(values), 4),
             "ratio": round(statistics.median(values) / base, 4),
@@ -218,7 +218,7 @@ def run_listing(azurite: Azurite, sizes: Sizes) -> dict[str, Any]:
         "index_rows": sizes.jobs + blocked,
         "blocked": blocked,
         "fill_s": round(fill_seconds, 1),
-        "cases": rows,
+        "cases": summary,
     }
 
 

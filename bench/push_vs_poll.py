@@ -194,9 +194,10 @@ def _wait_for_runs(stack: Stack, jobs: int, deadline: float) -> dict[tuple[str, 
         for peer, index in wanted:
             if (peer, index) in found:
                 continue
-            started = [r for r in stack.airflow.runs(f"consume_{peer}_{index}") if r.start_date]
-            if started:
-                found[(peer, index)] = min(started, key=lambda run: run.queued_at)
+            queued = [(r.queued_at, r) for r in stack.airflow.runs(f"consume_{peer}_{index}")
+                      if r.start_date and r.queued_at]  # fmt: skip
+            if queued:
+                found[(peer, index)] = min(queued, key=lambda pair: pair[0])[1]
         if len(found) == len(wanted):
             return found
         time.sleep(2)

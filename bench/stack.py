@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from bridge.adapters.airflow import AirflowRest
@@ -127,7 +128,7 @@ def bench_stack(workdir: Path, plan: Plan) -> Iterator[Stack]:
         rest = AirflowRest(airflow.base_url, airflow.username, airflow.password)
         uris = [*plan.load_uris()[-1:], *(plan.consumed_uris(p)[-1] for p in plan.consumers)]
         for uri in uris:  # assets are registered with their DAG's parse: wait for the last ones
-            until(lambda uri=uri: known(rest, uri), 90, f"asset {uri} known to Airflow")
+            until(partial(known, rest, uri), 90, f"asset {uri} known to Airflow")
         yield stack
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.delivery import Deliverer
 from bench.overhead import completion, seed
-from bench.processes import cpu_seconds, own_cpu_seconds
+from bench.processes import cpu_seconds, own_cpu_seconds, threads_cpu_seconds
 from bench.report import table
 from bench.stack import asset_ids
 from bench.storage_model import describe
@@ -101,15 +101,22 @@ def _run(
         groups = _groups(stack, host.service.process.pid)
         if model_pid is not None:
             groups["storage model"] = [model_pid]
+        # With the model, the floor's sides: a claim written before the POST (the least that
+        # keeps two deliveries of one event from both posting), and that claim settled after it
+        # (the least that lets a redelivery know the POST was made).
+        floors = {"claim_only": False, "claim_settle": True} if model_pid is not None else {}
         # A warm process, as a Function instance serving a stream is: token, asset ids, pools.
         deliverer = Deliverer(host.url, event_key)
         warm = seed(settings, table_name, uris, "warm")
         _send_all(deliverer, warm, settings.signing_key, 4)
+        idle = _idle_cpu(host.service.process.pid)
         for level in levels:
             jobs = seed(settings, table_name, [uris[i % len(uris)] for i in range(effects)],
                         f"c{level}")  # fmt: skip
             targets = [ids[uris[i % len(uris)]] for i in range(effects)]
             bridge, raw = _Tally(groups), _Tally(groups)
+            floor = {name: _Tally(groups) for name in floors}
+            claims = _Claims(served, f"c{level}")
             # Alternating rounds, so that drift (Airflow's housekeeping, the database's) falls
             # on both sides alike.
             step = -(-effects // ROUNDS)
@@ -118,6 +125,9 @@ def _run(
                 bridge.time(partial(_send_all, deliverer, jobs[chunk], settings.signing_key,
                                     level))  # fmt: skip
                 raw.time(partial(_raw_loop, rest, targets[chunk], level))
+                for name, settles in floors.items():
+                    floor[name].time(partial(_floor_loop, claims, rest, targets[chunk], level,
+                                             settle=settles, first=start))  # fmt: skip
             rows.append({
                 "concurrency": level,
                 "effects": effects,
@@ -133,13 +143,32 @@ def _run(
                 # The bridge process's own CPU (from /proc) per effect: what a Function
                 # instance spends on one, serving the webhook included.
                 "bridge_cpu_ms_per_effect": round(1000 * bridge.cpu["bridge"] / effects, 2),
+                # The same less what the process spends idle over as long (the local host's
+                # Service Bus trigger, whose receivers wake every second; in Azure the Functions
+                # host does that, outside the Python worker).
+                "bridge_cpu_ms_per_effect_net": round(
+                    1000 * (bridge.cpu["bridge"] - idle * bridge.seconds) / effects, 2
+                ),
+                "bridge_idle_cpu_ms_per_s": round(1000 * idle, 2),
                 "bridge_cpu_share": bridge.shares(),
                 "raw_cpu_share": raw.shares(),
                 "bottleneck": max(bridge.shares(), key=lambda name: bridge.shares()[name]),
+                **_floor_row(floor, raw, bridge, effects),
             })  # fmt: skip
+            claims.close()
     at_4 = next((row["ratio"] for row in rows if row["concurrency"] == 4), None)
     return {"levels": rows, "ratio_at_4": at_4, "retried": dict(deliverer.retries),
             "goals": {"ratio_at_4": GOAL_AT_4, "ratio_remote": GOAL_REMOTE}}  # fmt: skip
+
+
+IDLE_SECONDS = 5.0
+
+
+def _idle_cpu(pid: int) -> float:
+    """The bridge process's CPU seconds per second while it serves nothing."""
+    before = threads_cpu_seconds(pid)
+    time.sleep(IDLE_SECONDS)
+    return (threads_cpu_seconds(pid) - before) / IDLE_SECONDS
 
 
 def _groups(stack: Stack, bridge_pid: int) -> dict[str, list[int]]:
@@ -225,6 +254,86 @@ def _raw_loop(rest: Any, ids: list[int], concurrency: int, latencies: list[float
         list(pool.map(post, enumerate(ids)))
 
 
+class _Claims:
+    """The floor's ledger: the bridge's SDK and transport, on the route the bridge's ledger takes
+    (through the model), one claim row per effect in a partition of the level's own."""
+
+    def __init__(self, served: Settings, run: str) -> None:
+        from azure.data.tables import TableClient
+
+        from bridge.ledger.table import POOL_CONNECTIONS
+        from bridge.ledger.transport import KeptAliveTransport
+
+        assert served.ledger_connection_string is not None and served.ledger_table is not None
+        self.table = TableClient.from_connection_string(
+            served.ledger_connection_string, table_name=served.ledger_table,
+            transport=KeptAliveTransport(POOL_CONNECTIONS),
+        )  # fmt: skip
+        self.partition = f"floor-{run}-{secrets.token_hex(3)}"
+
+    def close(self) -> None:
+        self.table.close()
+
+
+def _floor_loop(
+    claims: _Claims,
+    rest: Any,
+    ids: list[int],
+    concurrency: int,
+    latencies: list[float],
+    *,
+    settle: bool,
+    first: int,
+) -> None:
+    """The floor: per effect, insert its claim row (insert-if-absent, as the bridge claims), POST
+    the asset event as raw does, and with `settle` merge the row done (If-Match its ETag)."""
+    from airflow_client.client import ApiClient, AssetApi, Configuration, CreateAssetEventsBody
+    from azure.core import MatchConditions
+    from azure.data.tables import UpdateMode
+
+    from bridge.adapters.airflow import POOL_SIZE
+
+    configuration = Configuration(
+        host=rest.base_url, access_token=rest.api_client.configuration.access_token
+    )
+    configuration.connection_pool_maxsize = POOL_SIZE
+    api = AssetApi(ApiClient(configuration))
+    kind = "settled" if settle else "claimed"
+
+    def post(numbered: tuple[int, int]) -> None:
+        index, asset_id = numbered
+        key = {"PartitionKey": claims.partition, "RowKey": f"{kind}-{first + index}"}
+        started = time.perf_counter()
+        meta = claims.table.create_entity(
+            {**key, "state": "in_progress"}, response_preference="return-no-content"
+        )
+        api.create_asset_event(CreateAssetEventsBody(asset_id=asset_id, extra={"floor": index}))
+        if settle:
+            claims.table.update_entity(
+                {**key, "state": "completed"},
+                mode=UpdateMode.MERGE,
+                etag=meta["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        latencies.append(time.perf_counter() - started)
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        list(pool.map(post, enumerate(ids)))
+
+
+def _floor_row(
+    floor: dict[str, _Tally], raw: _Tally, bridge: _Tally, effects: int
+) -> dict[str, Any]:
+    """Each floor side's rate, its ratio to raw, and the bridge's ratio to it."""
+    row: dict[str, Any] = {}
+    for name, tally in floor.items():
+        row[f"floor_{name}_per_s"] = round(effects / tally.seconds, 1)
+        row[f"floor_{name}_ratio"] = round(raw.seconds / tally.seconds, 2)
+        row[f"floor_{name}_ms"] = round(1000 * tally.mean_latency, 1)
+        row[f"bridge_to_floor_{name}"] = round(tally.seconds / bridge.seconds, 2)
+    return row
+
+
 def print_table(result: dict[str, Any]) -> None:
     rows = []
     for row in result["levels"]:
@@ -232,7 +341,8 @@ def print_table(result: dict[str, Any]) -> None:
         cpu = ", ".join(f"{name} {value:.2f}" for name, value in share.items())
         rows.append([row["concurrency"], row["bridge_per_s"], row["raw_per_s"], row["ratio"],
                      row.get("latency_bound"), row.get("bridge_ms"), row.get("raw_ms"),
-                     row.get("bridge_cpu_ms_per_effect"), row["bottleneck"], cpu])  # fmt: skip
+                     row.get("bridge_cpu_ms_per_effect"), row.get("bridge_cpu_ms_per_effect_net"),
+                     row["bottleneck"], cpu])  # fmt: skip
     delay = result.get("airflow_delay_ms")
     where = (
         f"Airflow {delay} ms away (goal ≥ {GOAL_REMOTE})"
@@ -254,7 +364,20 @@ def print_table(result: dict[str, Any]) -> None:
         "bridge ms",
         "raw ms",
         "bridge CPU ms/effect",
+        "less idle",
         "busiest",
         "cpu",
     ]
     print(table(title, headers, rows))
+    floors = [row for row in result["levels"] if "floor_claim_only_ratio" in row]
+    if floors:
+        print(table(
+            "3f. The floor: the least a forwarder that performs each effect once does, on the same "
+            "ledger route (ratios to raw; the bridge's to each floor)",
+            ["concurrency", "raw/s", "claim only /s", "ratio", "claim + settle /s", "ratio",
+             "bridge/s", "ratio", "bridge / claim + settle"],
+            [[row["concurrency"], row["raw_per_s"], row["floor_claim_only_per_s"],
+              row["floor_claim_only_ratio"], row["floor_claim_settle_per_s"],
+              row["floor_claim_settle_ratio"], row["bridge_per_s"], row["ratio"],
+              row["bridge_to_floor_claim_settle"]] for row in floors],
+        ))  # fmt: skip

@@ -28,6 +28,7 @@ TITLES = (
     "12. The bridge's own ceiling",
     "4. Per job",
     "5. Cost per 1,000 jobs",
+    "3f. The floor",
     "6. Cold start",
     "7. Memory",
     "10. Deploying a model, measured",
@@ -74,6 +75,14 @@ def test_quick_benchmarks_print_every_table_and_write_every_result(tmp_path: Pat
         assert all(row["bridge_cpu_ms_per_effect"] > 0 for row in levels)
         assert all(row["latency_bound"] > 0 and row["raw_ms"] > 0 for row in levels)
     assert results["throughput_modelled.quick.json"]["storage_model"]["write"]["p50_ms"] == 10.0
+    # The floor runs where the model does, and only there; the idle CPU is read at every level.
+    for name in ("throughput_modelled", "throughput_remote_modelled"):
+        for row in results[f"{name}.quick.json"]["levels"]:
+            assert row["floor_claim_only_per_s"] > 0 and row["floor_claim_settle_per_s"] > 0
+    assert all("floor_claim_only_per_s" not in row
+               for row in results["throughput.quick.json"]["levels"])  # fmt: skip
+    assert all(row["bridge_idle_cpu_ms_per_s"] >= 0
+               for row in results["throughput.quick.json"]["levels"])  # fmt: skip
     assert {row["processes"] for row in results["ceiling.quick.json"]["levels"]} == {1, 2}
     bills = results["calls.quick.json"]["cost_per_1000_jobs"]
     assert set(bills) == {"1 minute", "1 hour", "8 hours"}
