@@ -286,6 +286,11 @@ class LocalAirflow(Lifecycle):
             ),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url,
+            # The API server's audit-log dependency (`log_action`, async) checks a connection out
+            # of the synchronous pool on the event loop: with the pool full (5 + 10 by default),
+            # that blocks the loop, and every request with it, for `pool_timeout` (30 s). Seen at
+            # 16 concurrent asset events. Room for its 40 worker threads and the loop's checkouts.
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": "40",
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__BASE_URL": self.base_url,
