@@ -23,18 +23,6 @@ def group_cpu_seconds(group: int) -> float:
     return total
 
 
-def threads_cpu_seconds(pid: int) -> float:
-    """CPU seconds of a process's live threads, to the nanosecond (`/proc/<pid>/task/*/schedstat`;
-    `/proc/<pid>/stat` counts ticks of 10 ms): for a short reading of a near-idle process."""
-    total = 0
-    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-        try:
-            total += int(stat.read_text().split()[0])
-        except (OSError, IndexError):
-            continue  # gone since the listing
-    return total / 1e9
-
-
 def cpu_seconds(groups: Mapping[str, Iterable[int]]) -> dict[str, float]:
     return {name: sum(group_cpu_seconds(g) for g in pgids) for name, pgids in groups.items()}
 
