@@ -52,18 +52,17 @@ class Deliverer:
         """One POST on this thread's connection. A connection the server has closed (idle, or
         going down) is opened again once, and the batch sent again: a redelivery, as Event Grid
         would make, which the bridge answers as it answered the first."""
-        for attempt in (1, 2):
-            connection = getattr(self._local, "connection", None)
-            if connection is None:
-                connection = http.client.HTTPConnection(*self._address, timeout=120)
-                self._local.connection = connection
-            try:
-                connection.request("POST", self._path, body=body, headers=headers)
-                response = connection.getresponse()
-                return response.status, response.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                connection.close()
-                self._local.connection = None
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        try:
+            return self._exchange(body, headers)
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            self._local.connection.close()
+            self._local.connection = None
+            return self._exchange(body, headers)
+
+    def _exchange(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        if getattr(self._local, "connection", None) is None:
+            self._local.connection = http.client.HTTPConnection(*self._address, timeout=120)
+        connection: http.client.HTTPConnection = self._local.connection
+        connection.request("POST", self._path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
@@ -194,10 +195,10 @@ def _wait_for_runs(stack: Stack, jobs: int, deadline: float) -> dict[tuple[str, 
         for peer, index in wanted:
             if (peer, index) in found:
                 continue
-            queued = [(r.queued_at, r) for r in stack.airflow.runs(f"consume_{peer}_{index}")
-                      if r.start_date and r.queued_at]  # fmt: skip
-            if queued:
-                found[(peer, index)] = min(queued, key=lambda pair: pair[0])[1]
+            started = [r for r in stack.airflow.runs(f"consume_{peer}_{index}")
+                       if r.start_date and r.queued_at]  # fmt: skip
+            if started:
+                found[(peer, index)] = min(started, key=attrgetter("queued_at"))
         if len(found) == len(wanted):
             return found
         time.sleep(2)

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from functools import partial
+from itertools import count
 from pathlib import Path
 from typing import Any
+
+from azure.core import MatchConditions
+from azure.data.tables import TableClient, UpdateMode
 
 from bench.delivery import Deliverer
 from bench.overhead import completion, seed
@@ -58,12 +62,13 @@ def run(
         airflow_url = stack.airflow.base_url
         if airflow_delay:
             airflow_url = context.enter_context(FaultProxy(airflow_url, delay=airflow_delay)).url
-        served, model = settings, None
+        served, model, floor_table = settings, None, None
         if storage_model:
             model = context.enter_context(storage_model_of(stack.azurite, settings))
             served = model.settings
+            floor_table = context.enter_context(_floor_table(served))
         result = _run(stack, effects, uris, levels, airflow_url, settings=settings, served=served,
-                      model_pid=model.pid if model else None)  # fmt: skip
+                      model_pid=model.pid if model else None, floor_table=floor_table)  # fmt: skip
     result["airflow_delay_ms"] = round(airflow_delay * 1000)
     result["storage_model"] = describe() if storage_model else None
     return result
@@ -79,9 +84,11 @@ def _run(
     settings: Settings,
     served: Settings,
     model_pid: int | None = None,
+    floor_table: TableClient | None = None,
 ) -> dict[str, Any]:
     """`settings` seed the ledger directly; the bridge serves with `served` (the same ledger,
-    perhaps through the storage model)."""
+    perhaps through the storage model). With `floor_table` (the same route), the floor's sides
+    run beside them."""
     assert stack.airflow is not None and settings.ledger_table is not None
     table_name = settings.ledger_table
     rest = AirflowRest(airflow_url, stack.airflow.username, stack.airflow.password)
@@ -101,10 +108,10 @@ def _run(
         groups = _groups(stack, host.service.process.pid)
         if model_pid is not None:
             groups["storage model"] = [model_pid]
-        # With the model, the floor's sides: a claim written before the POST (the least that
-        # keeps two deliveries of one event from both posting), and that claim settled after it
-        # (the least that lets a redelivery know the POST was made).
-        floors = {"claim_only": False, "claim_settle": True} if model_pid is not None else {}
+        # The floor's sides: a claim written before the POST (the least that keeps two
+        # deliveries of one event from both posting), and that claim settled after it (the least
+        # that lets a redelivery know the POST was made).
+        floors = {"claim_only": False, "claim_settle": True} if floor_table is not None else {}
         # A warm process, as a Function instance serving a stream is: token, asset ids, pools.
         deliverer = Deliverer(host.url, event_key)
         warm = seed(settings, table_name, uris, "warm")
@@ -116,7 +123,6 @@ def _run(
             targets = [ids[uris[i % len(uris)]] for i in range(effects)]
             bridge, raw = _Tally(groups), _Tally(groups)
             floor = {name: _Tally(groups) for name in floors}
-            claims = _Claims(served, f"c{level}")
             # Alternating rounds, so that drift (Airflow's housekeeping, the database's) falls
             # on both sides alike.
             step = -(-effects // ROUNDS)
@@ -126,8 +132,10 @@ def _run(
                                     level))  # fmt: skip
                 raw.time(partial(_raw_loop, rest, targets[chunk], level))
                 for name, settles in floors.items():
-                    floor[name].time(partial(_floor_loop, claims, rest, targets[chunk], level,
-                                             settle=settles, first=start))  # fmt: skip
+                    assert floor_table is not None
+                    rows_of = _Floor(floor_table, f"{name}-c{level}", settles=settles)
+                    floor[name].time(partial(_raw_loop, rest, targets[chunk], level,
+                                             floor=rows_of))  # fmt: skip
             rows.append({
                 "concurrency": level,
                 "effects": effects,
@@ -155,7 +163,6 @@ def _run(
                 "bottleneck": max(bridge.shares(), key=lambda name: bridge.shares()[name]),
                 **_floor_row(floor, raw, bridge, effects),
             })  # fmt: skip
-            claims.close()
     at_4 = next((row["ratio"] for row in rows if row["concurrency"] == 4), None)
     return {"levels": rows, "ratio_at_4": at_4, "retried": dict(deliverer.retries),
             "goals": {"ratio_at_4": GOAL_AT_4, "ratio_remote": GOAL_REMOTE}}  # fmt: skip
@@ -235,8 +242,11 @@ def _send_all(
         raise RuntimeError(f"{len(unhandled)} deliveries were not handled, first: {unhandled[0]}")
 
 
-def _raw_loop(rest: Any, ids: list[int], concurrency: int, latencies: list[float]) -> None:
-    """The baseline: the same library, a pool as large as the bridge's, the bridge's token."""
+def _raw_loop(
+    rest: Any, ids: list[int], concurrency: int, latencies: list[float], floor: _Floor | None = None
+) -> None:
+    """The baseline: the same library, a pool as large as the bridge's, the bridge's token. With
+    `floor`, each POST comes after its claim and before its settle (table 3f)."""
     from airflow_client.client import ApiClient, AssetApi, Configuration, CreateAssetEventsBody
 
     from bridge.adapters.airflow import POOL_SIZE
@@ -249,78 +259,58 @@ def _raw_loop(rest: Any, ids: list[int], concurrency: int, latencies: list[float
     def post(numbered: tuple[int, int]) -> None:
         index, asset_id = numbered
         started = time.perf_counter()
+        claimed = floor.claim() if floor is not None else None
         api.create_asset_event(CreateAssetEventsBody(asset_id=asset_id, extra={"raw": index}))
+        if floor is not None and claimed is not None:
+            floor.settle(*claimed)
         latencies.append(time.perf_counter() - started)
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         list(pool.map(post, enumerate(ids)))
 
 
-class _Claims:
-    """The floor's ledger: the bridge's SDK and transport, on the route the bridge's ledger takes
-    (through the model), one claim row per effect in a partition of the level's own."""
+@contextmanager
+def _floor_table(served: Settings) -> Iterator[TableClient]:
+    """The floor's ledger table: the bridge's SDK and transport, on the route the bridge's ledger
+    takes (through the model)."""
+    from bridge.ledger.table import POOL_CONNECTIONS
+    from bridge.ledger.transport import KeptAliveTransport
 
-    def __init__(self, served: Settings, run: str) -> None:
-        from azure.data.tables import TableClient
-
-        from bridge.ledger.table import POOL_CONNECTIONS
-        from bridge.ledger.transport import KeptAliveTransport
-
-        assert served.ledger_connection_string is not None and served.ledger_table is not None
-        self.table = TableClient.from_connection_string(
-            served.ledger_connection_string, table_name=served.ledger_table,
-            transport=KeptAliveTransport(POOL_CONNECTIONS),
-        )  # fmt: skip
-        self.partition = f"floor-{run}-{secrets.token_hex(3)}"
-
-    def close(self) -> None:
-        self.table.close()
+    assert served.ledger_connection_string is not None and served.ledger_table is not None
+    with TableClient.from_connection_string(
+        served.ledger_connection_string, table_name=served.ledger_table,
+        transport=KeptAliveTransport(POOL_CONNECTIONS),
+    ) as table:  # fmt: skip
+        yield table
 
 
-def _floor_loop(
-    claims: _Claims,
-    rest: Any,
-    ids: list[int],
-    concurrency: int,
-    latencies: list[float],
-    *,
-    settle: bool,
-    first: int,
-) -> None:
-    """The floor: per effect, insert its claim row (insert-if-absent, as the bridge claims), POST
-    the asset event as raw does, and with `settle` merge the row done (If-Match its ETag)."""
-    from airflow_client.client import ApiClient, AssetApi, Configuration, CreateAssetEventsBody
-    from azure.core import MatchConditions
-    from azure.data.tables import UpdateMode
+class _Floor:
+    """One floor side's rows, in a partition of its own: each claim an insert-if-absent, as the
+    bridge claims; with `settles`, each then merged done, If-Match its ETag."""
 
-    from bridge.adapters.airflow import POOL_SIZE
+    def __init__(self, table: TableClient, side: str, *, settles: bool) -> None:
+        self.table = table
+        self.settles = settles
+        self.partition = f"floor-{side}-{secrets.token_hex(3)}"
+        self._rows = count()  # next() is atomic under the GIL: one row key per POST
 
-    configuration = Configuration(
-        host=rest.base_url, access_token=rest.api_client.configuration.access_token
-    )
-    configuration.connection_pool_maxsize = POOL_SIZE
-    api = AssetApi(ApiClient(configuration))
-    kind = "settled" if settle else "claimed"
-
-    def post(numbered: tuple[int, int]) -> None:
-        index, asset_id = numbered
-        key = {"PartitionKey": claims.partition, "RowKey": f"{kind}-{first + index}"}
-        started = time.perf_counter()
-        meta = claims.table.create_entity(
-            {**key, "state": "in_progress"}, response_preference="return-no-content"
+    def claim(self) -> tuple[str, str]:
+        """A new claim row: its key and ETag."""
+        key = str(next(self._rows))
+        meta = self.table.create_entity(
+            {"PartitionKey": self.partition, "RowKey": key, "state": "in_progress"},
+            response_preference="return-no-content",
         )
-        api.create_asset_event(CreateAssetEventsBody(asset_id=asset_id, extra={"floor": index}))
-        if settle:
-            claims.table.update_entity(
-                {**key, "state": "completed"},
+        return key, str(meta["etag"])
+
+    def settle(self, key: str, etag: str) -> None:
+        if self.settles:
+            self.table.update_entity(
+                {"PartitionKey": self.partition, "RowKey": key, "state": "completed"},
                 mode=UpdateMode.MERGE,
-                etag=meta["etag"],
+                etag=etag,
                 match_condition=MatchConditions.IfNotModified,
             )
-        latencies.append(time.perf_counter() - started)
-
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        list(pool.map(post, enumerate(ids)))
 
 
 def _floor_row(
